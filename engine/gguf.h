@@ -2,12 +2,14 @@
 // Reader invariant: every size, count and offset read from the file is bounds-checked before use;
 // a truncated, corrupt or hostile file throws LoadError naming what is wrong, never reads out of
 // bounds. Writer invariant: tensor data is written in declaration order, each tensor aligned.
+// Used by model loading (weights, config, tokenizer), the synthetic-model generator and converters.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -16,11 +18,24 @@
 
 namespace ds4 {
 
+constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian u32
+constexpr uint32_t kGgufDefaultAlignment = 32;
+// Limits the reader enforces (and the writer refuses to exceed) so a hostile file cannot make us
+// recurse deeply or allocate without bound: arrays nest at most 8 deep (an array of scalars is
+// depth 1), and one file holds at most 2^24 metadata values counting every array item (the real
+// model has ~0.4 M: vocabulary, merges, token types).
+constexpr int kGgufMaxArrayDepth = 8;
+constexpr uint64_t kGgufMaxMetadataValues = uint64_t{1} << 24;
+constexpr uint32_t kGgufMaxDims = 4;
+
 enum class GgufValueType : uint32_t {
   UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6,
   BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
 std::string_view gguf_value_type_name(GgufValueType type);
+// Strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF): the check applied
+// to keys and tensor names by the reader and the writer.
+bool gguf_is_valid_utf8(std::string_view s);
 
 struct GgufValue;
 struct GgufArray {
@@ -75,6 +90,16 @@ struct GgufTensorInfo {
   const uint8_t* data = nullptr;  // into the mapping (reader only)
 };
 
+// Reader rules beyond the format itself (each violation is a LoadError naming the key / tensor):
+// * versions 2 and 3 (identical layout, u64 counts); version 1 (u32 counts) is refused.
+// * keys and tensor names are non-empty, valid UTF-8 and unique. STRING values are kept as raw
+//   bytes, not validated: tokenizer vocabularies legitimately hold byte tokens / partial UTF-8.
+// * BOOL values are 0 or 1; general.alignment, if present, is a UINT32 non-zero power of two.
+// * every tensor: n_dims 1..4, known ggml type, ne0 a multiple of the block size, element count
+//   fits int64, offset a multiple of the alignment, data inside the file, no two tensors overlap.
+//   Zero-sized dims are accepted (an empty tensor). Bytes after the last tensor are ignored.
+// * the data section starts at the tensor-info table's end rounded up to the alignment; a file
+//   without tensors may end before that padding.
 class GgufFile {
  public:
   // Maps and parses the file. Throws LoadError on any structural problem.
@@ -108,23 +133,41 @@ class GgufFile {
   uint64_t data_offset_ = 0;
   std::vector<GgufKeyValue> metadata_;
   std::vector<GgufTensorInfo> tensors_;
+  // Name -> index; the views point into the file image, which lives as long as this object.
+  std::unordered_map<std::string_view, size_t> key_index_;
+  std::unordered_map<std::string_view, size_t> tensor_index_;
 };
+
+// Dry run: the writer validates and lays out everything (header_bytes, total_bytes, tensor
+// offsets, byte counts of appended data) exactly as for a real write but creates no file.
+enum class GgufWriteMode { kWrite, kDryRun };
 
 // Streaming writer: declare metadata and tensors, write the header once, then stream each
 // tensor's bytes in declaration order (any number of append calls per tensor). Files larger than
 // RAM are fine: nothing but the header is held in memory. Throws LoadError on I/O errors and
 // on misuse (wrong order, wrong byte count).
+// * Writes GGUF v3. Metadata is written in the order added. If alignment != 32 and the caller did
+//   not add general.alignment, it is written as the first key; a caller-added general.alignment
+//   must be a UINT32 equal to the writer's alignment.
+// * An append may not cross a tensor boundary; when a tensor's last byte arrives the writer pads
+//   with zeros to the alignment and moves on to the next tensor (zero-byte tensors are skipped).
+//   The file ends at the last tensor's last byte (no trailing padding).
+// * The file is created by write_header(). A writer destroyed without a successful finish()
+//   (error, exception unwinding) closes and deletes the partial file and never throws.
+// * header_bytes() and total_bytes() reflect what has been declared so far and may be called at
+//   any time, also in GgufWriteMode::kDryRun.
 class GgufWriter {
  public:
-  explicit GgufWriter(std::string path, uint32_t alignment = 32);
+  explicit GgufWriter(std::string path, uint32_t alignment = kGgufDefaultAlignment,
+                      GgufWriteMode mode = GgufWriteMode::kWrite);
   ~GgufWriter();
   void add_metadata(std::string key, GgufValue value);
   void add_tensor(std::string name, GgmlType type, std::vector<uint64_t> dims);
   void write_header();            // header + metadata + tensor infos + padding to alignment
   void append_tensor_data(std::span<const uint8_t> bytes);  // next bytes of the current tensor
   void finish();                  // checks every tensor was written completely, closes
-  uint64_t header_bytes() const;  // bytes before the data section (valid after write_header)
-  uint64_t total_bytes() const;   // final file size (valid after all tensors were added)
+  uint64_t header_bytes() const;  // bytes before the data section (incl. padding)
+  uint64_t total_bytes() const;   // final file size (once all tensors were added)
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
 
  private:
