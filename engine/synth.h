@@ -1,0 +1,35 @@
+// Synthetic DeepSeek V4 Flash-shaped models: the exact tensor names, types and shapes of the
+// published files (model_layout.h) at any scale, filled with seeded random values scaled so that
+// activations stay finite through every layer, plus the real tokenizer. Written streaming (the
+// full q2 model is 86.7 GB); a dry run writes only the header and tensor directory.
+// Deterministic: the same options give the same bytes. Called by `ds4serve-model synth`.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/model_config.h"
+#include "engine/model_info.h"
+#include "engine/model_layout.h"
+
+namespace ds4 {
+
+struct SynthOptions {
+  ModelConfig config;
+  QuantScheme scheme = QuantScheme::kQ2;
+  uint64_t seed = 1;
+  std::string tokenizer_dir;  // tokens.txt / types.txt / merges.txt (data/tokenizer unpacked)
+  bool dry_run = false;       // header and tensor directory only
+  int threads = 0;            // 0 = hardware concurrency
+};
+
+// Writes the model to out_path (or only its header in a dry run). Throws LoadError on bad options
+// (a width that the scheme's block size cannot hold, a tokenizer that does not match n_vocab) or
+// I/O failure.
+ModelBytes synthesize_model(const SynthOptions& options, const std::string& out_path);
+
+// Generates the values of rows [row_begin, row_end) of a tensor (row = ne0 values) into out.
+// Exposed for tests: values depend only on (seed, tensor name, row index).
+void synth_tensor_rows(const TensorSpec& spec, const ModelConfig& config, uint64_t seed, uint64_t row_begin,
+                       uint64_t row_end, float* out);
+
+}  // namespace ds4
