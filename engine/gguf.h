@@ -151,7 +151,8 @@ enum class GgufWriteMode { kWrite, kDryRun };
 //   must be a UINT32 equal to the writer's alignment.
 // * An append may not cross a tensor boundary; when a tensor's last byte arrives the writer pads
 //   with zeros to the alignment and moves on to the next tensor (zero-byte tensors are skipped).
-//   The file ends at the last tensor's last byte (no trailing padding).
+//   The file ends at the last tensor's last byte (no trailing padding unless the last tensors
+//   are empty: then it ends at their aligned offset so the reader finds them inside the file).
 // * The file is created by write_header(). A writer destroyed without a successful finish()
 //   (error, exception unwinding) closes and deletes the partial file and never throws.
 // * header_bytes() and total_bytes() reflect what has been declared so far and may be called at
@@ -171,6 +172,7 @@ class GgufWriter {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
 
  private:
+  void skip_empty_tensors();
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<GgufTensorInfo> tensors_;

@@ -312,7 +312,8 @@ void GgufWriter::write_header() {
   sink.put<uint64_t>(w.metadata.size() + (auto_key ? 1 : 0));
   if (auto_key) {
     sink.put_string(kAlignmentKey);
-    sink.put_value(GgufValue::u32(w.alignment));
+    sink.put<uint32_t>(static_cast<uint32_t>(GgufValueType::UINT32));
+    sink.put<uint32_t>(w.alignment);
   }
   for (const auto& kv : w.metadata) {
     sink.put_string(kv.key);
@@ -336,8 +337,18 @@ void GgufWriter::write_header() {
   }
   w.state = Impl::State::kWriting;
   w.emit(sink.bytes().data(), sink.bytes().size());
-  // Skip leading zero-byte tensors so `current` always names one that still needs data.
+  skip_empty_tensors();
+}
+
+// Moves `current` past zero-byte tensors and pads with zeros to where the next tensor that needs
+// data starts, or to the end of the file (only trailing empty tensors can need that padding).
+void GgufWriter::skip_empty_tensors() {
+  Impl& w = *impl_;
   while (w.current < tensors_.size() && tensors_[w.current].n_bytes == 0) ++w.current;
+  const uint64_t target = w.current < tensors_.size()
+                              ? w.header_bytes() + tensors_[w.current].offset
+                              : total_bytes();
+  w.emit_zeros(target - w.bytes_emitted);
 }
 
 void GgufWriter::append_tensor_data(std::span<const uint8_t> bytes) {
@@ -359,12 +370,10 @@ void GgufWriter::append_tensor_data(std::span<const uint8_t> bytes) {
   w.emit(bytes.data(), bytes.size());
   w.current_written += bytes.size();
   if (w.current_written < t.n_bytes) return;
-  // Tensor complete: pad to the next non-empty tensor's offset (no padding after the last).
+  // Tensor complete: pad to the next tensor's offset (no padding after the last).
   w.current_written = 0;
   ++w.current;
-  while (w.current < tensors_.size() && tensors_[w.current].n_bytes == 0) ++w.current;
-  if (w.current < tensors_.size())
-    w.emit_zeros(w.header_bytes() + tensors_[w.current].offset - w.bytes_emitted);
+  skip_empty_tensors();
 }
 
 void GgufWriter::finish() {
