@@ -69,7 +69,7 @@ std::string field_text(const ModelConfig& c, const ScalarKey& k) {
 void read_scalar(const GgufValue& v, const std::string& key, ModelConfig& c, const ScalarKey& k) {
   std::visit(
       [&](auto member) {
-        using T = std::remove_reference_t<decltype(c.*member)>;
+        using T = std::remove_cvref_t<decltype(c.*member)>;
         if constexpr (std::is_same_v<T, int>) {
           const int64_t x = v.as_int(key);
           if (x < 0 || x > (1ll << 31) - 1) throw LoadError(key + ": value " + std::to_string(x) + " out of range");
@@ -269,7 +269,7 @@ void write_config_metadata(const ModelConfig& c, GgufWriter& w) {
   for (const auto& k : kScalarKeys) {
     std::visit(
         [&](auto member) {
-          using T = std::remove_reference_t<decltype(c.*member)>;
+          using T = std::remove_cvref_t<decltype(c.*member)>;
           if constexpr (std::is_same_v<T, int>) w.add_metadata(full_key(k.key), GgufValue::u32(static_cast<uint32_t>(c.*member)));
           else if constexpr (std::is_same_v<T, float>) w.add_metadata(full_key(k.key), GgufValue::f32(c.*member));
           else w.add_metadata(full_key(k.key), GgufValue::boolean(c.*member));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/model_config.h"
+#include "kernels/cpu_ops.h"
 #include "kernels/ggml_type.h"
 
 namespace ds4 {
@@ -27,6 +28,10 @@ struct TensorView {
   const uint8_t* row(uint64_t e, uint64_t i) const { return data + (e * ne1 + i) * row_bytes; }
   const float* f32() const { return reinterpret_cast<const float*>(data); }  // type F32 only
   const int32_t* i32() const { return reinterpret_cast<const int32_t*>(data); }  // type I32 only
+  // The tensor as a matrix of ne1 * ne2 rows (all experts stacked for a 3-D tensor).
+  MatView mat() const { return {data, type, int64_t(ne0), int64_t(ne1 * ne2), row_bytes}; }
+  // Matrix e of a 3-D tensor (one expert).
+  MatView expert(int64_t e) const { return mat().rows(e * int64_t(ne1), int64_t(ne1)); }
 };
 
 struct LayerWeights {

@@ -1,0 +1,105 @@
+// CPU reference forward pass orchestration (MODEL.md 1.3-1.5): embed, then per layer the
+// hyper-connection mix around attention and MoE, then the head on the requested rows.
+#include "engine/cpu_backend.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "engine/cpu_layer.h"
+#include "engine/hyper_connection.h"
+#include "kernels/quant.h"
+
+namespace ds4 {
+namespace {
+
+[[noreturn]] void invalid_batch(const char* what) {
+  std::fprintf(stderr, "%s:%d: CpuBackend::forward: %s\n", __FILE__, __LINE__, what);
+  std::abort();
+}
+
+// Flattens the batch into token refs (grouped by sequence) and reserves KV room.
+std::vector<TokenRef> flatten(const ModelConfig& c, const ForwardBatch& batch, std::vector<SequenceKv*>& kv) {
+  std::vector<TokenRef> tokens;
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const SequenceInput& in = batch.sequences[s];
+    if (!in.kv || in.tokens.empty()) invalid_batch("sequence without KV state or tokens");
+    kv.push_back(in.kv);
+    const int64_t start = in.kv->num_tokens();
+    if (!in.kv->reserve(start + static_cast<int64_t>(in.tokens.size()))) invalid_batch("KV reserve failed");
+    for (size_t i = 0; i < in.tokens.size(); ++i) {
+      if (in.tokens[i] < 0 || in.tokens[i] >= c.n_vocab) invalid_batch("token id out of range");
+      tokens.push_back({static_cast<int>(s), start + static_cast<int64_t>(i), in.tokens[i]});
+    }
+  }
+  return tokens;
+}
+
+// One sub-layer with its hyper-connection mix around it.
+template <typename Sublayer>
+void run_with_hc(const LayerContext& ctx, const TensorView& fn, const TensorView& scale, const TensorView& base,
+                 std::vector<float>& states, Sublayer sublayer) {
+  const ModelConfig& c = ctx.config;
+  const int64_t T = static_cast<int64_t>(ctx.tokens.size()), n = c.n_embd, width = int64_t(c.hc_count) * n;
+  const std::vector<HcMix> mix = hc_compute_mix(c, fn, scale, base, states.data(), T, ctx.pool);
+  std::vector<float> x(T * n), y(T * n);
+  for (int64_t t = 0; t < T; ++t) hc_pre(c, mix[t], &states[t * width], &x[t * n]);
+  sublayer(ctx, x.data(), y.data());
+  for (int64_t t = 0; t < T; ++t) hc_post(c, mix[t], &y[t * n], &states[t * width]);
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options, int threads)
+    : config_(config),
+      weights_(weights),
+      options_(options),
+      pool_(threads),
+      rope_plain_(rope_frequencies(config, false)),
+      rope_compressed_(rope_frequencies(config, true)) {}
+
+ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
+  const ModelConfig& c = config_;
+  std::vector<SequenceKv*> kv;
+  const std::vector<TokenRef> tokens = flatten(c, batch, kv);
+  const int64_t T = static_cast<int64_t>(tokens.size()), n = c.n_embd, width = int64_t(c.hc_count) * n;
+
+  std::vector<float> states(T * width);
+  for (int64_t t = 0; t < T; ++t) {
+    float* s = &states[t * width];
+    dequantize_row(weights_.token_embd.type, weights_.token_embd.row(tokens[t].token), s, n);
+    for (int h = 1; h < c.hc_count; ++h) std::copy_n(s, n, s + h * n);
+  }
+  for (int il = 0; il < c.n_layer; ++il) {
+    const LayerWeights& lw = weights_.layers[il];
+    const RopeFrequencies& rope = c.compress_ratio(il) == 0 ? rope_plain_ : rope_compressed_;
+    const LayerContext ctx{c, lw, options_, pool_, rope, il, tokens, kv};
+    run_with_hc(ctx, lw.hc_attn_fn, lw.hc_attn_scale, lw.hc_attn_base, states, attention_sublayer);
+    run_with_hc(ctx, lw.hc_ffn_fn, lw.hc_ffn_scale, lw.hc_ffn_base, states, moe_sublayer);
+  }
+
+  // Rows that want logits.
+  ForwardOutput out;
+  out.n_vocab = c.n_vocab;
+  std::vector<int64_t> rows;
+  int64_t t0 = 0;
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const SequenceInput& in = batch.sequences[s];
+    const int64_t len = static_cast<int64_t>(in.tokens.size());
+    out.first_row.push_back(static_cast<int64_t>(rows.size()));
+    for (int64_t i = in.all_logits ? 0 : len - 1; i < len; ++i) rows.push_back(t0 + i);
+    out.n_rows.push_back(static_cast<int64_t>(rows.size()) - out.first_row.back());
+    in.kv->set_num_tokens(in.kv->num_tokens() + len);
+    t0 += len;
+  }
+  const int64_t R = static_cast<int64_t>(rows.size());
+  out.final_states.resize(R * width);
+  for (int64_t r = 0; r < R; ++r) std::copy_n(&states[rows[r] * width], width, &out.final_states[r * width]);
+  std::vector<float> h(R * n);
+  hc_collapse(c, weights_, out.final_states.data(), R, h.data(), pool_);
+  for (int64_t r = 0; r < R; ++r) rms_norm(&h[r * n], weights_.output_norm.f32(), n, c.rms_eps, &h[r * n]);
+  out.logits.resize(R * c.n_vocab);
+  matmul(weights_.output.mat(), h.data(), R, out.logits.data(), pool_);
+  return out;
+}
+
+}  // namespace ds4

@@ -1,0 +1,47 @@
+// Internal interface between the CPU backend's orchestrator (cpu_backend.cpp) and its sub-layers
+// (cpu_attention.cpp, cpu_compressor.cpp, cpu_moe.cpp). Not used outside the CPU backend.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/forward.h"
+#include "engine/model_config.h"
+#include "engine/rope.h"
+#include "engine/weights.h"
+#include "kernels/thread_pool.h"
+
+namespace ds4 {
+
+struct TokenRef {
+  int seq;        // index into the batch's sequences
+  int64_t pos;    // absolute position
+  int32_t token;  // token id
+};
+
+struct LayerContext {
+  const ModelConfig& config;
+  const LayerWeights& w;
+  const ForwardOptions& options;
+  ThreadPool& pool;
+  const RopeFrequencies& rope;  // this layer's RoPE
+  int layer;
+  const std::vector<TokenRef>& tokens;  // grouped by sequence, positions increasing
+  const std::vector<SequenceKv*>& kv;   // per sequence
+};
+
+// Attention sub-layer: y[t] from x[t] ([n_tokens, n_embd] each), updating each sequence's KV.
+void attention_sublayer(const LayerContext& ctx, const float* x, float* y);
+// MoE sub-layer (routed experts + shared expert): y[t] from x[t].
+void moe_sublayer(const LayerContext& ctx, const float* x, float* y);
+
+// Compressor step for one token (MODEL.md 2.2): writes the projected kv / gate of position pos into
+// the frontier and, when pos closes a window, returns true with the pooled row (row_dim values) in
+// out (before the norm, RoPE and quantisation). kv_proj / gate_proj are the token's projections (W values).
+bool compressor_step(int ratio, int row_dim, const float* kv_proj, const float* gate_proj, const float* ape,
+                     int64_t pos, float* frontier_kv, float* frontier_score, float* out);
+
+// Indexer top-k (MODEL.md 2.3): the k rows with the highest scores among [0, n_rows), ties to the
+// lower row index. Returns the selected row indices in increasing order.
+std::vector<int64_t> indexer_top_k(const std::vector<float>& scores, int k);
+
+}  // namespace ds4

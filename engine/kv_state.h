@@ -1,0 +1,68 @@
+// The per-sequence attention state the forward pass reads and writes (MODEL.md 2.5): per layer a
+// raw window ring of the last `sliding_window` K=V rows, the compressed rows (and indexer rows on
+// CSA layers) that grow with the context, and each compressor's frontier (the incomplete window).
+// SequenceKv is the interface the paged pool implements; ContiguousKv is the simple in-memory one.
+// Invariant: num_tokens() positions have been processed; compressed row c of a layer with ratio R
+// exists iff c < num_tokens() / R.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/model_config.h"
+
+namespace ds4 {
+
+// Score value of an empty frontier slot (MODEL.md 2.2).
+constexpr float kEmptyScore = -1e30f;
+
+class SequenceKv {
+ public:
+  virtual ~SequenceKv() = default;
+  virtual int64_t num_tokens() const = 0;
+  virtual void set_num_tokens(int64_t n) = 0;
+  // Makes room for the compressed rows of positions [0, n_tokens); false when out of space.
+  virtual bool reserve(int64_t n_tokens) = 0;
+  // Raw K=V row (head_dim floats) of position pos; pos must be within the last sliding_window.
+  virtual float* raw_row(int layer, int64_t pos) = 0;
+  // Compressed attention row c (head_dim floats) / indexer row c (indexer_dim floats).
+  virtual float* comp_row(int layer, int64_t c) = 0;
+  virtual float* index_row(int layer, int64_t c) = 0;
+  // Frontier of the attention (indexer=false) or indexer compressor: [rows, width] kv and score,
+  // rows = (ratio == 4 ? 8 : ratio), width = (ratio == 4 ? 2 : 1) * row width.
+  virtual float* frontier_kv(int layer, bool indexer) = 0;
+  virtual float* frontier_score(int layer, bool indexer) = 0;
+};
+
+// Frontier geometry of a compressor producing rows of `row_dim` values at this ratio.
+inline int frontier_rows(int ratio) { return ratio == 4 ? 8 : ratio; }
+inline int frontier_width(int ratio, int row_dim) { return (ratio == 4 ? 2 : 1) * row_dim; }
+
+// Plain vectors per layer; grows on reserve(). For the CPU reference and tests.
+class ContiguousKv final : public SequenceKv {
+ public:
+  explicit ContiguousKv(const ModelConfig& config);
+  int64_t num_tokens() const override { return n_tokens_; }
+  void set_num_tokens(int64_t n) override { n_tokens_ = n; }
+  bool reserve(int64_t n_tokens) override;
+  float* raw_row(int layer, int64_t pos) override;
+  float* comp_row(int layer, int64_t c) override;
+  float* index_row(int layer, int64_t c) override;
+  float* frontier_kv(int layer, bool indexer) override;
+  float* frontier_score(int layer, bool indexer) override;
+
+ private:
+  struct Frontier {
+    std::vector<float> kv, score;
+  };
+  struct Layer {
+    std::vector<float> raw;    // [sliding_window, head_dim] ring, slot = pos % window
+    std::vector<float> comp;   // [n_comp, head_dim]
+    std::vector<float> index;  // [n_comp, indexer_dim] (CSA layers)
+    Frontier attn_frontier, index_frontier;
+  };
+  const ModelConfig& config_;
+  std::vector<Layer> layers_;
+  int64_t n_tokens_ = 0;
+};
+
+}  // namespace ds4
