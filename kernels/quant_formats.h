@@ -1,0 +1,103 @@
+// Internal to kernels/quant*.cpp: the per-format routine table behind kernels/quant.h, byte-level
+// block readers, and the shared least-squares scale/min fit of the K-quant quantisers.
+// Invariant: every routine takes n as a whole number of blocks (checked once by the dispatcher
+// in quant.cpp); blocks are read byte-wise (memcpy), so any source alignment is accepted.
+// Called by quant.cpp (dispatch) and the quant_<format>.cpp files.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include "kernels/ggml_type.h"
+
+namespace ds4::quant {
+
+// One format's routines. `dequantize` must give bit-identical floats to `dequantize_ref`.
+struct FormatOps {
+  GgmlType type;
+  void (*dequantize_ref)(const uint8_t* src, float* dst, int64_t n);
+  void (*dequantize)(const uint8_t* src, float* dst, int64_t n);
+  void (*quantize)(const float* src, uint8_t* dst, int64_t n);
+  float (*dot)(const uint8_t* w, const float* x, int64_t n);
+};
+
+const FormatOps& f32_ops();
+const FormatOps& f16_ops();
+const FormatOps& bf16_ops();
+const FormatOps& q8_0_ops();
+const FormatOps& q2_k_ops();
+const FormatOps& q4_k_ops();
+const FormatOps& iq2_xxs_ops();
+
+// Block geometry (bytes per block, values per block), the GGUF layouts of MODEL.md 4.5.
+constexpr int kQ8_0Values = 32, kQ8_0Bytes = 34;      // f16 d; i8 q[32]
+constexpr int kQ2KBytes = 84;                         // u8 scales[16]; u8 qs[64]; f16 d; f16 dmin
+constexpr int kQ4KBytes = 144;                        // f16 d; f16 dmin; u8 scales[12]; u8 qs[128]
+constexpr int kIQ2XXSBytes = 66;                      // f16 d; u16 qs[32]
+constexpr int kKValues = 256;                         // QK_K
+
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline void store_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+inline void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+
+// Round half away from zero (C roundf), as ggml's nearest_int does for in-range values.
+inline int round_to_int(float v) { return static_cast<int>(__builtin_roundf(v)); }
+
+inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// Quantised affine fit of one sub-block: x_i ≈ scale·L_i − min with L_i ∈ [0, nmax],
+// scale ≥ 0, min ≥ 0 (the K-quant formats store the offset as an unsigned subtrahend).
+struct ScaleMin {
+  float scale;
+  float min;
+};
+
+// Searches the quantisation grid over a range of inverse scales and refines each candidate by
+// unweighted least squares; returns the fit with the smallest squared error. n ≤ 32.
+ScaleMin fit_scale_min(const float* x, int n, int nmax);
+
+// One K-quant super-block quantised: f16 super-scales and, per sub-block, the integer scale and
+// min in [0, qmax] and the levels L in [0, nmax]. Values dequantise as
+// d·sc[j]·L[i] − dmin·m[j] (MODEL.md 4.5, Q2_K and Q4_K).
+struct KQuantBlock {
+  uint16_t d_bits = 0, dmin_bits = 0;
+  int sc[16] = {}, m[16] = {};  // [n_sub]
+  int levels[256] = {};         // [n_sub · sub_len]
+};
+
+// Fits every sub-block (fit_scale_min), derives d and dmin from the largest scale and min,
+// rounds each sub-block's (scale, min) to integers (nearest, then the best of the ±1 neighbours
+// by the resulting squared error) and assigns the levels. n_sub·sub_len = 256.
+void quantize_k_block(const float* x, int n_sub, int sub_len, int nmax, int qmax,
+                      KQuantBlock* out);
+
+// Largest finite f16 (the stored super-block scales saturate there instead of becoming inf).
+constexpr float kF16Max = 65504.0f;
+
+#ifdef __AVX2__
+inline float hsum_ps(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 8 bytes at p (unsigned) -> 8 int32 lanes.
+inline __m256i load_u8x8_epi32(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+
+}  // namespace ds4::quant
