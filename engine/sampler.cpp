@@ -1,0 +1,65 @@
+// Sampler implementation (see sampler.h): candidates are filtered by top-k, min-p and top-p in
+// descending probability order, then one is drawn proportionally to its probability.
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace ds4 {
+namespace {
+
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+int32_t argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+}  // namespace
+
+double sampling_uniform(uint64_t seed, uint64_t step) {
+  return static_cast<double>(mix64(mix64(seed) ^ (step * 0xd1b54a32d192ed03ull)) >> 11) * 0x1.0p-53;
+}
+
+int32_t sample_token(std::span<const float> logits, const SamplingParams& p, uint64_t step) {
+  if (p.temperature <= 0.0f || logits.size() == 1) return argmax(logits);
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  // Unnormalised probabilities relative to the top token (the top token has weight 1).
+  std::vector<int32_t> ids;
+  std::vector<double> weight(logits.size());
+  double total = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    weight[i] = std::exp((static_cast<double>(logits[i]) - max_logit) / p.temperature);
+    total += weight[i];
+    if (weight[i] >= p.min_p) ids.push_back(static_cast<int32_t>(i));
+  }
+  auto by_weight = [&](int32_t a, int32_t b) { return weight[a] != weight[b] ? weight[a] > weight[b] : a < b; };
+  const bool need_order = p.top_k > 0 || p.top_p < 1.0f;
+  if (need_order) {
+    const size_t k = p.top_k > 0 ? std::min<size_t>(ids.size(), static_cast<size_t>(p.top_k)) : ids.size();
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), by_weight);
+    ids.resize(k);
+    if (p.top_p < 1.0f) {
+      double mass = 0.0;
+      size_t keep = 0;
+      while (keep < ids.size() && (keep == 0 || mass < p.top_p * total)) mass += weight[ids[keep++]];
+      ids.resize(keep);
+    }
+  }
+  double kept = 0.0;
+  for (int32_t id : ids) kept += weight[id];
+  double target = sampling_uniform(p.seed, step) * kept;
+  for (int32_t id : ids) {
+    target -= weight[id];
+    if (target < 0.0) return id;
+  }
+  return ids.back();
+}
+
+}  // namespace ds4
