@@ -69,11 +69,11 @@ Projections project_all(const LayerContext& ctx, const float* x) {
     for (int h = 0; h < c.n_head; ++h) apply_rope_tail(&p.q[(t * c.n_head + h) * c.head_dim], c.head_dim, ctx.rope, pos, false);
     apply_rope_tail(&p.kv[t * c.head_dim], c.head_dim, ctx.rope, pos, false);
   }
-  if (c.compress_ratio(ctx.layer) == 0) return p;
+  if (ctx.ratio == 0) return p;
   p.comp_kv = project(w.attn_compressor_kv, p.normed, T, ctx.pool);
   p.comp_gate = project(w.attn_compressor_gate, p.normed, T, ctx.pool);
   p.comp_ape = dequantized(w.attn_compressor_ape);
-  if (c.attention_kind(ctx.layer) != AttentionKind::kCompressedSparse) return p;
+  if (!ctx.sparse()) return p;
   p.idx_kv = project(w.indexer_compressor_kv, p.normed, T, ctx.pool);
   p.idx_gate = project(w.indexer_compressor_gate, p.normed, T, ctx.pool);
   p.idx_ape = dequantized(w.indexer_compressor_ape);
@@ -104,7 +104,7 @@ void push_raw_row(const LayerContext& ctx, const Projections& p, int64_t t) {
 void update_compressors(const LayerContext& ctx, const Projections& p, int64_t t) {
   const ModelConfig& c = ctx.config;
   const LayerWeights& w = ctx.w;
-  const int ratio = c.compress_ratio(ctx.layer);
+  const int ratio = ctx.ratio;
   if (ratio == 0) return;
   const TokenRef& tok = ctx.tokens[t];
   SequenceKv& kv = *ctx.kv[tok.seq];
@@ -119,7 +119,7 @@ void update_compressors(const LayerContext& ctx, const Projections& p, int64_t t
     apply_rope_tail(row, c.head_dim, ctx.rope, row_pos, false);
     if (ctx.options.quantize_kv) fp8_e4m3_round_trip(row, c.nope_dim());
   }
-  if (c.attention_kind(ctx.layer) != AttentionKind::kCompressedSparse) return;
+  if (!ctx.sparse()) return;
   const int wi = frontier_width(ratio, c.indexer_dim);
   if (compressor_step(ratio, c.indexer_dim, &p.idx_kv[t * wi], &p.idx_gate[t * wi], p.idx_ape.data(),
                       tok.pos, kv.frontier_kv(ctx.layer, true), kv.frontier_score(ctx.layer, true), pooled.data())) {
@@ -133,11 +133,11 @@ void update_compressors(const LayerContext& ctx, const Projections& p, int64_t t
 // Compressed rows token t attends to: all visible rows, or the indexer's top-k on CSA layers.
 std::vector<int64_t> visible_compressed_rows(const LayerContext& ctx, const Projections& p, int64_t t) {
   const ModelConfig& c = ctx.config;
-  const int ratio = c.compress_ratio(ctx.layer);
+  const int ratio = ctx.ratio;
   if (ratio == 0) return {};
   const TokenRef& tok = ctx.tokens[t];
   const int64_t n_visible = (tok.pos + 1) / ratio;
-  const bool sparse = c.attention_kind(ctx.layer) == AttentionKind::kCompressedSparse;
+  const bool sparse = ctx.sparse();
   if (!sparse || n_visible <= c.indexer_top_k) {
     std::vector<int64_t> all(n_visible);
     for (int64_t i = 0; i < n_visible; ++i) all[i] = i;

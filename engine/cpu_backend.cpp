@@ -71,8 +71,9 @@ ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
   }
   for (int il = 0; il < c.n_layer; ++il) {
     const LayerWeights& lw = weights_.layers[il];
-    const RopeFrequencies& rope = c.compress_ratio(il) == 0 ? rope_plain_ : rope_compressed_;
-    const LayerContext ctx{c, lw, options_, pool_, rope, il, tokens, kv};
+    const int ratio = c.compress_ratio(il);
+    const LayerContext ctx{c, lw, options_, pool_, ratio == 0 ? rope_plain_ : rope_compressed_, il, ratio,
+                           c.is_hash_layer(il), c.swiglu_clamp[il], tokens, kv};
     run_with_hc(ctx, lw.hc_attn_fn, lw.hc_attn_scale, lw.hc_attn_base, states, attention_sublayer);
     run_with_hc(ctx, lw.hc_ffn_fn, lw.hc_ffn_scale, lw.hc_ffn_base, states, moe_sublayer);
   }

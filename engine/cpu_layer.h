@@ -18,13 +18,19 @@ struct TokenRef {
   int32_t token;  // token id
 };
 
+// Everything one sub-layer evaluation needs. Layer properties are explicit fields (not looked up
+// in the config by index) so the MTP block can run with its own (raw-window, learned routing).
 struct LayerContext {
   const ModelConfig& config;
   const LayerWeights& w;
   const ForwardOptions& options;
   ThreadPool& pool;
   const RopeFrequencies& rope;  // this layer's RoPE
-  int layer;
+  int layer;                    // index of the layer's state in each SequenceKv
+  int ratio;                    // compress ratio: 0 raw window only, 4 CSA (with indexer), else HCA
+  bool hash_routing;            // experts from the token-id table instead of the router's top-k
+  float swiglu_limit;           // SwiGLU clamp of this layer
+  bool sparse() const { return ratio == 4; }
   const std::vector<TokenRef>& tokens;  // grouped by sequence, positions increasing
   const std::vector<SequenceKv*>& kv;   // per sequence
 };

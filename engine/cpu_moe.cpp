@@ -24,7 +24,7 @@ Route route_token(const LayerContext& ctx, const float* logits, int32_t token) {
   std::vector<float> score(c.n_expert);
   for (int e = 0; e < c.n_expert; ++e) score[e] = std::sqrt(softplus(logits[e]));
   Route r;
-  if (c.is_hash_layer(ctx.layer)) {
+  if (ctx.hash_routing) {
     const int32_t* row = ctx.w.ffn_gate_tid2eid.i32() + static_cast<int64_t>(token) * c.n_expert_used;
     r.experts.assign(row, row + c.n_expert_used);
   } else {
@@ -56,7 +56,7 @@ void expert_ffn(const LayerContext& ctx, const MatView& gate, const MatView& up,
   std::vector<float> g(n * ffn), u(n * ffn), mid(n * ffn);
   matmul(gate, x.data(), n, g.data(), ctx.pool);
   matmul(up, x.data(), n, u.data(), ctx.pool);
-  const float limit = ctx.config.swiglu_clamp[ctx.layer];
+  const float limit = ctx.swiglu_limit;
   for (int64_t t = 0; t < n; ++t) swiglu(&g[t * ffn], &u[t * ffn], ffn, limit, weight[t], &mid[t * ffn]);
   out.assign(n * n_embd, 0.0f);
   matmul(down, mid.data(), n, out.data(), ctx.pool);

@@ -106,6 +106,8 @@ class GgufFile {
   static std::unique_ptr<GgufFile> open(const std::string& path);
   // Parses an in-memory image (tests, fuzzing). The buffer must outlive the GgufFile.
   static std::unique_ptr<GgufFile> parse(std::span<const uint8_t> bytes, std::string name);
+  // A temporary buffer would dangle as soon as parse returns: refuse it at compile time.
+  static std::unique_ptr<GgufFile> parse(std::vector<uint8_t>&& bytes, std::string name) = delete;
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
