@@ -269,12 +269,30 @@ void iq2_xxs_dequantize(const uint8_t* src, float* dst, int64_t n) {
 
 float iq2_xxs_dot(const uint8_t* w, const float* x, int64_t n) {
 #ifdef __AVX2__
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (int64_t blk = 0; blk < n / kKValues; ++blk, w += kIQ2XXSBytes, x += kKValues)
-    iq2_xxs_decode(w, [&acc, x](int at, __m256 v) {
-      acc[(at >> 3) & 1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + at), acc[(at >> 3) & 1]);
-    });
-  return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+  // Per sub-block Σ ±grid·x first, times the sub-block scale once (one multiply per 32 values
+  // instead of per 8; within the stated 1e-5·Σ|w·x| of the reference).
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (int64_t blk = 0; blk < n / kKValues; ++blk, w += kIQ2XXSBytes, x += kKValues) {
+    const float d = f16_to_f32(load_u16(w));
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint32_t a = load_u32(w + 2 + kSubBytes * ib);
+      const uint32_t b = load_u32(w + 2 + kSubBytes * ib + 4);
+      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+      for (int l = 0; l < 4; ++l) {
+        const __m256 mag = _mm256_load_ps(kTables.grid[(a >> (8 * l)) & 255]);
+        const __m256 sign = _mm256_castsi256_ps(_mm256_load_si256(
+            reinterpret_cast<const __m256i*>(kTables.sign_bits[(b >> (7 * l)) & 127])));
+        const __m256 g = _mm256_xor_ps(mag, sign);
+        const __m256 xv = _mm256_loadu_ps(x + 32 * ib + 8 * l);
+        if (l & 1) s1 = _mm256_fmadd_ps(g, xv, s1);
+        else s0 = _mm256_fmadd_ps(g, xv, s0);
+      }
+      const __m256 db = _mm256_set1_ps(sub_block_scale(d, b));
+      if (ib & 1) acc1 = _mm256_fmadd_ps(db, _mm256_add_ps(s0, s1), acc1);
+      else acc0 = _mm256_fmadd_ps(db, _mm256_add_ps(s0, s1), acc0);
+    }
+  }
+  return hsum_ps(_mm256_add_ps(acc0, acc1));
 #else
   float sum = 0.0f, block[kKValues];
   for (int64_t blk = 0; blk < n / kKValues; ++blk, w += kIQ2XXSBytes, x += kKValues) {

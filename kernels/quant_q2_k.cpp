@@ -51,11 +51,24 @@ void q2_k_quantize(const float* src, uint8_t* dst, int64_t n) {
 }
 
 #ifdef __AVX2__
-// Calls sink(offset, w) for the 32 vectors of 8 values of one block, offset = first value index.
+// Calls sink(offset, w0, w1) 16 times per block: values [offset, offset+8) and [offset+8, offset+16).
 template <class Sink>
 inline void q2_k_decode(const uint8_t* block, Sink&& sink) {
-  const __m256 d = _mm256_set1_ps(f16_to_f32(load_u16(block + kDAt)));
-  const __m256 dmin = _mm256_set1_ps(f16_to_f32(load_u16(block + kDminAt)));
+  // The 16 sub-block steps d·(sc & 15) and offsets dmin·(sc >> 4), computed 8 lanes at a time
+  // (the same single f32 products as the reference).
+  alignas(32) float dl[16], ml[16];
+  {
+    const __m256 d = _mm256_set1_ps(f16_to_f32(load_u16(block + kDAt)));
+    const __m256 dmin = _mm256_set1_ps(f16_to_f32(load_u16(block + kDminAt)));
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kScalesAt));
+    const __m128i lo = _mm_and_si128(sc, _mm_set1_epi8(15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15));
+    auto widen = [](__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); };
+    _mm256_store_ps(dl, _mm256_mul_ps(d, widen(lo)));
+    _mm256_store_ps(dl + 8, _mm256_mul_ps(d, widen(_mm_srli_si128(lo, 8))));
+    _mm256_store_ps(ml, _mm256_mul_ps(dmin, widen(hi)));
+    _mm256_store_ps(ml + 8, _mm256_mul_ps(dmin, widen(_mm_srli_si128(hi, 8))));
+  }
   const __m256 levels = _mm256_setr_ps(0, 1, 2, 3, 0, 0, 0, 0);
   const __m256i mask3 = _mm256_set1_epi8(3);
   for (int h = 0; h < 2; ++h) {
@@ -65,12 +78,10 @@ inline void q2_k_decode(const uint8_t* block, Sink&& sink) {
       const __m128i half[2] = {_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1)};
       for (int t = 0; t < 2; ++t) {
         const int k = 8 * h + 2 * j + t;
-        const uint8_t sc = block[kScalesAt + k];
-        const __m256 dl = _mm256_mul_ps(d, _mm256_set1_ps(static_cast<float>(sc & 15)));
-        const __m256 ml = _mm256_mul_ps(dmin, _mm256_set1_ps(static_cast<float>(sc >> 4)));
-        const __m256 table = _mm256_fmsub_ps(dl, levels, ml);  // dl·q − ml for q = 0..3
-        sink(16 * k, _mm256_permutevar8x32_ps(table, _mm256_cvtepu8_epi32(half[t])));
-        sink(16 * k + 8,
+        // dl·q − ml for q = 0..3 (fused or not: dl·q is exact), picked per lane by q.
+        const __m256 table = _mm256_fmsub_ps(_mm256_broadcast_ss(dl + k), levels,
+                                             _mm256_broadcast_ss(ml + k));
+        sink(16 * k, _mm256_permutevar8x32_ps(table, _mm256_cvtepu8_epi32(half[t])),
              _mm256_permutevar8x32_ps(table, _mm256_cvtepu8_epi32(_mm_srli_si128(half[t], 8))));
       }
     }
@@ -81,7 +92,10 @@ inline void q2_k_decode(const uint8_t* block, Sink&& sink) {
 void q2_k_dequantize(const uint8_t* src, float* dst, int64_t n) {
 #ifdef __AVX2__
   for (int64_t b = 0; b < n / kKValues; ++b, src += kQ2KBytes, dst += kKValues)
-    q2_k_decode(src, [dst](int at, __m256 w) { _mm256_storeu_ps(dst + at, w); });
+    q2_k_decode(src, [dst](int at, __m256 w0, __m256 w1) {
+      _mm256_storeu_ps(dst + at, w0);
+      _mm256_storeu_ps(dst + at + 8, w1);
+    });
 #else
   q2_k_dequantize_ref(src, dst, n);
 #endif
@@ -89,12 +103,13 @@ void q2_k_dequantize(const uint8_t* src, float* dst, int64_t n) {
 
 float q2_k_dot(const uint8_t* w, const float* x, int64_t n) {
 #ifdef __AVX2__
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / kKValues; ++b, w += kQ2KBytes, x += kKValues)
-    q2_k_decode(w, [&acc, x](int at, __m256 v) {
-      acc[(at >> 3) & 1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + at), acc[(at >> 3) & 1]);
+    q2_k_decode(w, [&acc0, &acc1, x](int at, __m256 w0, __m256 w1) {
+      acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + at), acc0);
+      acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + at + 8), acc1);
     });
-  return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+  return hsum_ps(_mm256_add_ps(acc0, acc1));
 #else
   float sum = 0.0f, block[kKValues];
   for (int64_t b = 0; b < n / kKValues; ++b, w += kQ2KBytes, x += kKValues) {

@@ -68,29 +68,45 @@ void q4_k_quantize(const float* src, uint8_t* dst, int64_t n) {
 }
 
 #ifdef __AVX2__
-// Calls sink(offset, w) for the 32 vectors of 8 values of one block, offset = first value index.
+// The 8 scales and 8 mins of scale_min() at once, as bytes: the same bit fields, gathered with
+// 32-bit masks (bytes 0..3 of s hold sc 0..3 plus the top bits of sc 4..7, bytes 4..7 the same
+// for the mins, bytes 8..11 the low nibbles of sc/m 4..7).
+inline void unpack_scales_mins(const uint8_t* s, uint64_t* sc8, uint64_t* m8) {
+  const uint32_t u0 = load_u32(s), u1 = load_u32(s + 4), u2 = load_u32(s + 8);
+  const uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+  const uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+  *sc8 = (u0 & 0x3f3f3f3fu) | (static_cast<uint64_t>(sc_hi) << 32);
+  *m8 = (u1 & 0x3f3f3f3fu) | (static_cast<uint64_t>(m_hi) << 32);
+}
+
+// Calls sink(offset, w0, w1) 16 times per block: values [offset, offset+8) and [offset+8, offset+16).
 template <class Sink>
 inline void q4_k_decode(const uint8_t* block, Sink&& sink) {
-  const __m256 d = _mm256_set1_ps(f16_to_f32(load_u16(block + kDAt)));
-  const __m256 dmin = _mm256_set1_ps(f16_to_f32(load_u16(block + kDminAt)));
+  alignas(32) float dl[8], ml[8];  // d·sc_j and dmin·m_j, the reference's f32 products
+  {
+    uint64_t sc8, m8;
+    unpack_scales_mins(block + kScalesAt, &sc8, &m8);
+    auto widen = [](uint64_t bytes) {
+      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(bytes))));
+    };
+    _mm256_store_ps(dl, _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(load_u16(block + kDAt))), widen(sc8)));
+    _mm256_store_ps(ml, _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(load_u16(block + kDminAt))), widen(m8)));
+  }
   const __m256i mask4 = _mm256_set1_epi8(0x0F);
   for (int c = 0; c < 4; ++c) {
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + kQsAt + 32 * c));
     const __m256i nib[2] = {_mm256_and_si256(qv, mask4),
                             _mm256_and_si256(_mm256_srli_epi16(qv, 4), mask4)};
     for (int half = 0; half < 2; ++half) {
-      int sc, m;
-      scale_min(2 * c + half, block + kScalesAt, &sc, &m);
-      const __m256 dl = _mm256_mul_ps(d, _mm256_set1_ps(static_cast<float>(sc)));
-      const __m256 ml = _mm256_mul_ps(dmin, _mm256_set1_ps(static_cast<float>(m)));
+      const __m256 d1 = _mm256_broadcast_ss(dl + 2 * c + half);
+      const __m256 m1 = _mm256_broadcast_ss(ml + 2 * c + half);
       const __m128i part[2] = {_mm256_castsi256_si128(nib[half]),
                                _mm256_extracti128_si256(nib[half], 1)};
       for (int p = 0; p < 2; ++p) {
-        const int at = 64 * c + 32 * half + 16 * p;
         const __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part[p]));
         const __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(part[p], 8)));
-        sink(at, _mm256_fmsub_ps(dl, q0, ml));
-        sink(at + 8, _mm256_fmsub_ps(dl, q1, ml));
+        // d1·q is exact, so the fused d1·q − m1 rounds exactly like the reference.
+        sink(64 * c + 32 * half + 16 * p, _mm256_fmsub_ps(d1, q0, m1), _mm256_fmsub_ps(d1, q1, m1));
       }
     }
   }
@@ -100,7 +116,10 @@ inline void q4_k_decode(const uint8_t* block, Sink&& sink) {
 void q4_k_dequantize(const uint8_t* src, float* dst, int64_t n) {
 #ifdef __AVX2__
   for (int64_t b = 0; b < n / kKValues; ++b, src += kQ4KBytes, dst += kKValues)
-    q4_k_decode(src, [dst](int at, __m256 w) { _mm256_storeu_ps(dst + at, w); });
+    q4_k_decode(src, [dst](int at, __m256 w0, __m256 w1) {
+      _mm256_storeu_ps(dst + at, w0);
+      _mm256_storeu_ps(dst + at + 8, w1);
+    });
 #else
   q4_k_dequantize_ref(src, dst, n);
 #endif
@@ -108,12 +127,13 @@ void q4_k_dequantize(const uint8_t* src, float* dst, int64_t n) {
 
 float q4_k_dot(const uint8_t* w, const float* x, int64_t n) {
 #ifdef __AVX2__
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / kKValues; ++b, w += kQ4KBytes, x += kKValues)
-    q4_k_decode(w, [&acc, x](int at, __m256 v) {
-      acc[(at >> 3) & 1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + at), acc[(at >> 3) & 1]);
+    q4_k_decode(w, [&acc0, &acc1, x](int at, __m256 w0, __m256 w1) {
+      acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + at), acc0);
+      acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + at + 8), acc1);
     });
-  return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+  return hsum_ps(_mm256_add_ps(acc0, acc1));
 #else
   float sum = 0.0f, block[kKValues];
   for (int64_t b = 0; b < n / kKValues; ++b, w += kQ4KBytes, x += kKValues) {
