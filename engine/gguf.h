@@ -22,10 +22,10 @@ constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian u
 constexpr uint32_t kGgufDefaultAlignment = 32;
 // Limits the reader enforces (and the writer refuses to exceed) so a hostile file cannot make us
 // recurse deeply or allocate without bound: arrays nest at most 8 deep (an array of scalars is
-// depth 1), and one file holds at most 2^24 metadata values counting every array item (the real
-// model has ~0.4 M: vocabulary, merges, token types).
+// depth 1), and one file holds at most 2^22 metadata values counting every array item (the real
+// model has ~0.4 M: vocabulary, merges, token types; 2^22 values bound the parsed form to ~200 MB).
 constexpr int kGgufMaxArrayDepth = 8;
-constexpr uint64_t kGgufMaxMetadataValues = uint64_t{1} << 24;
+constexpr uint64_t kGgufMaxMetadataValues = uint64_t{1} << 22;
 constexpr uint32_t kGgufMaxDims = 4;
 
 enum class GgufValueType : uint32_t {

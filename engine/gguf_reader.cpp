@@ -189,6 +189,10 @@ class ValueParser {
                      std::string(gguf_value_type_name(element_type)) + " items needs at least " +
                      std::to_string(min_bytes) + " bytes each, only " +
                      std::to_string(c_.remaining()) + " bytes left");
+    // And by the value budget, so the reserve below stays bounded too.
+    if (count > kGgufMaxMetadataValues - n_values_)
+      fail(false, "array of " + std::to_string(count) + " items exceeds the limit of " +
+                      std::to_string(kGgufMaxMetadataValues) + " metadata values per file");
     GgufValue out;
     out.type = GgufValueType::ARRAY;
     GgufArray& arr = out.value.emplace<GgufArray>();

@@ -501,6 +501,20 @@ TEST(GgufHostile, HugeCountsDoNotAllocate) {
                "truncated while reading tensor info #0 name (string length 1152921504606846976");
 }
 
+TEST(GgufHostile, MetadataValueBudget) {
+  // 2^22 + 1 one-byte items fit in the file but exceed the per-file value limit: refused before
+  // any per-item allocation (and a second array cannot sneak past the running total).
+  const uint64_t n = kGgufMaxMetadataValues + 1;
+  Builder big;
+  big.header(0, 1).key("big", GgufValueType::ARRAY).u32(0).u64(n).zeros(n);
+  expect_error(big.bytes(), "metadata key #0 ('big'): array of 4194305 items exceeds the limit");
+  const uint64_t half = kGgufMaxMetadataValues / 2;
+  Builder two;
+  two.header(0, 2).key("a", GgufValueType::ARRAY).u32(0).u64(half).zeros(half);
+  two.key("b", GgufValueType::ARRAY).u32(0).u64(half).zeros(half);
+  expect_error(two.bytes(), "metadata key #1 ('b'): array of 2097152 items exceeds the limit");
+}
+
 TEST(GgufHostile, BadTensorInfos) {
   auto one_tensor = [](std::vector<uint64_t> dims, uint32_t type, uint64_t offset,
                        size_t data_bytes) {
