@@ -168,7 +168,7 @@ void attend(const LayerContext& ctx, const Projections& p, int64_t t, const std:
   const TokenRef& tok = ctx.tokens[t];
   SequenceKv& kv = *ctx.kv[tok.seq];
   std::vector<const float*> rows;
-  for (int64_t q = std::max<int64_t>(0, tok.pos - c.sliding_window + 1); q <= tok.pos; ++q) rows.push_back(kv.raw_row(ctx.layer, q));
+  for (int64_t q = std::max<int64_t>(kv.raw_window_start(), tok.pos - c.sliding_window + 1); q <= tok.pos; ++q) rows.push_back(kv.raw_row(ctx.layer, q));
   for (int64_t r : comp_rows) rows.push_back(kv.comp_row(ctx.layer, r));
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const float* sinks = ctx.w.attn_sinks.f32();

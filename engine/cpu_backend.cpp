@@ -95,11 +95,69 @@ ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
   const int64_t R = static_cast<int64_t>(rows.size());
   out.final_states.resize(R * width);
   for (int64_t r = 0; r < R; ++r) std::copy_n(&states[rows[r] * width], width, &out.final_states[r * width]);
+  const Weights& w = weights_;
+  head_logits(w.output_hc_fn, w.output_hc_scale, w.output_hc_base, w.output_norm, out);
+  return out;
+}
+
+void CpuBackend::head_logits(const TensorView& fn, const TensorView& scale, const TensorView& base,
+                             const TensorView& norm, ForwardOutput& out) {
+  const ModelConfig& c = config_;
+  const int64_t n = c.n_embd;
+  const int64_t R = static_cast<int64_t>(out.final_states.size()) / (int64_t(c.hc_count) * n);
   std::vector<float> h(R * n);
-  hc_collapse(c, weights_, out.final_states.data(), R, h.data(), pool_);
-  for (int64_t r = 0; r < R; ++r) rms_norm(&h[r * n], weights_.output_norm.f32(), n, c.rms_eps, &h[r * n]);
+  hc_collapse(c, fn, scale, base, out.final_states.data(), R, h.data(), pool_);
+  for (int64_t r = 0; r < R; ++r) rms_norm(&h[r * n], norm.f32(), n, c.rms_eps, &h[r * n]);
+  out.n_vocab = c.n_vocab;
   out.logits.resize(R * c.n_vocab);
   matmul(weights_.output.mat(), h.data(), R, out.logits.data(), pool_);
+}
+
+ModelConfig mtp_kv_config(const ModelConfig& config) {
+  ModelConfig m = config;
+  m.n_layer = 1;
+  m.n_hash_layers = 0;
+  m.compress_ratios = {0};
+  m.swiglu_clamp = {config.swiglu_clamp.back()};
+  return m;
+}
+
+ForwardOutput CpuBackend::forward_mtp(const MtpWeights& mtp, std::span<const MtpInput> inputs) {
+  const ModelConfig& c = config_;
+  const int64_t T = static_cast<int64_t>(inputs.size()), n = c.n_embd, width = int64_t(c.hc_count) * n;
+  std::vector<TokenRef> tokens;
+  std::vector<SequenceKv*> kv;
+  std::vector<float> e(T * n), hs(T * width), states(T * width);
+  for (int64_t t = 0; t < T; ++t) {
+    const MtpInput& in = inputs[t];
+    if (!in.kv || !in.prev_state || in.token < 0 || in.token >= c.n_vocab) invalid_batch("bad MTP input");
+    kv.push_back(in.kv);
+    tokens.push_back({static_cast<int>(t), in.kv->num_tokens(), in.token});
+    dequantize_row(weights_.token_embd.type, weights_.token_embd.row(in.token), &e[t * n], n);
+    rms_norm(&e[t * n], mtp.enorm.f32(), n, c.rms_eps, &e[t * n]);
+    for (int s = 0; s < c.hc_count; ++s)  // per-stream RMSNorm of the previous state
+      rms_norm(in.prev_state + s * n, mtp.hnorm.f32(), n, c.rms_eps, &hs[t * width + s * n]);
+  }
+  // H0[s] = e_proj·e + h_proj·h_s (the embedding part broadcast to every stream)
+  std::vector<float> ep(T * n), hp(T * width);
+  matmul(mtp.e_proj.mat(), e.data(), T, ep.data(), pool_);
+  matmul(mtp.h_proj.mat(), hs.data(), T * c.hc_count, hp.data(), pool_);
+  for (int64_t t = 0; t < T; ++t)
+    for (int s = 0; s < c.hc_count; ++s)
+      for (int64_t d = 0; d < n; ++d) states[t * width + s * n + d] = ep[t * n + d] + hp[t * width + s * n + d];
+
+  const LayerContext ctx{c, mtp.block, options_, pool_, rope_plain_, 0, 0, false, c.swiglu_clamp.back(), tokens, kv};
+  run_with_hc(ctx, mtp.block.hc_attn_fn, mtp.block.hc_attn_scale, mtp.block.hc_attn_base, states, attention_sublayer);
+  run_with_hc(ctx, mtp.block.hc_ffn_fn, mtp.block.hc_ffn_scale, mtp.block.hc_ffn_base, states, moe_sublayer);
+  for (SequenceKv* k : kv) k->set_num_tokens(k->num_tokens() + 1);
+
+  ForwardOutput out;
+  for (int64_t t = 0; t < T; ++t) {
+    out.first_row.push_back(t);
+    out.n_rows.push_back(1);
+  }
+  out.final_states = std::move(states);
+  head_logits(mtp.hc_head_fn, mtp.hc_head_scale, mtp.hc_head_base, mtp.norm, out);
   return out;
 }
 

@@ -89,18 +89,18 @@ void hc_post(const ModelConfig& c, const HcMix& mix, const float* y, float* stat
   }
 }
 
-void hc_collapse(const ModelConfig& c, const Weights& w, const float* states, int64_t n_tokens, float* out,
-                 ThreadPool& pool) {
+void hc_collapse(const ModelConfig& c, const TensorView& fn, const TensorView& scale, const TensorView& base,
+                 const float* states, int64_t n_tokens, float* out, ThreadPool& pool) {
   const int hc = c.hc_count;
   const int64_t n = c.n_embd;
   const std::vector<float> flat = normalized_flat(c, states, n_tokens);
   std::vector<float> mix(static_cast<size_t>(n_tokens * hc));
-  matmul(w.output_hc_fn.mat(), flat.data(), n_tokens, mix.data(), pool);
+  matmul(fn.mat(), flat.data(), n_tokens, mix.data(), pool);
   for (int64_t t = 0; t < n_tokens; ++t) {
     float* h = out + t * n;
     std::fill(h, h + n, 0.0f);
     for (int i = 0; i < hc; ++i) {
-      const float wi = sigmoid(mix[t * hc + i] * w.output_hc_scale.f32()[0] + w.output_hc_base.f32()[i]) + c.hc_eps;
+      const float wi = sigmoid(mix[t * hc + i] * scale.f32()[0] + base.f32()[i]) + c.hc_eps;
       const float* src = states + t * hc * n + i * n;
       for (int64_t d = 0; d < n; ++d) h[d] += wi * src[d];
     }

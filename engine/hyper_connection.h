@@ -28,8 +28,9 @@ std::vector<HcMix> hc_compute_mix(const ModelConfig& c, const TensorView& fn, co
 void hc_pre(const ModelConfig& c, const HcMix& mix, const float* state, float* x);
 // H ← post · y + combᵀ · H (in place)
 void hc_post(const ModelConfig& c, const HcMix& mix, const float* y, float* state);
-// Output-head collapse: h[n_embd] = Σ_i w_i · H[i] for n_tokens states.
-void hc_collapse(const ModelConfig& c, const Weights& w, const float* states, int64_t n_tokens, float* out,
-                 ThreadPool& pool);
+// Head collapse: h[n_embd] = Σ_i w_i · H[i] for n_tokens states, w from the head's fn/scale/base
+// (output_hc_* for the model, mtp.0.hc_head_* for the MTP module).
+void hc_collapse(const ModelConfig& c, const TensorView& fn, const TensorView& scale, const TensorView& base,
+                 const float* states, int64_t n_tokens, float* out, ThreadPool& pool);
 
 }  // namespace ds4

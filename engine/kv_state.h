@@ -24,6 +24,8 @@ class SequenceKv {
   virtual bool reserve(int64_t n_tokens) = 0;
   // Raw K=V row (head_dim floats) of position pos; pos must be within the last sliding_window.
   virtual float* raw_row(int layer, int64_t pos) = 0;
+  // First position whose raw row exists (0, except for an MTP window restarted at a position).
+  virtual int64_t raw_window_start() const { return 0; }
   // Compressed attention row c (head_dim floats) / indexer row c (indexer_dim floats).
   virtual float* comp_row(int layer, int64_t c) = 0;
   virtual float* index_row(int layer, int64_t c) = 0;
@@ -41,6 +43,9 @@ inline int frontier_width(int ratio, int row_dim) { return (ratio == 4 ? 2 : 1) 
 class ContiguousKv final : public SequenceKv {
  public:
   explicit ContiguousKv(const ModelConfig& config);
+  // Empties the raw windows and continues at position pos (the MTP window after a sync).
+  void restart_raw_window(int64_t pos) { n_tokens_ = raw_start_ = pos; }
+  int64_t raw_window_start() const override { return raw_start_; }
   int64_t num_tokens() const override { return n_tokens_; }
   void set_num_tokens(int64_t n) override { n_tokens_ = n; }
   bool reserve(int64_t n_tokens) override;
@@ -60,9 +65,10 @@ class ContiguousKv final : public SequenceKv {
     std::vector<float> index;  // [n_comp, indexer_dim] (CSA layers)
     Frontier attn_frontier, index_frontier;
   };
-  const ModelConfig& config_;
+  ModelConfig config_;
   std::vector<Layer> layers_;
   int64_t n_tokens_ = 0;
+  int64_t raw_start_ = 0;
 };
 
 }  // namespace ds4

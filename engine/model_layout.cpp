@@ -9,9 +9,9 @@ using Dims = std::vector<uint64_t>;
 struct SpecBuilder {
   std::vector<TensorSpec>& out;
   int layer;
+  std::string prefix;  // "" (globals), "blk.N." or "mtp.0."
   void add(const std::string& suffix, Dims dims, TensorRole role, TensorCategory cat, bool optional = false) {
-    const std::string name = layer < 0 ? suffix : "blk." + std::to_string(layer) + "." + suffix;
-    out.push_back({name, std::move(dims), role, cat, layer, optional});
+    out.push_back({prefix + suffix, std::move(dims), role, cat, layer, optional});
   }
 };
 
@@ -57,16 +57,16 @@ void add_compressed_attention(SpecBuilder& b, const ModelConfig& c, int layer) {
   add_compressor(b, c, "indexer_compressor", c.indexer_dim, ratio, TensorCategory::kIndexer);
 }
 
-void add_ffn(SpecBuilder& b, const ModelConfig& c, int layer) {
+void add_ffn(SpecBuilder& b, const ModelConfig& c, bool hash_routing, bool bias_optional) {
   const uint64_t n_embd = c.n_embd, ffn = c.expert_ffn, ne = c.n_expert;
   const uint64_t shared_ffn = uint64_t(c.expert_ffn) * c.n_expert_shared;
   b.add("ffn_norm.weight", {n_embd}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
   b.add("ffn_gate_inp.weight", {n_embd, ne}, TensorRole::kMatrixF16, TensorCategory::kRouter);
-  if (c.is_hash_layer(layer))
+  if (hash_routing)
     b.add("ffn_gate_tid2eid.weight", {uint64_t(c.n_expert_used), uint64_t(c.n_vocab)}, TensorRole::kIndexI32,
           TensorCategory::kHashTables);
   else
-    b.add("exp_probs_b.bias", {ne}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases, /*optional=*/true);
+    b.add("exp_probs_b.bias", {ne}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases, bias_optional);
   b.add("ffn_gate_exps.weight", {n_embd, ffn, ne}, TensorRole::kExpertGateUp, TensorCategory::kRoutedExperts);
   b.add("ffn_up_exps.weight", {n_embd, ffn, ne}, TensorRole::kExpertGateUp, TensorCategory::kRoutedExperts);
   b.add("ffn_down_exps.weight", {ffn, n_embd, ne}, TensorRole::kExpertDown, TensorCategory::kRoutedExperts);
@@ -107,7 +107,7 @@ const char* quant_scheme_name(QuantScheme scheme) {
 std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c) {
   std::vector<TensorSpec> specs;
   const uint64_t n_embd = c.n_embd, vocab = c.n_vocab, hc_in = uint64_t(c.hc_count) * c.n_embd;
-  SpecBuilder g{specs, -1};
+  SpecBuilder g{specs, -1, ""};
   g.add("token_embd.weight", {n_embd, vocab}, TensorRole::kMatrixF16, TensorCategory::kEmbedding);
   g.add("output.weight", {n_embd, vocab}, TensorRole::kMatrixQ8, TensorCategory::kOutputHead);
   g.add("output_norm.weight", {n_embd}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
@@ -115,13 +115,32 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c) {
   g.add("output_hc_base.weight", {uint64_t(c.hc_count)}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
   g.add("output_hc_scale.weight", {1}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
   for (int il = 0; il < c.n_layer; ++il) {
-    SpecBuilder b{specs, il};
+    SpecBuilder b{specs, il, "blk." + std::to_string(il) + "."};
     add_hc(b, c, "attn");
     add_attention(b, c);
     add_compressed_attention(b, c, il);
     add_hc(b, c, "ffn");
-    add_ffn(b, c, il);
+    add_ffn(b, c, c.is_hash_layer(il), /*bias_optional=*/true);
   }
+  return specs;
+}
+
+std::vector<TensorSpec> mtp_tensor_specs(const ModelConfig& c) {
+  std::vector<TensorSpec> specs;
+  const uint64_t n_embd = c.n_embd, hc_in = uint64_t(c.hc_count) * c.n_embd;
+  SpecBuilder b{specs, kMtpLayer, "mtp.0."};
+  b.add("hc_head_base.weight", {uint64_t(c.hc_count)}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
+  b.add("hc_head_fn.weight", {hc_in, uint64_t(c.hc_count)}, TensorRole::kMatrixF16, TensorCategory::kHcFns);
+  b.add("hc_head_scale.weight", {1}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
+  b.add("e_proj.weight", {n_embd, n_embd}, TensorRole::kMatrixQ8, TensorCategory::kAttention);
+  b.add("h_proj.weight", {n_embd, n_embd}, TensorRole::kMatrixQ8, TensorCategory::kAttention);
+  b.add("enorm.weight", {n_embd}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
+  b.add("hnorm.weight", {n_embd}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
+  b.add("norm.weight", {n_embd}, TensorRole::kVectorF32, TensorCategory::kNormsSinksBiases);
+  add_hc(b, c, "attn");
+  add_attention(b, c);
+  add_hc(b, c, "ffn");
+  add_ffn(b, c, /*hash_routing=*/false, /*bias_optional=*/false);
   return specs;
 }
 

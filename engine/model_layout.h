@@ -39,13 +39,18 @@ struct TensorSpec {
   std::vector<uint64_t> dims;  // [ne0, ne1, (ne2)]
   TensorRole role;
   TensorCategory category;
-  int layer = -1;       // -1 for global tensors
+  int layer = -1;       // -1 for global tensors, kMtpLayer for the MTP module
   bool optional = false;
 };
 
 // Every tensor of the model in file order (globals first, then blk.0 ...). exp_probs_b is listed
 // (optional) for the learned-routing layers only, which gives the published count of 1328.
 std::vector<TensorSpec> model_tensor_specs(const ModelConfig& config);
+
+// The MTP draft module's tensors (separate GGUF, MODEL.md 3.1): head, e/h projections and norms,
+// and one raw-window block with learned routing (exp_probs_b required). layer = kMtpLayer.
+constexpr int kMtpLayer = -2;
+std::vector<TensorSpec> mtp_tensor_specs(const ModelConfig& config);
 
 GgmlType tensor_type_for(const TensorSpec& spec, QuantScheme scheme);
 // Types the binder accepts for a tensor of this role whose rows are ne0 wide.

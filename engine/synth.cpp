@@ -57,7 +57,7 @@ void fill_row(const TensorSpec& spec, const ModelConfig& c, uint64_t row, uint64
     for (uint64_t a = 0; a < hc; ++a) out[2 * hc + a * hc + a] += 2.0f;
     return;
   }
-  if (ends_with(name, "output_hc_base.weight")) return uniform(0.0f, 0.1f);
+  if (ends_with(name, "output_hc_base.weight") || ends_with(name, "hc_head_base.weight")) return uniform(0.0f, 0.1f);
   if (ends_with(name, "attn_sinks.weight")) return uniform(0.0f, 0.5f);
   if (ends_with(name, "exp_probs_b.bias")) return uniform(0.0f, 0.05f);
   if (ends_with(name, "_ape.weight")) return uniform(0.0f, 0.5f);
@@ -151,15 +151,17 @@ void synth_tensor_rows(const TensorSpec& spec, const ModelConfig& config, uint64
 
 ModelBytes synthesize_model(const SynthOptions& o, const std::string& out_path) {
   validate_config(o.config);
-  const TokenizerTables tok = load_tokenizer_tables(o.tokenizer_dir);
-  if (tok.tokens.size() != static_cast<size_t>(o.config.n_vocab))
-    throw LoadError("tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but the config's vocab_size is " +
-                    std::to_string(o.config.n_vocab));
-  const auto specs = model_tensor_specs(o.config);
+  const auto specs = o.mtp ? mtp_tensor_specs(o.config) : model_tensor_specs(o.config);
   ModelBytes bytes;
   GgufWriter w(out_path, kGgufDefaultAlignment, o.dry_run ? GgufWriteMode::kDryRun : GgufWriteMode::kWrite);
   write_config_metadata(o.config, w);
-  write_tokenizer_metadata(tok, w);
+  if (!o.mtp) {  // the MTP file uses the main model's tokenizer, embedding and head
+    const TokenizerTables tok = load_tokenizer_tables(o.tokenizer_dir);
+    if (tok.tokens.size() != static_cast<size_t>(o.config.n_vocab))
+      throw LoadError("tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but the config's vocab_size is " +
+                      std::to_string(o.config.n_vocab));
+    write_tokenizer_metadata(tok, w);
+  }
   std::vector<GgmlType> types;
   for (const auto& spec : specs) {
     const GgmlType type = tensor_type_for(spec, o.scheme);

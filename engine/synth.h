@@ -19,6 +19,7 @@ struct SynthOptions {
   uint64_t seed = 1;
   std::string tokenizer_dir;  // tokens.txt / types.txt / merges.txt (data/tokenizer unpacked)
   bool dry_run = false;       // header and tensor directory only
+  bool mtp = false;           // write the MTP draft module (mtp.0.*) instead of the main model
   int threads = 0;            // 0 = hardware concurrency
 };
 

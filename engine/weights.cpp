@@ -17,8 +17,9 @@ std::string dims_text(const std::vector<uint64_t>& dims) {
   return s + "]";
 }
 
-// The member of LayerWeights / Weights that a spec name binds to.
-TensorView* slot_for(Weights& w, const TensorSpec& spec) {
+// The member of LayerWeights that a block tensor name (without its "blk.N." / "mtp.0." prefix)
+// binds to, or null.
+TensorView* layer_slot(LayerWeights& lw, const std::string& suffix) {
   static const std::map<std::string, TensorView LayerWeights::*> kLayerSlots = {
       {"hc_attn_fn.weight", &LayerWeights::hc_attn_fn}, {"hc_attn_scale.weight", &LayerWeights::hc_attn_scale},
       {"hc_attn_base.weight", &LayerWeights::hc_attn_base}, {"attn_norm.weight", &LayerWeights::attn_norm},
@@ -44,6 +45,12 @@ TensorView* slot_for(Weights& w, const TensorSpec& spec) {
       {"ffn_gate_shexp.weight", &LayerWeights::ffn_gate_shexp}, {"ffn_up_shexp.weight", &LayerWeights::ffn_up_shexp},
       {"ffn_down_shexp.weight", &LayerWeights::ffn_down_shexp},
   };
+  const auto it = kLayerSlots.find(suffix);
+  return it == kLayerSlots.end() ? nullptr : &(lw.*(it->second));
+}
+
+// The member of Weights that a spec binds to.
+TensorView* slot_for(Weights& w, const TensorSpec& spec) {
   static const std::map<std::string, TensorView Weights::*> kGlobalSlots = {
       {"token_embd.weight", &Weights::token_embd}, {"output.weight", &Weights::output},
       {"output_norm.weight", &Weights::output_norm}, {"output_hc_fn.weight", &Weights::output_hc_fn},
@@ -51,7 +58,19 @@ TensorView* slot_for(Weights& w, const TensorSpec& spec) {
   };
   if (spec.layer < 0) return &(w.*kGlobalSlots.at(spec.name));
   const std::string suffix = spec.name.substr(spec.name.find('.', 4) + 1);  // after "blk.N."
-  return &(w.layers[spec.layer].*kLayerSlots.at(suffix));
+  return layer_slot(w.layers[spec.layer], suffix);
+}
+
+TensorView* mtp_slot_for(MtpWeights& w, const TensorSpec& spec) {
+  static const std::map<std::string, TensorView MtpWeights::*> kHeadSlots = {
+      {"hc_head_base.weight", &MtpWeights::hc_head_base}, {"hc_head_fn.weight", &MtpWeights::hc_head_fn},
+      {"hc_head_scale.weight", &MtpWeights::hc_head_scale}, {"e_proj.weight", &MtpWeights::e_proj},
+      {"h_proj.weight", &MtpWeights::h_proj}, {"enorm.weight", &MtpWeights::enorm},
+      {"hnorm.weight", &MtpWeights::hnorm}, {"norm.weight", &MtpWeights::norm},
+  };
+  const std::string suffix = spec.name.substr(std::string("mtp.0.").size());
+  const auto it = kHeadSlots.find(suffix);
+  return it != kHeadSlots.end() ? &(w.*(it->second)) : layer_slot(w.block, suffix);
 }
 
 // Checks one tensor against its spec; returns an empty string or the problem.
@@ -75,14 +94,12 @@ TensorView make_view(const GgufTensorInfo& info) {
   return v;
 }
 
-}  // namespace
-
-Weights bind_weights(const GgufFile& file, const ModelConfig& config) {
-  Weights w;
-  w.layers.resize(config.n_layer);
+// Binds every spec through slot(spec); returns the problems found and fills `used`.
+template <typename SlotFn>
+std::vector<std::string> bind_specs(const GgufFile& file, const std::vector<TensorSpec>& specs, SlotFn slot,
+                                    std::set<std::string>& used) {
   std::vector<std::string> problems;
-  std::set<std::string> used;
-  for (const TensorSpec& spec : model_tensor_specs(config)) {
+  for (const TensorSpec& spec : specs) {
     const GgufTensorInfo* info = file.find_tensor(spec.name);
     if (!info) {
       if (!spec.optional) problems.push_back("missing tensor '" + spec.name + "' " + dims_text(spec.dims));
@@ -93,10 +110,12 @@ Weights bind_weights(const GgufFile& file, const ModelConfig& config) {
       problems.push_back(p);
       continue;
     }
-    *slot_for(w, spec) = make_view(*info);
+    *slot(spec) = make_view(*info);
   }
-  for (const auto& t : file.tensors())
-    if (!used.count(t.name)) w.unused_tensors.push_back(t.name);
+  return problems;
+}
+
+void throw_if_problems(const GgufFile& file, const std::vector<std::string>& problems) {
   if (!problems.empty()) {
     std::string msg = file.path() + ": " + std::to_string(problems.size()) + " tensor problem(s):";
     const size_t shown = std::min<size_t>(problems.size(), 20);
@@ -104,6 +123,41 @@ Weights bind_weights(const GgufFile& file, const ModelConfig& config) {
     if (shown < problems.size()) msg += "\n  ... and " + std::to_string(problems.size() - shown) + " more";
     throw LoadError(msg);
   }
+}
+
+// Hash tables must name valid experts (they index weights directly).
+void check_hash_tables(const Weights& w, const ModelConfig& c, std::vector<std::string>& problems) {
+  for (int il = 0; il < c.n_layer; ++il) {
+    const TensorView& t = w.layers[il].ffn_gate_tid2eid;
+    if (!t.present()) continue;
+    const uint64_t n = t.ne0 * t.ne1;
+    for (uint64_t i = 0; i < n; ++i)
+      if (t.i32()[i] < 0 || t.i32()[i] >= c.n_expert) {
+        problems.push_back("tensor 'blk." + std::to_string(il) + ".ffn_gate_tid2eid.weight': entry " + std::to_string(i) +
+                           " = " + std::to_string(t.i32()[i]) + " is not an expert id < " + std::to_string(c.n_expert));
+        break;
+      }
+  }
+}
+
+}  // namespace
+
+Weights bind_weights(const GgufFile& file, const ModelConfig& config) {
+  Weights w;
+  w.layers.resize(config.n_layer);
+  std::set<std::string> used;
+  auto problems = bind_specs(file, model_tensor_specs(config), [&](const TensorSpec& s) { return slot_for(w, s); }, used);
+  if (problems.empty()) check_hash_tables(w, config, problems);
+  throw_if_problems(file, problems);
+  for (const auto& t : file.tensors())
+    if (!used.count(t.name)) w.unused_tensors.push_back(t.name);
+  return w;
+}
+
+MtpWeights bind_mtp_weights(const GgufFile& file, const ModelConfig& config) {
+  MtpWeights w;
+  std::set<std::string> used;
+  throw_if_problems(file, bind_specs(file, mtp_tensor_specs(config), [&](const TensorSpec& s) { return mtp_slot_for(w, s); }, used));
   return w;
 }
 

@@ -55,7 +55,15 @@ struct Weights {
   std::vector<std::string> unused_tensors;  // tensors in the file the model does not use
 };
 
+// The MTP draft module (separate GGUF, MODEL.md 3.1); uses the main model's embedding and head.
+struct MtpWeights {
+  TensorView hc_head_base, hc_head_fn, hc_head_scale;
+  TensorView e_proj, h_proj, enorm, hnorm, norm;
+  LayerWeights block;  // raw-window attention + learned-routing MoE (no compressor, no hash table)
+};
+
 // Binds every tensor; throws LoadError listing every problem found (not only the first).
 Weights bind_weights(const GgufFile& file, const ModelConfig& config);
+MtpWeights bind_mtp_weights(const GgufFile& file, const ModelConfig& config);
 
 }  // namespace ds4

@@ -23,7 +23,8 @@ using namespace ds4;
 constexpr const char* kUsage =
     "usage:\n"
     "  ds4serve-model synth --preset {tiny,small,full} --quant {q2,q4,q8_0,f16,f32} [--seed N]\n"
-    "                       -o FILE [--dry-run] [--list] [--threads N] [--tokenizer DIR]\n"
+    "                       -o FILE [--dry-run] [--list] [--mtp] [--threads N] [--tokenizer DIR]\n"
+    "    --mtp: write the MTP draft module (mtp.0.* tensors) for that preset instead of the model\n"
     "  ds4serve-model info FILE [--tensors]\n";
 
 struct Args {
@@ -71,8 +72,8 @@ void check_known_options(const Args& a, const std::vector<std::string>& known) {
     if (std::find(known.begin(), known.end(), k) == known.end()) throw LoadError("unknown option " + k);
 }
 
-void print_tensor_list(const ModelConfig& config, QuantScheme scheme) {
-  for (const auto& spec : model_tensor_specs(config)) {
+void print_tensor_list(const std::vector<TensorSpec>& specs, QuantScheme scheme) {
+  for (const auto& spec : specs) {
     const GgmlType type = tensor_type_for(spec, scheme);
     std::string dims;
     for (size_t i = 0; i < spec.dims.size(); ++i) dims += (i ? "," : "") + std::to_string(spec.dims[i]);
@@ -83,8 +84,8 @@ void print_tensor_list(const ModelConfig& config, QuantScheme scheme) {
 }
 
 int cmd_synth(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {"--dry-run", "--list"});
-  check_known_options(a, {"--preset", "--quant", "--seed", "-o", "--dry-run", "--list", "--threads", "--tokenizer"});
+  const Args a = parse_args(argc, argv, {"--dry-run", "--list", "--mtp"});
+  check_known_options(a, {"--preset", "--quant", "--seed", "-o", "--dry-run", "--list", "--threads", "--tokenizer", "--mtp"});
   if (!a.positional.empty()) throw LoadError("unexpected argument '" + a.positional[0] + "'");
   SynthOptions o;
   o.config = preset_by_name(option(a, "--preset", "tiny"));
@@ -96,10 +97,11 @@ int cmd_synth(int argc, char** argv) {
   o.threads = static_cast<int>(parse_u64(option(a, "--threads", "0"), "--threads"));
   o.tokenizer_dir = option(a, "--tokenizer", DS4_DEFAULT_TOKENIZER_DIR);
   o.dry_run = a.flags.count("--dry-run") > 0;
+  o.mtp = a.flags.count("--mtp") > 0;
   const std::string out = option(a, "-o");
   if (out.empty() && !o.dry_run) throw LoadError("synth needs -o FILE (or --dry-run)");
 
-  if (a.flags.count("--list") || o.dry_run) print_tensor_list(o.config, o.scheme);
+  if (a.flags.count("--list") || o.dry_run) print_tensor_list(o.mtp ? mtp_tensor_specs(o.config) : model_tensor_specs(o.config), o.scheme);
   const auto t0 = std::chrono::steady_clock::now();
   const ModelBytes bytes = synthesize_model(o, out);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
