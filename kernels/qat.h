@@ -27,8 +27,8 @@ int e2m1_round_index(float v);        // nearest index to |v| (clamped to 6), ti
 float e2m1_round(float v);            // signed round trip
 
 // Power-of-two block scale 2^ceil(log2(y)) for a positive normal y, computed exactly from the
-// bits of y (the official kernels' fast_round_scale; ds4's log2f can be one binade low when y is
-// a few ulps above a power of two).
+// exponent and mantissa bits (as DeepSeek's published act_quant kernels do, fast_log2_ceil).
+// ds4's ceilf(log2f(y)) is one binade low for some y a few ulps above a power of two.
 float pow2_ceil_scale(float y);
 
 // ---- round trips ---------------------------------------------------------------------------------
