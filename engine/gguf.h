@@ -60,6 +60,7 @@ struct GgufValue {
   static GgufValue f64(double v);
   static GgufValue boolean(bool v);
   static GgufValue string(std::string v);
+  // Throws LoadError when an item's type is not element_type.
   static GgufValue array(GgufValueType element_type, std::vector<GgufValue> items);
   static GgufValue string_array(const std::vector<std::string>& items);
 
