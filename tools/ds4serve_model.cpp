@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/gguf.h"
+#include "engine/hf_convert.h"
 #include "engine/model_info.h"
 #include "engine/synth.h"
 #include "engine/tokenizer_tables.h"
@@ -25,7 +26,8 @@ constexpr const char* kUsage =
     "  ds4serve-model synth --preset {tiny,small,full} --quant {q2,q4,q8_0,f16,f32} [--seed N]\n"
     "                       -o FILE [--dry-run] [--list] [--mtp] [--threads N] [--tokenizer DIR]\n"
     "    --mtp: write the MTP draft module (mtp.0.* tensors) for that preset instead of the model\n"
-    "  ds4serve-model info FILE [--tensors]\n";
+    "  ds4serve-model info FILE [--tensors]\n"
+    "  ds4serve-model convert-hf DIR -o FILE [--type {f32,f16}]   (HF DeepseekV4 config.json + model.safetensors)\n";
 
 struct Args {
   std::vector<std::string> positional;
@@ -141,6 +143,19 @@ int cmd_info(int argc, char** argv) {
   return 0;
 }
 
+int cmd_convert_hf(int argc, char** argv) {
+  const Args a = parse_args(argc, argv, {});
+  check_known_options(a, {"-o", "--type"});
+  if (a.positional.size() != 1) throw LoadError("convert-hf needs exactly one checkpoint DIR");
+  const std::string out = option(a, "-o");
+  if (out.empty()) throw LoadError("convert-hf needs -o FILE");
+  const std::string type = option(a, "--type", "f32");
+  if (type != "f32" && type != "f16") throw LoadError("--type must be f32 or f16");
+  convert_hf_checkpoint(a.positional[0], out, type == "f32" ? GgmlType::F32 : GgmlType::F16);
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,6 +167,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "synth") return cmd_synth(argc - 2, argv + 2);
     if (cmd == "info") return cmd_info(argc - 2, argv + 2);
+    if (cmd == "convert-hf") return cmd_convert_hf(argc - 2, argv + 2);
     std::fprintf(stderr, "ds4serve-model: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const std::exception& e) {
