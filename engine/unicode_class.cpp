@@ -98,4 +98,28 @@ size_t complete_utf8_prefix(std::string_view s) {
   return n;
 }
 
+void append_utf8_lossy(std::string_view s, std::string& out) {
+  for (size_t i = 0; i < s.size();) {
+    const Utf8Unit u = decode_utf8(s.data() + i, s.size() - i);
+    if (u.valid) {
+      out.append(s.substr(i, u.length));
+      i += u.length;
+      continue;
+    }
+    // Maximal subpart: the lead byte plus the continuation bytes that could still have been
+    // part of a valid sequence (checked by decoding with the tail padded to a valid minimum).
+    size_t part = 1;
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    const size_t need = b0 >= 0xC2 && b0 <= 0xDF ? 2 : b0 >= 0xE0 && b0 <= 0xEF ? 3 : b0 >= 0xF0 && b0 <= 0xF4 ? 4 : 1;
+    for (size_t k = 1; k < need && i + k < s.size(); ++k) {
+      char probe[4] = {s[i], '\x80', '\x80', '\x80'};
+      for (size_t j = 1; j <= k; ++j) probe[j] = s[i + j];
+      if (!decode_utf8(probe, need).valid) break;
+      part = k + 1;
+    }
+    out += "\xEF\xBF\xBD";
+    i += part;
+  }
+}
+
 }  // namespace ds4::unicode

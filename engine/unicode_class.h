@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace ds4::unicode {
@@ -36,5 +37,9 @@ bool is_valid_utf8(std::string_view s);
 // completed by more bytes. Bytes that can never become valid count as complete (they are emitted
 // as they are), so the held-back tail is at most 3 bytes.
 size_t complete_utf8_prefix(std::string_view s);
+
+// Appends s to out with every ill-formed sequence replaced by U+FFFD, one per maximal subpart
+// (as Python's bytes.decode("utf-8", "replace") does), so out stays valid UTF-8.
+void append_utf8_lossy(std::string_view s, std::string& out);
 
 }  // namespace ds4::unicode
