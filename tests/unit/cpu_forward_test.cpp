@@ -106,3 +106,40 @@ TEST(CpuForward, BatchInvariant) {
 
 }  // namespace
 }  // namespace ds4
+
+namespace ds4 {
+namespace {
+
+// The in-graph FP8 / FP4 round trips (on by default) perturb the logits only slightly.
+TEST(CpuForward, KvQuantizationStaysCloseToExact) {
+  const Model& m = demo_model();
+  CpuBackend exact(m.config, m.weights, ForwardOptions{.quantize_kv = false});
+  CpuBackend quantized(m.config, m.weights, ForwardOptions{.quantize_kv = true});
+  const auto tokens = random_tokens(200, 6);
+  const auto a = run_chunked(exact, tokens, {200});
+  const auto b = run_chunked(quantized, tokens, {200});
+  for (float x : b) ASSERT_TRUE(std::isfinite(x));
+  double diff_sq = 0.0, ref_sq = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff_sq += (double(b[i]) - a[i]) * (double(b[i]) - a[i]);
+    ref_sq += double(a[i]) * a[i];
+  }
+  const double rms_rel = std::sqrt(diff_sq / ref_sq);
+  std::printf("[ qat ] logit change with KV quantisation: rms %.3g, max %.3g (relative)\n", rms_rel, max_rel_diff(b, a));
+  EXPECT_GT(rms_rel, 0.0);  // the round trips do change values
+  // Measured 0.089 on this random-weight model: FP8 on the KV rows dominates (f16 rounding alone
+  // gives 3e-4); the round trips themselves are checked against their definitions in qat_test.
+  EXPECT_LT(rms_rel, 0.2);
+  // Greedy choices mostly agree (measured 172 of 200).
+  int same = 0;
+  const int vocab = m.config.n_vocab;
+  for (int p = 0; p < 200; ++p) {
+    const auto* ra = &a[size_t(p) * vocab];
+    const auto* rb = &b[size_t(p) * vocab];
+    same += std::max_element(ra, ra + vocab) - ra == std::max_element(rb, rb + vocab) - rb;
+  }
+  EXPECT_GE(same, 150);
+}
+
+}  // namespace
+}  // namespace ds4
