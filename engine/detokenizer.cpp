@@ -23,9 +23,7 @@ size_t partial_suffix(std::string_view text, std::string_view needle) {
 
 StreamingDetokenizer::StreamingDetokenizer(const Tokenizer& tokenizer, DetokenizerOptions options)
     : tok_(tokenizer), options_(std::move(options)),
-      channel_(options_.thinking ? Channel::kReasoning : Channel::kContent) {
-  std::erase_if(options_.stop, [](const std::string& s) { return s.empty(); });
-}
+      channel_(options_.thinking ? Channel::kReasoning : Channel::kContent) {}
 
 void StreamingDetokenizer::push(int32_t id, DetokenizerOutput& out) {
   if (stopped_ || tok_.is_control(id)) return;
@@ -46,6 +44,7 @@ void StreamingDetokenizer::finish(DetokenizerOutput& out) {
 bool StreamingDetokenizer::find_stop(size_t& pos, size_t& len, int& index) const {
   pos = std::string::npos;
   for (size_t i = 0; i < options_.stop.size(); ++i) {
+    if (options_.stop[i].empty()) continue;  // ignored, but indices stay those of the request
     const size_t p = text_.find(options_.stop[i]);
     if (p < pos) pos = p, len = options_.stop[i].size(), index = static_cast<int>(i);
   }

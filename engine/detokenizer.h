@@ -26,7 +26,7 @@ struct DetokenizerOutput {
   std::string reasoning;  // appended reasoning text
   std::string content;    // appended content text
   bool stopped = false;   // a stop string matched: generation should end
-  int stop_index = -1;    // which stop string
+  int stop_index = -1;    // index of the matched string in DetokenizerOptions::stop
 };
 
 class StreamingDetokenizer {

@@ -80,6 +80,7 @@ class DsmlStreamParser {
   Step start_parameter(std::string_view tag, std::vector<DsmlEvent>& events);
   void run(std::vector<DsmlEvent>& events);
   void consume(size_t n);
+  size_t find_from_scanned(std::string_view needle, size_t min_pos);
   void emit_content(std::string_view text, std::vector<DsmlEvent>& events);
   void emit_arguments(std::string_view json, std::vector<DsmlEvent>& events);
   void begin_member(std::vector<DsmlEvent>& events);
@@ -90,6 +91,7 @@ class DsmlStreamParser {
   std::string buf_;           // unconsumed input
   std::string raw_;           // consumed text of the current block, from its separator
   std::string error_;         // why the current step is malformed
+  size_t scanned_ = 0;        // buf_ bytes already searched for the current closing tag
   size_t block_first_call_ = 0;
   int call_index_ = -1;       // event index of the open invoke
   int next_call_index_ = 0;   // event indices never repeat, even after a fallback

@@ -2,6 +2,7 @@
 // Tags are accepted in any of the three dialects (<｜DSML｜x>, <DSML｜x> missing the first bar, and
 // plain <x>); a parameter body ends only at the closing tag of its own opening tag's dialect, so
 // "</parameter>" inside a <｜DSML｜parameter> string (XML content, say) is data.
+#include <algorithm>
 #include <cstdio>
 
 #include "engine/dsml.h"
@@ -140,6 +141,15 @@ std::string DsmlStreamParser::next_id() {
 void DsmlStreamParser::consume(size_t n) {
   raw_.append(buf_, 0, n);
   buf_.erase(0, n);
+  scanned_ = 0;
+}
+
+size_t DsmlStreamParser::find_from_scanned(std::string_view needle, size_t min_pos) {
+  // Bodies can be long and arrive a token at a time: resume the search where the last one ended.
+  const size_t from = std::max(min_pos, scanned_ >= needle.size() ? scanned_ - needle.size() + 1 : 0);
+  const size_t hit = buf_.find(needle, from);
+  scanned_ = hit == std::string::npos ? buf_.size() : 0;
+  return hit;
 }
 
 void DsmlStreamParser::emit_content(std::string_view text, std::vector<DsmlEvent>& events) {
@@ -305,7 +315,7 @@ DsmlStreamParser::Step DsmlStreamParser::step_string_body(std::vector<DsmlEvent>
 }
 
 DsmlStreamParser::Step DsmlStreamParser::step_json_body(std::vector<DsmlEvent>& events) {
-  const size_t close = buf_.find(param_closer_);
+  const size_t close = find_from_scanned(param_closer_, 0);
   if (close == std::string::npos) return Step::kNeedMore;
   begin_member(events);
   emit_arguments(json_value_text(std::string_view(buf_).substr(0, close), param_name_, result_.warnings), events);
@@ -360,8 +370,9 @@ DsmlStreamParser::Step DsmlStreamParser::step_nested(std::vector<DsmlEvent>& eve
       return Step::kMalformed;
     }
     const std::string closer = "</" + std::string(dialect) + "parameter>";
-    const size_t close = rest.find(closer, len);
-    if (close == std::string_view::npos) return Step::kNeedMore;
+    const size_t close_in_buf = find_from_scanned(closer, first + len);
+    if (close_in_buf == std::string::npos) return Step::kNeedMore;
+    const size_t close = close_in_buf - first;
     const std::string_view body = rest.substr(len, close - len);
     if (nested_json_.size() > 1) nested_json_.push_back(',');
     append_json_string(name, nested_json_);
