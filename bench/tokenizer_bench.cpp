@@ -1,5 +1,6 @@
 // Tokenizer benchmark: encode and decode throughput (MB/s, tokens/s) on a large deterministic
-// mixed text (English prose, code, CJK, Cyrillic, digits, whitespace runs, emoji), ~100k+ tokens.
+// mixed text (English prose, code, CJK, Cyrillic, digits, whitespace runs, emoji, pseudo-words),
+// ~100k+ tokens.
 // Usage: tokenizer_bench [--tables DIR] [--repeat N]; DIR defaults to $DS4_BINARY_DIR/data/tokenizer.
 // Prints numbers only; never a test.
 #include <chrono>
@@ -21,10 +22,22 @@ std::string make_text(size_t target_bytes) {
       "1234567890 ", "3.14159 ", "\n\n", "   ", "{\"key\": [1, 2, 3], \"ok\": true}\n", "😀🚀 ",
       "state-of-the-art tokenization (BPE) matters!!! ", "Ελληνικά και العربية ", "<div class=\"x\">",
   };
+  // Half fixed fragments, half pseudo-words from random syllables and random numbers, so that the
+  // piece vocabulary keeps growing as in real prompts (not only a few repeated strings).
+  static const char* kSyllables[] = {"ka", "to", "ri", "mun", "de", "sha", "lo", "vex", "qu", "an",
+                                     "ber", "ti", "gro", "ph", "el", "ys", "zu", "nor", "ic", "ma"};
   std::mt19937 rng(1234);
-  std::uniform_int_distribution<size_t> pick(0, std::size(kFragments) - 1);
   std::string text;
-  while (text.size() < target_bytes) text += kFragments[pick(rng)];
+  while (text.size() < target_bytes) {
+    if (rng() % 2) {
+      text += kFragments[rng() % std::size(kFragments)];
+      continue;
+    }
+    text += rng() % 5 ? " " : "\n";
+    for (int s = 1 + rng() % 4; s > 0; --s) text += kSyllables[rng() % std::size(kSyllables)];
+    if (rng() % 6 == 0) text += std::to_string(rng() % 100000);
+    if (rng() % 8 == 0) text += rng() % 2 ? "," : ".";
+  }
   return text;
 }
 

@@ -121,22 +121,33 @@ size_t Tokenizer::match_added(std::string_view text, size_t pos, int32_t& id) co
 }
 
 void Tokenizer::encode_ordinary(std::string_view text, std::vector<int32_t>& out,
-                                PretokScratch& pre, BpeScratch& bpe) const {
+                                EncodeScratch& scratch) const {
   if (text.empty()) return;
-  pretokenize(text, flavor_, pre);
+  pretokenize(text, flavor_, scratch.pre);
   uint32_t begin = 0;
-  for (uint32_t end : pre.piece_ends) {
-    bpe_.encode_piece(text.substr(begin, end - begin), out, bpe);
+  for (uint32_t end : scratch.pre.piece_ends) {
+    const std::string_view piece = text.substr(begin, end - begin);
     begin = end;
+    if (piece.size() == 1 || piece.size() > kMaxCachedPieceBytes) {
+      bpe_.encode_piece(piece, out, scratch.bpe);
+      continue;
+    }
+    // Words repeat a lot in long prompts: reuse the ids of the piece's first occurrence.
+    const auto [it, inserted] = scratch.seen.try_emplace(piece, static_cast<uint32_t>(out.size()), 0u);
+    if (!inserted) {
+      out.insert(out.end(), out.begin() + it->second.first, out.begin() + it->second.first + it->second.second);
+      continue;
+    }
+    bpe_.encode_piece(piece, out, scratch.bpe);
+    it->second.second = static_cast<uint32_t>(out.size()) - it->second.first;
   }
 }
 
 void Tokenizer::encode_append(std::string_view text, bool parse_special,
                               std::vector<int32_t>& out) const {
-  PretokScratch pre;
-  BpeScratch bpe;
+  EncodeScratch scratch;
   if (!parse_special) {
-    encode_ordinary(text, out, pre, bpe);
+    encode_ordinary(text, out, scratch);
     return;
   }
   size_t plain_begin = 0;
@@ -144,12 +155,12 @@ void Tokenizer::encode_append(std::string_view text, bool parse_special,
     int32_t id = -1;
     const size_t len = trie_first_byte_[static_cast<uint8_t>(text[pos])] ? match_added(text, pos, id) : 0;
     if (len == 0) { ++pos; continue; }
-    encode_ordinary(text.substr(plain_begin, pos - plain_begin), out, pre, bpe);
+    encode_ordinary(text.substr(plain_begin, pos - plain_begin), out, scratch);
     out.push_back(id);
     pos += len;
     plain_begin = pos;
   }
-  encode_ordinary(text.substr(plain_begin), out, pre, bpe);
+  encode_ordinary(text.substr(plain_begin), out, scratch);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special) const {

@@ -72,8 +72,15 @@ class Tokenizer {
   void build_added_trie();
   // Length of the longest added token at text[pos], 0 if none; sets id.
   size_t match_added(std::string_view text, size_t pos, int32_t& id) const;
-  void encode_ordinary(std::string_view text, std::vector<int32_t>& out, PretokScratch& pre,
-                       BpeScratch& bpe) const;
+  // Buffers of one encode call; `seen` maps a piece (a view into the text being encoded) to the
+  // [start, count) of its ids in the output, so repeated pieces skip BPE.
+  struct EncodeScratch {
+    PretokScratch pre;
+    BpeScratch bpe;
+    std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> seen;
+  };
+  static constexpr size_t kMaxCachedPieceBytes = 64;
+  void encode_ordinary(std::string_view text, std::vector<int32_t>& out, EncodeScratch& scratch) const;
 
   PretokenizerFlavor flavor_;
   std::vector<std::string> token_text_;
