@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "engine/chat_template.h"
 #include "engine/cpu_backend.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -70,18 +71,16 @@ CliOptions parse(int argc, char** argv) {
 }
 
 std::vector<int32_t> prompt_tokens(const Tokenizer& tok, const CliOptions& o) {
-  const ChatTokenIds& ids = tok.chat_ids();
-  std::vector<int32_t> out{ids.bos};
   if (o.raw) {
+    std::vector<int32_t> out{tok.chat_ids().bos};
     tok.encode_append(o.prompt, /*parse_special=*/true, out);
     return out;
   }
-  // One non-thinking user turn (MODEL.md 6.4): BOS <｜User｜> prompt <｜Assistant｜> </think>
-  out.push_back(ids.user);
-  tok.encode_append(o.prompt, false, out);
-  out.push_back(ids.assistant);
-  out.push_back(ids.think_end);
-  return out;
+  // One non-thinking user turn of the chat format.
+  const ChatMessage user{.role = "user", .content = o.prompt};
+  const ChatRenderResult r = render_chat_prompt({&user, 1}, {}, {.effort = ReasoningEffort::kNone});
+  if (!r.ok) throw LoadError("cannot render the prompt: " + r.error);
+  return tok.encode(r.prompt, /*parse_special=*/true);
 }
 
 int run(const CliOptions& o) {
