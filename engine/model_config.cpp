@@ -91,26 +91,27 @@ std::vector<int> default_flash_ratios(int n_layer) {
 
 bool close_rel(double a, double b) { return std::fabs(a - b) <= 1e-6 * std::max(std::fabs(a), std::fabs(b)); }
 
-void read_layer_arrays(const GgufFile& file, ModelConfig& c) {
-  const std::string rk = full_key("attention.compress_ratios");
-  const GgufValue* ratios = file.find(rk);
-  if (!ratios) throw LoadError("missing metadata key " + rk);
-  const auto& ra = ratios->as_array(rk);
-  if (ra.items.size() < static_cast<size_t>(c.n_layer))
-    throw LoadError(rk + ": " + std::to_string(ra.items.size()) + " entries, need at least block_count = " +
-                    std::to_string(c.n_layer));
-  c.compress_ratios.clear();
-  for (int il = 0; il < c.n_layer; ++il) c.compress_ratios.push_back(static_cast<int>(ra.items[il].as_int(rk)));
+// The first n_layer entries of a per-layer array key (the file may carry more, e.g. for MTP).
+const std::vector<GgufValue>& layer_array(const GgufFile& file, const std::string& key, int n_layer) {
+  const GgufValue* v = file.find(key);
+  if (!v) throw LoadError("missing metadata key " + key);
+  const auto& items = v->as_array(key).items;
+  if (items.size() < static_cast<size_t>(n_layer))
+    throw LoadError(key + ": " + std::to_string(items.size()) + " entries, need at least block_count = " +
+                    std::to_string(n_layer));
+  return items;
+}
 
-  const std::string ck = full_key("swiglu_clamp_exp");
-  const GgufValue* clamps = file.find(ck);
-  if (!clamps) throw LoadError("missing metadata key " + ck);
-  const auto& ca = clamps->as_array(ck);
-  if (ca.items.size() < static_cast<size_t>(c.n_layer))
-    throw LoadError(ck + ": " + std::to_string(ca.items.size()) + " entries, need at least block_count = " +
-                    std::to_string(c.n_layer));
+void read_layer_arrays(const GgufFile& file, ModelConfig& c) {
+  const std::string rk = full_key("attention.compress_ratios"), ck = full_key("swiglu_clamp_exp");
+  const auto& ratios = layer_array(file, rk, c.n_layer);
+  const auto& clamps = layer_array(file, ck, c.n_layer);
+  c.compress_ratios.clear();
   c.swiglu_clamp.clear();
-  for (int il = 0; il < c.n_layer; ++il) c.swiglu_clamp.push_back(static_cast<float>(ca.items[il].as_double(ck)));
+  for (int il = 0; il < c.n_layer; ++il) {
+    c.compress_ratios.push_back(static_cast<int>(ratios[il].as_int(rk)));
+    c.swiglu_clamp.push_back(static_cast<float>(clamps[il].as_double(ck)));
+  }
 }
 
 }  // namespace

@@ -7,15 +7,10 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/splitmix64.h"
+
 namespace ds4 {
 namespace {
-
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -24,7 +19,7 @@ int32_t argmax(std::span<const float> logits) {
 }  // namespace
 
 double sampling_uniform(uint64_t seed, uint64_t step) {
-  return static_cast<double>(mix64(mix64(seed) ^ (step * 0xd1b54a32d192ed03ull)) >> 11) * 0x1.0p-53;
+  return static_cast<double>(splitmix64(splitmix64(seed) ^ (step * 0xd1b54a32d192ed03ull)) >> 11) * 0x1.0p-53;
 }
 
 int32_t sample_token(std::span<const float> logits, const SamplingParams& p, uint64_t step) {

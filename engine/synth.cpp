@@ -13,15 +13,10 @@
 #include "engine/tokenizer_tables.h"
 #include "kernels/quant.h"
 
+#include "kernels/splitmix64.h"
+
 namespace ds4 {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 uint64_t name_hash(const std::string& s) {  // FNV-1a 64
   uint64_t h = 0xcbf29ce484222325ull;
