@@ -26,7 +26,7 @@ StreamingDetokenizer::StreamingDetokenizer(const Tokenizer& tokenizer, Detokeniz
       channel_(options_.thinking ? Channel::kReasoning : Channel::kContent) {}
 
 void StreamingDetokenizer::push(int32_t id, DetokenizerOutput& out) {
-  if (stopped_ || tok_.is_control(id)) return;
+  if (stopped_ || !tok_.shows_in_output(id)) return;
   bytes_ += tok_.token_bytes(id);
   const size_t complete = unicode::complete_utf8_prefix(bytes_);
   unicode::append_utf8_lossy(std::string_view(bytes_).substr(0, complete), text_);

@@ -3,7 +3,8 @@
 // complete (bytes of a character split across tokens are held until it completes; ill-formed
 // bytes become U+FFFD); text that could still become "</think>" or a stop string is held back; a
 // stop string matches across token boundaries and neither it nor anything after it is emitted.
-// Control tokens (BOS, EOS, pad, placeholders) produce no text; the caller stops on EOS itself.
+// Control tokens (BOS, EOS, pad, placeholders) produce no text (Tokenizer::shows_in_output); the
+// caller stops on EOS itself.
 // One per request, used by the HTTP layer before DsmlStreamParser (which gets the content).
 #pragma once
 #include <cstdint>

@@ -55,8 +55,13 @@ class Tokenizer {
   bool is_valid_id(int32_t id) const { return id >= 0 && id < vocab_size(); }
   // Index of the first invalid id, if any (for validating client-supplied ids).
   std::optional<size_t> find_invalid_id(std::span<const int32_t> ids) const;
-  // Control tokens (GGUF type 3: BOS, EOS, pad, placeholders) are not shown in generated text.
+  // Control tokens (GGUF type 3: BOS, EOS, pad, placeholders).
   bool is_control(int32_t id) const { return types_[static_cast<size_t>(id)] == 3; }
+  // Whether a generated token shows in the output text: control tokens do not, except the think
+  // and DSML markers, which the output parsers need even if a GGUF marks them as control.
+  bool shows_in_output(int32_t id) const {
+    return !is_control(id) || id == chat_ids_.think_begin || id == chat_ids_.think_end || id == chat_ids_.dsml;
+  }
   bool is_added(int32_t id) const { return types_[static_cast<size_t>(id)] == 3 || types_[static_cast<size_t>(id)] == 4; }
   // Id of the token whose text (added token content, or raw bytes of a vocab token) is text.
   std::optional<int32_t> find_token(std::string_view text) const;

@@ -64,6 +64,18 @@ TEST(Detokenizer, ControlTokensAreHidden) {
   EXPECT_EQ(run(ids, {}).total.content, "hi");
 }
 
+TEST(Detokenizer, ThinkTagsShowEvenWhenMarkedAsControl) {
+  TokenizerTables tables = load_tokenizer_tables(std::string(DS4_BINARY_DIR) + "/data/tokenizer");
+  tables.types[static_cast<size_t>(tok().chat_ids().think_end)] = 3;  // as some GGUF converters do
+  const Tokenizer strict(tables);
+  StreamingDetokenizer d(strict, DetokenizerOptions{true, {}, false});
+  DetokenizerOutput out;
+  for (int32_t id : strict.encode("why</think>because", true)) d.push(id, out);
+  d.finish(out);
+  EXPECT_EQ(out.reasoning, "why");
+  EXPECT_EQ(out.content, "because");
+}
+
 TEST(Detokenizer, ThinkingModeSplitsReasoningFromContent) {
   DetokenizerOptions options;
   options.thinking = true;
