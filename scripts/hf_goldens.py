@@ -56,12 +56,15 @@ HCA = "heavily_compressed_attention"
 # rows and make the indexer select at most positions.
 CONFIGS = [
     {
+        # Flash-like: sliding layers first, CSA/HCA alternating, YaRN factor 16 / 65536 / 32 / 1.
+        # The QAT shapes hold (nope = 64, a multiple of the FP8 block; indexer dim 32, a power of
+        # two), so the engine's QAT-on run can be compared with this golden's QAT-off logits.
         "name": "v4_tiny_a",
         "seed": 1234,
         "n_tokens": 300,
         "hf": dict(
             vocab_size=512, hidden_size=64, moe_intermediate_size=24, num_hidden_layers=6,
-            num_attention_heads=4, head_dim=64, partial_rotary_factor=0.25, q_lora_rank=32,
+            num_attention_heads=4, head_dim=80, partial_rotary_factor=0.2, q_lora_rank=32,
             o_groups=2, o_lora_rank=32, n_routed_experts=8, num_experts_per_tok=2,
             layer_types=[SLIDING, SLIDING, CSA, HCA, CSA, HCA],
             mlp_layer_types=["hash_moe", "hash_moe", "hash_moe", "moe", "moe", "moe"],
@@ -80,9 +83,9 @@ CONFIGS = [
         # short original context so the ramp sits mid-range; distinct rms / hc epsilons.
         "name": "v4_tiny_b",
         "seed": 2024,
-        "n_tokens": 320,
+        "n_tokens": 300,
         "hf": dict(
-            vocab_size=384, hidden_size=80, moe_intermediate_size=16, num_hidden_layers=5,
+            vocab_size=320, hidden_size=80, moe_intermediate_size=16, num_hidden_layers=5,
             num_attention_heads=8, head_dim=32, partial_rotary_factor=0.5, q_lora_rank=48,
             o_groups=4, o_lora_rank=16, n_routed_experts=12, num_experts_per_tok=4,
             layer_types=[CSA, HCA, SLIDING, CSA, HCA],
@@ -99,18 +102,19 @@ CONFIGS = [
         ),
     },
     {
-        # No YaRN on the compressed layers (factor 1), single hash layer, wide indexer, small top-k.
+        # No YaRN on the compressed layers (factor 1), single hash layer, many indexer heads whose
+        # whole 32-wide vector rotates (indexer dim == rope dim), small top-k.
         "name": "v4_tiny_c",
         "seed": 77,
         "n_tokens": 288,
         "hf": dict(
-            vocab_size=256, hidden_size=48, moe_intermediate_size=40, num_hidden_layers=4,
+            vocab_size=256, hidden_size=48, moe_intermediate_size=32, num_hidden_layers=4,
             num_attention_heads=2, head_dim=96, partial_rotary_factor=1.0 / 3.0, q_lora_rank=40,
             o_groups=1, o_lora_rank=48, n_routed_experts=6, num_experts_per_tok=3,
             layer_types=[SLIDING, HCA, CSA, CSA],
             mlp_layer_types=["hash_moe", "moe", "moe", "moe"],
             compress_rates={CSA: 4, HCA: 32}, sliding_window=24,
-            index_n_heads=32, index_head_dim=48, index_topk=4,
+            index_n_heads=32, index_head_dim=32, index_topk=4,
             rope_theta=10000.0, compress_rope_theta=160000.0,
             rope_parameters=None,
             swiglu_limit=3.0, routed_scaling_factor=1.0,
