@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "engine/cpu_layer.h"
+#include "engine/load_error.h"
 #include "engine/hyper_connection.h"
 #include "kernels/quant.h"
 
@@ -47,6 +48,16 @@ void run_with_hc(const LayerContext& ctx, const TensorView& fn, const TensorView
   for (int64_t t = 0; t < T; ++t) hc_post(c, mix[t], &y[t * n], &states[t * width]);
 }
 
+// The in-graph round trips work on whole blocks: FP8 on 64-value blocks of the non-RoPE part of
+// each KV row, Hadamard + FP4 on a power-of-two indexer vector of at least 32 values.
+void check_kv_quantization_shapes(const ModelConfig& c) {
+  const bool pow2 = c.indexer_dim >= 32 && (c.indexer_dim & (c.indexer_dim - 1)) == 0;
+  if (c.nope_dim() % 64 != 0 || !pow2)
+    throw LoadError("KV quantisation needs key_length - rope dims (" + std::to_string(c.nope_dim()) +
+                    ") to be a multiple of 64 and the indexer key_length (" + std::to_string(c.indexer_dim) +
+                    ") a power of two >= 32; run this model with it off");
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options, int threads)
@@ -55,7 +66,9 @@ CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, Forwar
       options_(options),
       pool_(threads),
       rope_plain_(rope_frequencies(config, false)),
-      rope_compressed_(rope_frequencies(config, true)) {}
+      rope_compressed_(rope_frequencies(config, true)) {
+  if (options_.quantize_kv) check_kv_quantization_shapes(config);
+}
 
 ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
   const ModelConfig& c = config_;

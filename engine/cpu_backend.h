@@ -25,7 +25,8 @@ ModelConfig mtp_kv_config(const ModelConfig& config);
 
 class CpuBackend final : public Backend {
  public:
-  // config and weights must outlive the backend. threads = 0: hardware concurrency.
+  // config and weights must outlive the backend. threads = 0: hardware concurrency. Throws
+  // LoadError when options.quantize_kv is set for a model whose shapes the round trips cannot take.
   CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options = {}, int threads = 0);
   ForwardOutput forward(const ForwardBatch& batch) override;
   // MTP draft logits (one row per input, through the main head) and output states.

@@ -69,9 +69,10 @@ void read_rope(const HfConfig& hf, ModelConfig& c) {
     c.yarn_beta_fast = static_cast<float>(num(compress, "beta_fast", 32.0));
     c.yarn_beta_slow = static_cast<float>(num(compress, "beta_slow", 1.0));
     if (num(compress, "attention_factor", -1.0) != 1.0)
-      throw LoadError(hf.path + ": YaRN attention_factor must be 1 (the model cancels the magnitude factor)");
+      throw LoadError(hf.path + ": compress attention_factor must be 1 (the model cancels the YaRN magnitude factor)");
   } else if (type == "default") {
-    c.yarn_factor = 1.0f;
+    c.yarn_factor = 1.0f;  // no YaRN: the ramp is unused; record the plain context length
+    c.yarn_orig_ctx = c.context_length;
   } else {
     throw LoadError(hf.path + ": unsupported compress rope_type '" + std::string(type) + "'");
   }
@@ -85,7 +86,7 @@ void read_layer_kinds(const HfConfig& hf, ModelConfig& c) {
   int64_t csa = 4, hca = 128;
   if (rates["compressed_sparse_attention"].get_int64().get(csa) || rates["heavily_compressed_attention"].get_int64().get(hca))
     throw LoadError(hf.path + ": compress_rates needs integer rates for both compressed layer types");
-  if (csa != 4) throw LoadError(hf.path + ": compressed_sparse_attention rate must be 4");
+  if (csa != 4) throw LoadError(hf.path + ": CSA ratio " + std::to_string(csa) + " != 4 (compressed_sparse_attention)");
   if (hca == 4) throw LoadError(hf.path + ": heavily_compressed_attention rate must differ from 4");
   c.compress_ratios.clear();
   for (auto t : hf.get("layer_types").get_array()) {
@@ -100,7 +101,7 @@ void read_layer_kinds(const HfConfig& hf, ModelConfig& c) {
   for (auto t : hf.get("mlp_layer_types").get_array()) {
     const std::string_view kind = t.get_string();
     if (kind == "hash_moe") {
-      if (learned_seen) throw LoadError(hf.path + ": hash_moe layers must come first");
+      if (learned_seen) throw LoadError(hf.path + ": mlp_layer_types: hash_moe layers must come first");
       ++c.n_hash_layers;
     } else if (kind == "moe") {
       learned_seen = true;
@@ -133,6 +134,8 @@ ModelConfig config_from_hf(const std::string& dir) {
   c.n_expert_used = static_cast<int>(hf.integer("num_experts_per_tok"));
   c.expert_ffn = static_cast<int>(hf.integer("moe_intermediate_size"));
   c.n_expert_shared = static_cast<int>(hf.integer("n_shared_experts"));
+  if (c.n_expert_shared != 1)  // HF builds exactly one shared MLP of moe_intermediate_size
+    throw LoadError(hf.path + ": n_shared_experts " + std::to_string(c.n_expert_shared) + " != 1");
   c.sliding_window = static_cast<int>(hf.integer("sliding_window"));
   c.indexer_heads = static_cast<int>(hf.integer("index_n_heads"));
   c.indexer_dim = static_cast<int>(hf.integer("index_head_dim"));
@@ -227,11 +230,14 @@ std::vector<float> gather_values(const TensorSpec& spec, const Source& src, cons
 }
 
 void write_tensor_data(const TensorSpec& spec, GgmlType type, const Source& src, const SafetensorsTensor& t,
-                       GgufWriter& w) {
+                       int n_expert, GgufWriter& w) {
   if (type == GgmlType::I32) {
     if (t.shape != std::vector<uint64_t>(spec.dims.rbegin(), spec.dims.rend()))
       throw LoadError("HF tensor '" + src.name + "' has an unexpected shape for '" + spec.name + "'");
     const std::vector<int64_t> ids = t.to_i64(src.name);
+    for (int64_t id : ids)
+      if (id < 0 || id >= static_cast<int64_t>(n_expert))
+        throw LoadError("HF tensor '" + src.name + "': expert ids outside [0, " + std::to_string(n_expert) + ")");
     std::vector<int32_t> out(ids.begin(), ids.end());
     w.append_tensor_data({reinterpret_cast<const uint8_t*>(out.data()), out.size() * 4});
     return;
@@ -272,7 +278,7 @@ void convert_hf_checkpoint(const std::string& dir, const std::string& out_path, 
     w.add_tensor(spec.name, t, spec.dims);
   }
   w.write_header();
-  for (size_t i = 0; i < specs.size(); ++i) write_tensor_data(specs[i], types[i], sources[i], st->at(sources[i].name), w);
+  for (size_t i = 0; i < specs.size(); ++i) write_tensor_data(specs[i], types[i], sources[i], st->at(sources[i].name), c.n_expert, w);
   w.finish();
 }
 

@@ -113,3 +113,20 @@ TEST(HfGoldenSet, CoversAtLeastThreeConfigs) { EXPECT_GE(golden_names().size(), 
 
 }  // namespace
 }  // namespace ds4
+
+namespace ds4 {
+namespace {
+
+// v4_tiny_b's heads (32 wide, 16 rotated) cannot take the FP8 blocks of 64: a clear error, not an abort.
+TEST(HfGoldenSet, KvQuantizationRefusesShapesItCannotTake) {
+  const Golden g = load_golden("v4_tiny_b");
+  try {
+    CpuBackend backend(g.model->config, g.model->weights, ForwardOptions{.quantize_kv = true});
+    FAIL() << "expected a LoadError";
+  } catch (const LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of 64"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ds4
