@@ -50,7 +50,7 @@ class Engine {
   std::string check_request(const GenerationRequest& request) const;
   // Thread-safe. Queues the request; the returned stream carries its output. A request that fails
   // check_request(), or arrives when the queue is full or the engine stopped, gets a stream that is
-  // already finished with kError and the reason.
+  // already finished with kError and the reason (its notify is never called: check finished()).
   std::shared_ptr<RequestStream> submit(GenerationRequest request, RequestStream::Notify notify = {});
   // Thread-safe. Cancels a request (client gone, timeout): it finishes with kAbort at the next step
   // and its KV blocks are freed. Unknown or finished ids are ignored.
@@ -70,12 +70,11 @@ class Engine {
   void run_loop();
   bool drain_inbox(bool wait_for_work);  // false when stopping
   void step();
-  ForwardBatch build_forward_batch(const ScheduledBatch& batch);
-  std::vector<SampledToken> sample(const ScheduledBatch& batch, const ForwardOutput& out);
   void publish(std::vector<SequenceUpdate>& updates, StepStats& stats);
-  void finish_removed(std::unique_ptr<Sequence> seq, FinishReason reason, const std::string& error);
+  void finish_removed(std::unique_ptr<Sequence> seq, FinishReason reason, const std::string& error,
+                      int32_t stop_token = -1);
   void record(const StepStats& step);
-  std::shared_ptr<RequestStream> rejected(RequestId id, const std::string& why, RequestStream::Notify notify);
+  std::shared_ptr<RequestStream> rejected(RequestId id, const std::string& why);
 
   Backend& backend_;
   KvPool& kv_;
@@ -94,7 +93,6 @@ class Engine {
 
   mutable std::mutex stats_mutex_;
   EngineStats stats_;
-  uint64_t step_counter_ = 0;
 };
 
 }  // namespace ds4

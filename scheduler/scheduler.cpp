@@ -1,0 +1,224 @@
+// Scheduler implementation (see scheduler.h). One step: (1) one token for every running sequence
+// whose remaining work is a single token (decodes: they never wait behind a prefill), (2) chunks
+// for running sequences with more left (partial prefills, recomputation), (3) admission of waiting
+// sequences in queue order while the budget, max_num_seqs and the KV pool allow. When a sequence
+// cannot grow, the last running sequence (lowest priority, newest) is preempted by recompute.
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+namespace ds4 {
+namespace {
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "%s:%d: Scheduler: %s\n", __FILE__, __LINE__, what);
+  std::abort();
+}
+
+// Running and waiting order: higher priority first, then older first.
+bool runs_before(const Sequence* a, const Sequence* b) {
+  if (a->request.priority != b->request.priority) return a->request.priority > b->request.priority;
+  return a->arrival_order < b->arrival_order;
+}
+
+}  // namespace
+
+std::string scheduler_config_problem(const SchedulerConfig& c) {
+  if (c.max_num_seqs < 1) return "max_num_seqs must be >= 1";
+  if (c.max_num_batched_tokens < 1) return "max_num_batched_tokens must be >= 1";
+  if (c.max_prefill_chunk_tokens < 0) return "max_prefill_chunk_tokens must be >= 0";
+  if (c.max_model_len < 2) return "max_model_len must be >= 2";
+  return "";
+}
+
+Scheduler::Scheduler(SchedulerConfig config, KvPool& kv, int32_t eos_token_id)
+    : config_(config), kv_(kv), eos_token_id_(eos_token_id) {
+  if (const std::string p = scheduler_config_problem(config_); !p.empty()) fail(p.c_str());
+}
+
+void Scheduler::add(std::unique_ptr<Sequence> seq) {
+  if (!seq || seq->tokens.empty() || all_.count(seq->id)) fail("add: empty or duplicate sequence");
+  seq->arrival_order = next_arrival_++;
+  seq->num_prompt_tokens = seq->num_tokens();
+  seq->usage.prompt_tokens = seq->num_prompt_tokens;
+  Sequence* s = seq.get();
+  all_.emplace(s->id, std::move(seq));
+  insert_waiting(s, false);
+}
+
+std::unique_ptr<Sequence> Scheduler::take(Sequence* seq) {
+  if (seq->admitted) {
+    kv_.release(seq->id);
+    seq->admitted = false;
+    running_.erase(std::find(running_.begin(), running_.end(), seq));
+  } else {
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
+  }
+  auto it = all_.find(seq->id);
+  std::unique_ptr<Sequence> owned = std::move(it->second);
+  all_.erase(it);
+  return owned;
+}
+
+std::unique_ptr<Sequence> Scheduler::remove(RequestId id) {
+  auto it = all_.find(id);
+  return it == all_.end() ? nullptr : take(it->second.get());
+}
+
+std::vector<std::unique_ptr<Sequence>> Scheduler::remove_all() {
+  std::vector<std::unique_ptr<Sequence>> out;
+  while (!all_.empty()) out.push_back(take(all_.begin()->second.get()));
+  return out;
+}
+
+void Scheduler::insert_running(Sequence* seq) {
+  running_.insert(std::upper_bound(running_.begin(), running_.end(), seq, runs_before), seq);
+}
+
+// New arrivals queue behind every sequence of at least their priority; preempted ones go ahead of
+// every waiting sequence of their priority (they were admitted before those, and keep their output).
+void Scheduler::insert_waiting(Sequence* seq, bool at_front_of_priority) {
+  const int prio = seq->request.priority;
+  auto pos = at_front_of_priority
+                 ? std::find_if(waiting_.begin(), waiting_.end(), [&](Sequence* w) { return w->request.priority <= prio; })
+                 : std::find_if(waiting_.begin(), waiting_.end(), [&](Sequence* w) { return w->request.priority < prio; });
+  waiting_.insert(pos, seq);
+}
+
+int64_t Scheduler::chunk_limit(int64_t budget) const {
+  const int64_t cap = config_.max_prefill_chunk_tokens > 0 ? config_.max_prefill_chunk_tokens : budget;
+  return std::min(budget, cap);
+}
+
+void Scheduler::add_entry(ScheduledBatch& batch, Sequence* seq, int64_t n) {
+  ScheduledSequence e;
+  e.seq = seq;
+  e.start = seq->num_computed_tokens;
+  e.num_tokens = n;
+  e.sample = e.start + n == seq->num_tokens();
+  e.decode = n == 1 && e.sample && seq->num_generated() > 0;
+  batch.entries.push_back(e);
+  batch.num_tokens += n;
+  (e.decode ? batch.decode_tokens : batch.prefill_tokens) += n;
+  if (seq->timing.first_scheduled == EngineClock::time_point{}) seq->timing.first_scheduled = EngineClock::now();
+}
+
+// Gives up the victim's KV; it restarts from its cached prefix (or position 0) when re-admitted.
+// If the victim was already planned in this step, its entry is withdrawn.
+void Scheduler::preempt(Sequence* victim, ScheduledBatch& batch, int64_t& budget) {
+  auto e = std::find_if(batch.entries.begin(), batch.entries.end(), [&](const auto& x) { return x.seq == victim; });
+  if (e != batch.entries.end()) {
+    budget += e->num_tokens;
+    batch.num_tokens -= e->num_tokens;
+    (e->decode ? batch.decode_tokens : batch.prefill_tokens) -= e->num_tokens;
+    batch.entries.erase(e);
+  }
+  kv_.release(victim->id);
+  victim->admitted = false;
+  victim->num_computed_tokens = 0;
+  victim->usage.preemptions += 1;
+  running_.erase(std::find(running_.begin(), running_.end(), victim));
+  insert_waiting(victim, true);
+  batch.num_preempted += 1;
+}
+
+// Grows seq's KV to num_tokens positions, preempting from the back of the running set until it
+// fits; false when seq itself had to be preempted.
+bool Scheduler::make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& batch, int64_t& budget) {
+  while (!kv_.grow(seq->id, num_tokens)) {
+    Sequence* victim = running_.back();
+    preempt(victim, batch, budget);
+    if (victim == seq) return false;
+  }
+  return true;
+}
+
+// decodes: sequences with exactly one token left; otherwise the ones with more (chunked).
+void Scheduler::schedule_running(ScheduledBatch& batch, int64_t& budget, bool decodes) {
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence* seq = running_[i];
+    const int64_t left = seq->num_tokens() - seq->num_computed_tokens;
+    if (left < 1) fail("running sequence with nothing to compute");
+    if ((left == 1) != decodes) continue;  // the two passes plan disjoint sets
+    const int64_t n = decodes ? 1 : std::min(left, chunk_limit(budget));
+    if (!make_room(seq, seq->num_computed_tokens + n, batch, budget)) {
+      --i;  // seq was the last running sequence and left; nothing after it remains
+      continue;
+    }
+    add_entry(batch, seq, n);
+    budget -= n;
+  }
+}
+
+// Admits waiting sequences in queue order (head-of-line: a sequence that does not fit blocks the
+// ones behind it, so long prompts are not starved by short ones).
+void Scheduler::admit_waiting(ScheduledBatch& batch, int64_t& budget) {
+  while (budget > 0 && !waiting_.empty() && running_.size() < static_cast<size_t>(config_.max_num_seqs)) {
+    Sequence* seq = waiting_.front();
+    const int64_t cached = kv_.find_cached_prefix(seq->tokens);
+    if (cached < 0 || cached >= seq->num_tokens() || cached % kv_.block_tokens() != 0) fail("bad cached prefix length");
+    if (!kv_.admit(seq->id, seq->tokens, cached, seq->num_tokens())) break;
+    if (kv_.kv(seq->id).num_tokens() != cached) fail("admitted KV state does not start at the cached prefix");
+    waiting_.erase(waiting_.begin());
+    if (!seq->ever_admitted) {
+      seq->usage.cached_prompt_tokens = cached;
+      batch.prefix_queried_tokens += seq->num_prompt_tokens;
+      batch.prefix_hit_tokens += cached;
+    }
+    seq->admitted = seq->ever_admitted = true;
+    seq->num_computed_tokens = cached;
+    insert_running(seq);
+    const int64_t n = std::min(seq->num_tokens() - cached, chunk_limit(budget));
+    add_entry(batch, seq, n);
+    budget -= n;
+  }
+}
+
+ScheduledBatch Scheduler::schedule() {
+  ScheduledBatch batch;
+  int64_t budget = config_.max_num_batched_tokens;
+  schedule_running(batch, budget, true);
+  schedule_running(batch, budget, false);
+  // After a preemption the pool is full: admitting now would only evict someone again.
+  if (batch.num_preempted == 0) admit_waiting(batch, budget);
+  return batch;
+}
+
+FinishReason Scheduler::finish_reason(const Sequence& seq, int32_t token) const {
+  const GenerationRequest& r = seq.request;
+  if (token == eos_token_id_ && !r.ignore_eos) return FinishReason::kStop;
+  if (std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), token) != r.stop_token_ids.end())
+    return FinishReason::kStop;
+  if (seq.num_generated() >= r.max_tokens || seq.num_tokens() >= config_.max_model_len) return FinishReason::kLength;
+  return FinishReason::kNone;
+}
+
+std::vector<SequenceUpdate> Scheduler::update(const ScheduledBatch& batch, std::span<SampledToken> sampled) {
+  if (sampled.size() != batch.entries.size()) fail("update: sampled tokens do not match the batch");
+  std::vector<SequenceUpdate> updates;
+  const auto now = EngineClock::now();
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    const ScheduledSequence& e = batch.entries[i];
+    Sequence* seq = e.seq;
+    if (seq->num_computed_tokens != e.start) fail("update: sequence moved since schedule()");
+    seq->num_computed_tokens += e.num_tokens;
+    kv_.computed(seq->id, seq->tokens, seq->num_computed_tokens);
+    if (!e.sample) continue;
+    SequenceUpdate u;
+    u.seq = seq;
+    u.has_token = true;
+    u.sampled = std::move(sampled[i]);
+    seq->tokens.push_back(u.sampled.token);
+    seq->usage.completion_tokens = seq->num_generated();
+    if (seq->timing.first_token == EngineClock::time_point{}) seq->timing.first_token = now;
+    u.finish = finish_reason(*seq, u.sampled.token);
+    if (u.finish == FinishReason::kStop) u.stop_token = u.sampled.token;
+    if (u.finish != FinishReason::kNone) u.owned = take(seq);
+    updates.push_back(std::move(u));
+  }
+  return updates;
+}
+
+}  // namespace ds4

@@ -1,0 +1,51 @@
+// build_forward_batch / sample_batch (see step.h).
+#include "scheduler/step.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "engine/sampler.h"
+#include "scheduler/logprobs.h"
+
+namespace ds4 {
+namespace {
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "%s:%d: engine step: %s\n", __FILE__, __LINE__, what);
+  std::abort();
+}
+
+}  // namespace
+
+ForwardBatch build_forward_batch(const ScheduledBatch& batch, KvPool& kv) {
+  ForwardBatch fb;
+  fb.sequences.reserve(batch.entries.size());
+  for (const ScheduledSequence& e : batch.entries) {
+    SequenceKv& state = kv.kv(e.seq->id);
+    if (state.num_tokens() != e.start) fail("KV state position differs from the scheduled start");
+    if (e.num_tokens < 1 || e.start + e.num_tokens > e.seq->num_tokens()) fail("scheduled chunk out of range");
+    fb.sequences.push_back({&state, std::span<const int32_t>(e.seq->tokens).subspan(e.start, e.num_tokens), false});
+  }
+  return fb;
+}
+
+std::vector<SampledToken> sample_batch(const ScheduledBatch& batch, const ForwardOutput& out) {
+  std::vector<SampledToken> sampled(batch.entries.size());
+  if (out.n_rows.size() != batch.entries.size()) fail("forward output does not match the batch");
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    const ScheduledSequence& e = batch.entries[i];
+    if (!e.sample) continue;
+    if (out.n_rows[i] < 1) fail("no logits row for a sampled sequence");
+    const std::span<const float> row(out.row(i, out.n_rows[i] - 1), static_cast<size_t>(out.n_vocab));
+    const GenerationRequest& r = e.seq->request;
+    SampledToken& s = sampled[i];
+    s.token = sample_token(row, r.sampling, static_cast<uint64_t>(e.seq->num_generated()));
+    if (r.logprobs || r.top_logprobs > 0) {
+      s.has_logprobs = true;
+      s.logprobs = compute_logprobs(row, s.token, r.top_logprobs);
+    }
+  }
+  return sampled;
+}
+
+}  // namespace ds4

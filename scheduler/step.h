@@ -1,0 +1,22 @@
+// The model-facing half of one engine step, as free functions so the Engine and the scheduler
+// tests run the same code: turn a ScheduledBatch into the backend's ragged ForwardBatch, and sample
+// each finished chunk's next token with the request's own counter-based RNG.
+#pragma once
+#include <vector>
+
+#include "engine/forward.h"
+#include "scheduler/kv_pool.h"
+#include "scheduler/scheduler.h"
+
+namespace ds4 {
+
+// One SequenceInput per entry: tokens [start, start + num_tokens) over the pool's state of the
+// sequence, which must be at position `start` (checked; a mismatch is a programmer error).
+ForwardBatch build_forward_batch(const ScheduledBatch& batch, KvPool& kv);
+
+// Parallel to batch.entries: a token (and logprobs when asked) for each entry with sample == true,
+// drawn from its last logits row with step = the sequence's number of generated tokens, so the
+// result does not depend on the batch, the chunking or preemptions.
+std::vector<SampledToken> sample_batch(const ScheduledBatch& batch, const ForwardOutput& out);
+
+}  // namespace ds4
