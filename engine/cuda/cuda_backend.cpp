@@ -1,0 +1,319 @@
+// CudaBackend orchestration: device set-up, batch validation, the per-step plan and scratch
+// arena, embedding, the layer loop and the head (see cuda_backend.h; the sub-layers are in
+// cuda_layers.cpp).
+#include "engine/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <string>
+
+#include "engine/cuda/cuda_backend_internal.h"
+#include "engine/load_error.h"
+#include "engine/rope.h"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/ops.h"
+
+namespace ds4 {
+namespace {
+
+[[noreturn]] void invalid_batch(const std::string& what) {
+  std::fprintf(stderr, "%s:%d: CudaBackend::forward: %s\n", __FILE__, __LINE__, what.c_str());
+  std::abort();
+}
+
+std::string gib(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1ull << 30));
+  return buf;
+}
+
+// Carves aligned regions out of one allocation: add() records each request, assign() sets them.
+class ArenaLayout {
+ public:
+  template <typename T>
+  void add(T*& ptr, int64_t count) {
+    slots_.push_back({reinterpret_cast<void**>(&ptr), total_});
+    total_ += (static_cast<uint64_t>(std::max<int64_t>(count, 1)) * sizeof(T) + 255) / 256 * 256;
+  }
+  uint64_t total() const { return total_; }
+  void assign(void* base) const {
+    for (const Slot& s : slots_) *s.ptr = static_cast<uint8_t*>(base) + s.offset;
+  }
+
+ private:
+  struct Slot {
+    void** ptr;
+    uint64_t offset;
+  };
+  std::vector<Slot> slots_;
+  uint64_t total_ = 0;
+};
+
+}  // namespace
+
+const RatioPlan& CudaBackend::Plan::for_ratio(int ratio) const {
+  for (const RatioPlan& r : ratios)
+    if (r.ratio == ratio) return r;
+  invalid_batch("no plan for compress ratio " + std::to_string(ratio));
+}
+
+CudaBackend::CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options)
+    : config_(config), weights_(weights), options_(std::move(options)) {
+  int n_devices = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n_devices);
+  if (err != cudaSuccess || n_devices == 0)
+    throw LoadError(std::string("CudaBackend: no CUDA device (") + (err != cudaSuccess ? cudaGetErrorString(err) : "none found") + ")");
+  if (options_.device < 0 || options_.device >= n_devices)
+    throw LoadError("CudaBackend: device " + std::to_string(options_.device) + " does not exist");
+  DS4_CUDA_CHECK(cudaSetDevice(options_.device));
+  size_t free_bytes = 0, total_bytes = 0;
+  DS4_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const uint64_t need = DeviceWeights::required_bytes(weights);
+  if (need > free_bytes)
+    throw LoadError("CudaBackend: the weights need " + gib(need) + " but the device has " + gib(free_bytes) + " free");
+  weights_dev_ = DeviceWeights::upload(weights, options_.progress);
+  DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : int64_t(options_.max_seqs) * 16;
+  kv_ = std::make_unique<CudaKvPool>(config_, options_.max_seqs, blocks);
+  std::vector<double> freq;
+  for (bool compressed : {false, true}) {
+    const RopeFrequencies f = rope_frequencies(config_, compressed);
+    freq.insert(freq.end(), f.freq.begin(), f.freq.end());
+  }
+  rope_freq_.grow(freq.size() * sizeof(double));
+  DS4_CUDA_CHECK(cudaMemcpy(rope_freq_.get(), freq.data(), freq.size() * sizeof(double), cudaMemcpyHostToDevice));
+  scratch_ = std::make_unique<Scratch>();
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::unique_ptr<CudaSequenceKv> CudaBackend::new_sequence() {
+  auto seq = kv_->new_sequence(stream_);
+  DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return seq;
+}
+
+namespace {
+
+// The batch's sequences as this backend's KV handles, after validation and reservation.
+std::vector<CudaSequenceKv*> validate_batch(const ModelConfig& c, const ForwardBatch& batch, const CudaKvPool* pool) {
+  std::vector<CudaSequenceKv*> seqs;
+  std::set<const SequenceKv*> seen;
+  if (batch.sequences.empty()) invalid_batch("empty batch");
+  for (const SequenceInput& in : batch.sequences) {
+    auto* kv = dynamic_cast<CudaSequenceKv*>(in.kv);
+    if (!kv || kv->pool() != pool) invalid_batch("sequence KV state does not come from this backend's new_sequence()");
+    if (!seen.insert(kv).second) invalid_batch("the same sequence appears twice in one batch");
+    if (in.tokens.empty()) invalid_batch("sequence without tokens");
+    for (int32_t t : in.tokens)
+      if (t < 0 || t >= c.n_vocab) invalid_batch("token id " + std::to_string(t) + " out of range");
+    const int64_t end = kv->num_tokens() + static_cast<int64_t>(in.tokens.size());
+    if (end > INT32_MAX) invalid_batch("position beyond 2^31");
+    if (!kv->reserve(end)) invalid_batch("KV pool out of blocks");
+    seqs.push_back(kv);
+  }
+  return seqs;
+}
+
+}  // namespace
+
+// Host side of the plan: every index array, appended to one int32 vector (offsets recorded).
+CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs,
+                                              PlanOffsets& off) {
+  const ModelConfig& c = config_;
+  std::vector<int32_t>& h = scratch_->plan_host;
+  h.clear();
+  Plan plan;
+  plan.n_seqs = static_cast<int>(seqs.size());
+  std::vector<int32_t> tok, pos, seq, first, count, start, slot;
+  int max_blocks = 1;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const SequenceInput& in = batch.sequences[s];
+    first.push_back(static_cast<int32_t>(tok.size()));
+    count.push_back(static_cast<int32_t>(in.tokens.size()));
+    start.push_back(static_cast<int32_t>(seqs[s]->num_tokens()));
+    slot.push_back(seqs[s]->slot());
+    max_blocks = std::max<int>(max_blocks, static_cast<int>(seqs[s]->blocks().size()));
+    for (size_t i = 0; i < in.tokens.size(); ++i) {
+      tok.push_back(in.tokens[i]);
+      pos.push_back(start.back() + static_cast<int32_t>(i));
+      seq.push_back(static_cast<int32_t>(s));
+    }
+  }
+  plan.n_tokens = static_cast<int64_t>(tok.size());
+  std::vector<int32_t> table(seqs.size() * max_blocks, 0);
+  for (size_t s = 0; s < seqs.size(); ++s) std::copy(seqs[s]->blocks().begin(), seqs[s]->blocks().end(), table.begin() + s * max_blocks);
+  auto push = [&h](const std::vector<int32_t>& v) {
+    const size_t at = h.size();
+    h.insert(h.end(), v.begin(), v.end());
+    return at;
+  };
+  off.tok = push(tok), off.pos = push(pos), off.seq = push(seq), off.first = push(first), off.count = push(count);
+  off.start = push(start), off.slot = push(slot), off.table = push(table);
+  plan.batch.max_blocks = max_blocks;
+
+  // Compressed-row emissions per distinct ratio.
+  std::set<int> ratios;
+  for (int il = 0; il < c.n_layer; ++il)
+    if (c.compress_ratio(il) > 0) ratios.insert(c.compress_ratio(il));
+  for (int r : ratios) {
+    RatioPlan rp;
+    rp.ratio = r;
+    std::vector<int32_t> index(tok.size(), -1), eseq, erow, epos;
+    for (size_t t = 0; t < tok.size(); ++t) {
+      const int64_t p = pos[t], n_visible = (p + 1) / r;
+      rp.max_comp_rows = std::max<int64_t>(rp.max_comp_rows, r == 4 ? std::min<int64_t>(n_visible, c.indexer_top_k) : n_visible);
+      if ((p + 1) % r != 0) continue;
+      index[t] = static_cast<int32_t>(eseq.size());
+      eseq.push_back(seq[t]);
+      erow.push_back(static_cast<int32_t>((p + 1) / r - 1));
+      epos.push_back(static_cast<int32_t>(p + 1 - r));
+    }
+    rp.n_emit = static_cast<int64_t>(eseq.size());
+    plan.max_emit = std::max(plan.max_emit, rp.n_emit);
+    off.ratio.push_back({push(index), push(eseq), push(erow), push(epos)});
+    plan.ratios.push_back(rp);
+  }
+
+  // Indexer queries: tokens whose visible ratio-4 rows exceed top_k.
+  std::vector<int32_t> sel_of(tok.size(), -1), sel;
+  for (size_t t = 0; t < tok.size(); ++t) {
+    const int64_t n_visible = (static_cast<int64_t>(pos[t]) + 1) / 4;
+    if (n_visible <= c.indexer_top_k) continue;
+    sel_of[t] = static_cast<int32_t>(sel.size());
+    sel.push_back(static_cast<int32_t>(t));
+    plan.max_sel_rows = std::max(plan.max_sel_rows, n_visible);
+  }
+  plan.n_sel = static_cast<int64_t>(sel.size());
+  off.sel = push(sel), off.sel_of = push(sel_of);
+
+  // Logit rows.
+  std::vector<int32_t> rows;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const SequenceInput& in = batch.sequences[s];
+    plan.first_row.push_back(static_cast<int64_t>(rows.size()));
+    for (int32_t i = in.all_logits ? 0 : count[s] - 1; i < count[s]; ++i) rows.push_back(first[s] + i);
+    plan.n_rows.push_back(static_cast<int64_t>(rows.size()) - plan.first_row.back());
+  }
+  plan.n_logit_rows = static_cast<int64_t>(rows.size());
+  off.rows = push(rows);
+  return plan;
+}
+
+CudaBackend::Plan CudaBackend::build_plan(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs) {
+  PlanOffsets off;
+  Plan plan = build_plan_host(batch, seqs, off);
+  const std::vector<int32_t>& h = scratch_->plan_host;
+  scratch_->plan.grow(h.size() * sizeof(int32_t));
+  DS4_CUDA_CHECK(cudaMemcpyAsync(scratch_->plan.get(), h.data(), h.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  const int32_t* d = scratch_->plan.as<int32_t>();
+  cuda::StepBatch& b = plan.batch;
+  b.n_tokens = plan.n_tokens;
+  b.n_seqs = plan.n_seqs;
+  plan.tokens = d + off.tok;
+  b.token_pos = d + off.pos, b.token_seq = d + off.seq, b.seq_first = d + off.first, b.seq_count = d + off.count;
+  b.seq_start = d + off.start, b.seq_slot = d + off.slot, b.block_table = d + off.table;
+  for (size_t i = 0; i < plan.ratios.size(); ++i) {
+    RatioPlan& rp = plan.ratios[i];
+    rp.emit_index = d + off.ratio[i][0], rp.emit_seq = d + off.ratio[i][1];
+    rp.emit_row = d + off.ratio[i][2], rp.emit_pos = d + off.ratio[i][3];
+  }
+  plan.sel_tokens = d + off.sel, plan.sel_of_token = d + off.sel_of;
+  plan.logit_rows = d + off.rows;
+  // The host vector is read by the async copy: keep it unchanged until the step synchronises.
+  return plan;
+}
+
+void CudaBackend::size_scratch(const Plan& plan) {
+  const ModelConfig& c = config_;
+  Scratch& s = *scratch_;
+  const int64_t T = plan.n_tokens, n = c.n_embd, hw = int64_t(c.hc_count) * n, mixd = c.hc_mix_dim();
+  const int64_t k = c.n_expert_used, tk = T * k, R = plan.n_logit_rows;
+  const DeviceLayerWeights& l0 = weights_dev_.layers.at(0);
+  const int64_t ffn = static_cast<int64_t>(l0.ffn_gate_exps.ne1), ffn_sh = static_cast<int64_t>(l0.ffn_gate_shexp.ne1);
+  const int64_t n_expert = static_cast<int64_t>(l0.ffn_gate_exps.ne2);
+  ArenaLayout a;
+  a.add(s.states, T * hw), a.add(s.states_next, T * hw), a.add(s.flat, T * hw);
+  a.add(s.mix, T * mixd), a.add(s.coef, T * mixd);
+  a.add(s.x, T * n), a.add(s.normed, T * n), a.add(s.y, T * n);
+  a.add(s.q_lora, T * c.q_lora_rank), a.add(s.q, T * c.q_dim()), a.add(s.kv, T * c.head_dim), a.add(s.rawq, T * c.head_dim);
+  a.add(s.heads, T * c.q_dim()), a.add(s.low, T * int64_t(c.o_groups) * c.o_lora_rank);
+  a.add(s.comp_kv, T * 2 * c.head_dim), a.add(s.comp_gate, T * 2 * c.head_dim), a.add(s.pooled, plan.max_emit * c.head_dim);
+  a.add(s.idx_kv, T * 2 * c.indexer_dim), a.add(s.idx_gate, T * 2 * c.indexer_dim);
+  a.add(s.idx_pooled, plan.max_emit * c.indexer_dim), a.add(s.idx_q, T * int64_t(c.indexer_heads) * c.indexer_dim);
+  a.add(s.idx_w, T * c.indexer_heads), a.add(s.idx_scores, plan.n_sel * plan.max_sel_rows);
+  a.add(s.idx_selected, plan.n_sel * c.indexer_top_k);
+  a.add(s.router_logits, T * n_expert), a.add(s.route_weights, tk), a.add(s.experts, tk);
+  a.add(s.group_offsets, n_expert + 1), a.add(s.token_rows, tk), a.add(s.slot_rows, tk);
+  a.add(s.ffn_gate, tk * ffn), a.add(s.ffn_up, tk * ffn), a.add(s.ffn_mid, tk * ffn), a.add(s.expert_out, tk * n);
+  a.add(s.sh_gate, T * ffn_sh), a.add(s.sh_up, T * ffn_sh), a.add(s.sh_mid, T * ffn_sh), a.add(s.sh_out, T * n);
+  a.add(s.head_states, R * hw), a.add(s.head_flat, R * hw), a.add(s.head_mix, R * c.hc_count);
+  a.add(s.head_h, R * n), a.add(s.logits, R * c.n_vocab);
+  s.arena.grow(a.total());
+  a.assign(s.arena.get());
+}
+
+ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
+  const std::vector<CudaSequenceKv*> seqs = validate_batch(config_, batch, kv_.get());
+  const Plan plan = build_plan(batch, seqs);
+  size_scratch(plan);
+  embed(plan);
+  for (int il = 0; il < config_.n_layer; ++il) {
+    attention_layer(plan, il);
+    moe_layer(plan, il);
+  }
+  ForwardOutput out;
+  head(plan, out);
+  for (size_t s = 0; s < seqs.size(); ++s)
+    seqs[s]->set_num_tokens(seqs[s]->num_tokens() + static_cast<int64_t>(batch.sequences[s].tokens.size()));
+  return out;
+}
+
+void CudaBackend::embed(const Plan& plan) {
+  const DeviceTensor& e = weights_dev_.token_embd;
+  cuda::DequantRowsParams p;
+  p.w = e.data, p.type = e.type, p.n_in = static_cast<int64_t>(e.ne0), p.row_bytes = e.row_bytes;
+  p.rows = plan.tokens, p.n_rows = plan.n_tokens;
+  p.out = scratch_->states, p.out_stride = int64_t(config_.hc_count) * config_.n_embd, p.copies = config_.hc_count;
+  cuda::dequant_rows(p, stream_);
+}
+
+void CudaBackend::head(const Plan& plan, ForwardOutput& out) {
+  const ModelConfig& c = config_;
+  const DeviceWeights& w = weights_dev_;
+  Scratch& s = *scratch_;
+  const int64_t R = plan.n_logit_rows, n = c.n_embd, hw = int64_t(c.hc_count) * n;
+  cuda::gather_rows({s.states, hw, plan.logit_rows, s.head_states, hw, R, hw}, stream_);
+  cuda::rms_norm({s.head_states, hw, s.head_flat, hw, nullptr, R, hw, c.rms_eps}, stream_);
+  matmul_rows(w.output_hc_fn, s.head_flat, hw, s.head_mix, c.hc_count, R);
+  cuda::HcCollapseParams hp;
+  hp.mix = s.head_mix, hp.scale = w.output_hc_scale.f32(), hp.base = w.output_hc_base.f32();
+  hp.states = s.head_states, hp.out = s.head_h, hp.n_tokens = R, hp.n_embd = n, hp.hc = c.hc_count, hp.eps = c.hc_eps;
+  cuda::hc_collapse(hp, stream_);
+  cuda::rms_norm({s.head_h, n, s.head_h, n, w.output_norm.f32(), R, n, c.rms_eps}, stream_);
+  matmul_rows(w.output, s.head_h, n, s.logits, c.n_vocab, R);
+  out.n_vocab = c.n_vocab;
+  out.first_row = plan.first_row;
+  out.n_rows = plan.n_rows;
+  out.logits.resize(static_cast<size_t>(R * c.n_vocab));
+  out.final_states.resize(static_cast<size_t>(R * hw));
+  DS4_CUDA_CHECK(cudaMemcpyAsync(out.logits.data(), s.logits, out.logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  DS4_CUDA_CHECK(cudaMemcpyAsync(out.final_states.data(), s.head_states, out.final_states.size() * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_));
+  DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::matmul_rows(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride,
+                              int64_t n_tokens) {
+  cuda::MatmulParams p;
+  p.w = w.data, p.type = w.type, p.n_in = static_cast<int64_t>(w.ne0), p.n_out = static_cast<int64_t>(w.n_rows());
+  p.row_bytes = w.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride, p.n_tokens = n_tokens;
+  cuda::matmul(p, stream_);
+}
+
+}  // namespace ds4

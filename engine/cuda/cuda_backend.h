@@ -1,0 +1,73 @@
+// CudaBackend: the forward pass of engine/forward.h on one GPU, op for op the CPU reference
+// (engine/cpu_backend.h) with every op a kernel of kernels/cuda: weights as stored in the GGUF
+// (DeviceWeights), KV state in a device pool (CudaKvPool; sequences come from new_sequence()),
+// ragged batches of sequences at different positions, routed experts grouped so each selected
+// expert's weights are read once per call. Results do not depend on what else is in the batch.
+// Owned and called by one thread (the engine thread); each forward() synchronises its stream.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/cuda/cuda_kv.h"
+#include "engine/cuda/cuda_weights.h"
+#include "engine/forward.h"
+#include "engine/model_config.h"
+#include "engine/weights.h"
+#include "kernels/cuda/device_buffer.h"
+
+namespace ds4 {
+
+struct CudaBackendOptions {
+  ForwardOptions forward;
+  int device = 0;
+  int max_seqs = 64;            // KV slots (sequences alive at once)
+  int64_t kv_blocks = 0;        // KV blocks of 256 positions in total; 0: max_seqs × 16 (4096 tokens each)
+  DeviceWeights::Progress progress;  // weight upload progress (optional)
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // config and weights (host views) must outlive the backend. Throws LoadError when no CUDA
+  // device is usable or the weights do not fit.
+  CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options = {});
+  ~CudaBackend() override;
+  // Every sequence of the batch must come from this backend's new_sequence().
+  ForwardOutput forward(const ForwardBatch& batch) override;
+  // KV state for a new sequence, or null when every slot is in use.
+  std::unique_ptr<CudaSequenceKv> new_sequence();
+
+  uint64_t weight_bytes() const { return weights_dev_.bytes(); }
+  uint64_t kv_bytes() const { return kv_->bytes(); }
+
+ private:
+  struct Plan;
+  struct PlanOffsets;
+  struct Scratch;
+  Plan build_plan_host(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs, PlanOffsets& off);
+  Plan build_plan(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs);
+  void size_scratch(const Plan& plan);
+  // y[t] = W · x[t] for t < n_tokens (a plain, ungrouped product).
+  void matmul_rows(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t n_tokens);
+  void embed(const Plan& plan);
+  void hc_begin(const DeviceTensor& fn, const DeviceTensor& scale, const DeviceTensor& base, int64_t n_tokens);
+  void hc_end(int64_t n_tokens);
+  void attention_layer(const Plan& plan, int il);
+  void moe_layer(const Plan& plan, int il);
+  void attention_sublayer(const Plan& plan, int il);
+  void moe_sublayer(const Plan& plan, int il);
+  void compressed_rows(const Plan& plan, int il, bool indexer);
+  void indexer_select(const Plan& plan, int il);
+  void head(const Plan& plan, ForwardOutput& out);
+
+  const ModelConfig& config_;
+  const Weights& weights_;
+  CudaBackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  DeviceWeights weights_dev_;
+  std::unique_ptr<CudaKvPool> kv_;
+  cuda::DeviceBuffer rope_freq_;  // [2, rope_dim / 2] f64: plain, compressed
+  std::unique_ptr<Scratch> scratch_;
+};
+
+}  // namespace ds4

@@ -1,0 +1,215 @@
+// CudaBackend sub-layers: the hyper-connection mix around each sub-layer, the attention
+// sub-layer (projections, raw rows, compressors, indexer, attention, grouped output projection)
+// and the MoE sub-layer (router, experts grouped by id, shared expert). Same op order as
+// engine/cpu_attention.cpp / cpu_moe.cpp / cpu_backend.cpp.
+#include <cmath>
+#include <utility>
+
+#include "engine/cuda/cuda_backend_internal.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/ops.h"
+
+namespace ds4 {
+namespace {
+
+// Rotates the tail of rows [n_tokens · rows_per_token, width] at the tokens' positions.
+cuda::RopeParams rope_params(float* x, int64_t width, int64_t n_tokens, int64_t rows_per_token, const int32_t* pos,
+                             const double* freq, int n_pairs, bool inverse) {
+  cuda::RopeParams p;
+  p.x = x, p.row_stride = width, p.width = width, p.n_rows = n_tokens * rows_per_token;
+  p.rows_per_token = rows_per_token, p.pos = pos, p.freq = freq, p.n_pairs = n_pairs, p.inverse = inverse;
+  return p;
+}
+
+}  // namespace
+
+// Before a sub-layer: coefficients from the normalised state (mix, Sinkhorn), x = pre-mix.
+void CudaBackend::hc_begin(const DeviceTensor& fn, const DeviceTensor& scale, const DeviceTensor& base, int64_t T) {
+  const ModelConfig& c = config_;
+  Scratch& s = *scratch_;
+  const int64_t n = c.n_embd, hw = int64_t(c.hc_count) * n, mixd = c.hc_mix_dim();
+  cuda::rms_norm({s.states, hw, s.flat, hw, nullptr, T, hw, c.rms_eps}, stream_);
+  matmul_rows(fn, s.flat, hw, s.mix, mixd, T);
+  cuda::HcCoefParams cp;
+  cp.mix = s.mix, cp.scale = scale.f32(), cp.base = base.f32(), cp.coef = s.coef, cp.n_tokens = T;
+  cp.hc = c.hc_count, cp.sinkhorn_iters = c.hc_sinkhorn_iters, cp.eps = c.hc_eps;
+  cuda::hc_coefficients(cp, stream_);
+  cuda::hc_pre({s.coef, s.states, s.x, T, n, c.hc_count}, stream_);
+}
+
+// After a sub-layer: state = post-mix(y) (into the spare buffer, then swapped).
+void CudaBackend::hc_end(int64_t T) {
+  Scratch& s = *scratch_;
+  cuda::hc_post({s.coef, s.states, s.y, s.states_next, T, config_.n_embd, config_.hc_count}, stream_);
+  std::swap(s.states, s.states_next);
+}
+
+void CudaBackend::attention_layer(const Plan& plan, int il) {
+  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  hc_begin(w.hc_attn_fn, w.hc_attn_scale, w.hc_attn_base, plan.n_tokens);
+  attention_sublayer(plan, il);
+  hc_end(plan.n_tokens);
+}
+
+void CudaBackend::moe_layer(const Plan& plan, int il) {
+  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  hc_begin(w.hc_ffn_fn, w.hc_ffn_scale, w.hc_ffn_base, plan.n_tokens);
+  moe_sublayer(plan, il);
+  hc_end(plan.n_tokens);
+}
+
+void CudaBackend::attention_sublayer(const Plan& plan, int il) {
+  const ModelConfig& c = config_;
+  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  Scratch& s = *scratch_;
+  const int64_t T = plan.n_tokens, n = c.n_embd, hd = c.head_dim, qd = c.q_dim();
+  const int ratio = c.compress_ratio(il);
+  const int n_pairs = c.rope_dim / 2;
+  const double* freq = rope_freq_.as<double>() + (ratio == 0 ? 0 : n_pairs);
+  const int32_t* pos = plan.batch.token_pos;
+
+  cuda::rms_norm({s.x, n, s.normed, n, w.attn_norm.f32(), T, n, c.rms_eps}, stream_);
+  matmul_rows(w.attn_q_a, s.normed, n, s.q_lora, c.q_lora_rank, T);
+  cuda::rms_norm({s.q_lora, c.q_lora_rank, s.q_lora, c.q_lora_rank, w.attn_q_a_norm.f32(), T, c.q_lora_rank, c.rms_eps}, stream_);
+  matmul_rows(w.attn_q_b, s.q_lora, c.q_lora_rank, s.q, qd, T);
+  cuda::rms_norm({s.q, hd, s.q, hd, nullptr, T * c.n_head, hd, c.rms_eps}, stream_);  // per head, no weight
+  matmul_rows(w.attn_kv, s.normed, n, s.kv, hd, T);
+  cuda::rms_norm({s.kv, hd, s.kv, hd, w.attn_kv_a_norm.f32(), T, hd, c.rms_eps}, stream_);
+  cuda::rope_tail(rope_params(s.q, hd, T, c.n_head, pos, freq, n_pairs, false), stream_);
+  cuda::rope_tail(rope_params(s.kv, hd, T, 1, pos, freq, n_pairs, false), stream_);
+  cuda::quantize_raw_rows({s.kv, s.rawq, T, c.head_dim, c.nope_dim(), options_.forward.quantize_kv}, stream_);
+
+  const bool sparse = ratio == 4;
+  if (ratio > 0) compressed_rows(plan, il, false);
+  if (sparse) {
+    compressed_rows(plan, il, true);
+    indexer_select(plan, il);
+  }
+  const cuda::LayerKv kv = kv_->layer(il);
+  cuda::AttentionParams ap;
+  ap.q = s.q, ap.rawq = s.rawq, ap.sinks = w.attn_sinks.f32(), ap.heads = c.n_head;
+  if (sparse && plan.n_sel > 0) {
+    ap.sel_of_token = plan.sel_of_token, ap.selected = s.idx_selected, ap.top_k = c.indexer_top_k;
+  }
+  ap.out = s.heads;
+  ap.max_rows = c.sliding_window + (ratio > 0 ? plan.for_ratio(ratio).max_comp_rows : 0);
+  cuda::attention(plan.batch, kv, ap, stream_);
+  cuda::store_raw_window(plan.batch, kv, s.rawq, stream_);
+  cuda::rope_tail(rope_params(s.heads, hd, T, c.n_head, pos, freq, n_pairs, true), stream_);
+
+  // Grouped output projection: row block g of attn_output_a reads head group g.
+  cuda::MatmulParams op;
+  const DeviceTensor& oa = w.attn_output_a;
+  op.w = oa.data, op.type = oa.type, op.n_in = static_cast<int64_t>(oa.ne0), op.n_out = static_cast<int64_t>(oa.n_rows());
+  op.row_bytes = oa.row_bytes, op.x = s.heads, op.x_stride = qd, op.y = s.low, op.y_stride = op.n_out, op.n_tokens = T;
+  op.x_group_rows = c.o_lora_rank;
+  cuda::matmul(op, stream_);
+  matmul_rows(w.attn_output_b, s.low, op.n_out, s.y, n, T);
+}
+
+void CudaBackend::compressed_rows(const Plan& plan, int il, bool indexer) {
+  const ModelConfig& c = config_;
+  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  Scratch& s = *scratch_;
+  const int ratio = c.compress_ratio(il);
+  const RatioPlan& rp = plan.for_ratio(ratio);
+  const int dim = indexer ? c.indexer_dim : c.head_dim;
+  const int64_t width = frontier_width(ratio, dim);
+  const DeviceTensor& kv_w = indexer ? w.indexer_compressor_kv : w.attn_compressor_kv;
+  const DeviceTensor& gate_w = indexer ? w.indexer_compressor_gate : w.attn_compressor_gate;
+  const DeviceTensor& ape = indexer ? w.indexer_compressor_ape : w.attn_compressor_ape;
+  const DeviceTensor& norm = indexer ? w.indexer_compressor_norm : w.attn_compressor_norm;
+  float* kv_buf = indexer ? s.idx_kv : s.comp_kv;
+  float* gate_buf = indexer ? s.idx_gate : s.comp_gate;
+  float* pooled = indexer ? s.idx_pooled : s.pooled;
+  matmul_rows(kv_w, s.normed, c.n_embd, kv_buf, width, plan.n_tokens);
+  matmul_rows(gate_w, s.normed, c.n_embd, gate_buf, width, plan.n_tokens);
+
+  cuda::CompressorParams cp;
+  cp.ratio = ratio, cp.row_dim = dim, cp.kv_proj = kv_buf, cp.gate_proj = gate_buf;
+  cp.ape = ape.data, cp.ape_type = ape.type, cp.ape_row_bytes = ape.row_bytes;
+  cp.frontier_kv = kv_->frontier(il, indexer, false), cp.frontier_score = kv_->frontier(il, indexer, true);
+  cp.emit_index = rp.emit_index, cp.pooled = pooled;
+  cuda::compressor_update(plan.batch, cp, stream_);
+
+  const cuda::LayerKv kv = kv_->layer(il);
+  cuda::CompressedFinishParams fp;
+  fp.pooled = pooled, fp.n_emit = rp.n_emit, fp.row_dim = dim, fp.nope_dim = c.nope_dim();
+  fp.norm = norm.f32(), fp.eps = c.rms_eps;
+  fp.emit_seq = rp.emit_seq, fp.emit_row = rp.emit_row, fp.emit_pos = rp.emit_pos;
+  fp.freq = rope_freq_.as<double>() + c.rope_dim / 2, fp.n_pairs = c.rope_dim / 2;
+  fp.indexer = indexer, fp.quantize = options_.forward.quantize_kv;
+  fp.store = indexer ? kv.index : kv.comp, fp.rows_per_block = kv.rows_per_block;
+  cuda::compressed_finish(plan.batch, fp, stream_);
+}
+
+void CudaBackend::indexer_select(const Plan& plan, int il) {
+  if (plan.n_sel == 0) return;
+  const ModelConfig& c = config_;
+  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  Scratch& s = *scratch_;
+  const int64_t T = plan.n_tokens, heads = c.indexer_heads, dim = c.indexer_dim;
+  const int n_pairs = c.rope_dim / 2;
+  matmul_rows(w.indexer_attn_q_b, s.q_lora, c.q_lora_rank, s.idx_q, heads * dim, T);
+  cuda::rope_tail(rope_params(s.idx_q, dim, T, heads, plan.batch.token_pos, rope_freq_.as<double>() + n_pairs, n_pairs, false),
+                  stream_);
+  if (options_.forward.quantize_kv) cuda::hadamard_fp4_rows(s.idx_q, T * heads, static_cast<int>(dim), stream_);
+  matmul_rows(w.indexer_proj, s.normed, c.n_embd, s.idx_w, heads, T);
+
+  const cuda::LayerKv kv = kv_->layer(il);
+  cuda::IndexerScoreParams sp;
+  sp.tokens = plan.sel_tokens, sp.n_sel = plan.n_sel, sp.q = s.idx_q, sp.w = s.idx_w;
+  sp.heads = static_cast<int>(heads), sp.dim = static_cast<int>(dim), sp.ratio = 4;
+  sp.scale = 1.0f / std::sqrt(static_cast<float>(dim) * static_cast<float>(heads));
+  sp.index = kv.index, sp.rows_per_block = kv.rows_per_block, sp.scores = s.idx_scores, sp.max_rows = plan.max_sel_rows;
+  cuda::indexer_scores(plan.batch, sp, stream_);
+  cuda::TopKParams tp;
+  tp.tokens = plan.sel_tokens, tp.n_sel = plan.n_sel, tp.scores = s.idx_scores, tp.max_rows = plan.max_sel_rows;
+  tp.ratio = 4, tp.k = c.indexer_top_k, tp.selected = s.idx_selected;
+  cuda::indexer_top_k(plan.batch, tp, stream_);
+}
+
+void CudaBackend::moe_sublayer(const Plan& plan, int il) {
+  const ModelConfig& c = config_;
+  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  Scratch& s = *scratch_;
+  const int64_t T = plan.n_tokens, n = c.n_embd, k = c.n_expert_used;
+  const int64_t n_expert = static_cast<int64_t>(w.ffn_gate_exps.ne2), ffn = static_cast<int64_t>(w.ffn_gate_exps.ne1);
+  cuda::rms_norm({s.x, n, s.normed, n, w.ffn_norm.f32(), T, n, c.rms_eps}, stream_);
+  matmul_rows(w.ffn_gate_inp, s.normed, n, s.router_logits, n_expert, T);
+  const bool hash = c.is_hash_layer(il);
+  cuda::RouterParams rp;
+  rp.logits = s.router_logits, rp.bias = !hash && w.exp_probs_b.present() ? w.exp_probs_b.f32() : nullptr;
+  rp.hash_table = hash ? w.ffn_gate_tid2eid.i32() : nullptr, rp.tokens = plan.tokens;
+  rp.experts = s.experts, rp.weights = s.route_weights, rp.n_tokens = T, rp.n_expert = static_cast<int>(n_expert);
+  rp.k = static_cast<int>(k), rp.normalize = c.expert_weights_norm, rp.scale = c.expert_weights_scale;
+  cuda::route(rp, stream_);
+  cuda::moe_group({s.experts, T, static_cast<int>(k), static_cast<int>(n_expert), s.group_offsets, s.token_rows, s.slot_rows},
+                  stream_);
+
+  // Routed experts: every expert's matrices read once for all of its tokens.
+  auto grouped = [&](const DeviceTensor& t, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
+                     int64_t y_stride) {
+    cuda::MatmulParams p;
+    p.w = t.data, p.type = t.type, p.n_in = static_cast<int64_t>(t.ne0), p.n_out = static_cast<int64_t>(t.ne1);
+    p.row_bytes = t.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride;
+    p.n_groups = static_cast<int64_t>(t.ne2), p.group_stride_bytes = t.matrix_bytes();
+    p.group_offsets = s.group_offsets, p.x_rows = x_rows, p.y_rows = s.slot_rows;
+    cuda::matmul(p, stream_);
+  };
+  grouped(w.ffn_gate_exps, s.normed, n, s.token_rows, s.ffn_gate, ffn);
+  grouped(w.ffn_up_exps, s.normed, n, s.token_rows, s.ffn_up, ffn);
+  const float limit = c.swiglu_clamp[il];
+  cuda::swiglu({s.ffn_gate, s.ffn_up, s.ffn_mid, T * k, ffn, limit, s.route_weights}, stream_);
+  grouped(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n);
+
+  const int64_t ffn_sh = static_cast<int64_t>(w.ffn_gate_shexp.ne1);
+  matmul_rows(w.ffn_gate_shexp, s.normed, n, s.sh_gate, ffn_sh, T);
+  matmul_rows(w.ffn_up_shexp, s.normed, n, s.sh_up, ffn_sh, T);
+  cuda::swiglu({s.sh_gate, s.sh_up, s.sh_mid, T, ffn_sh, limit, nullptr}, stream_);
+  matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
+  cuda::moe_combine({s.expert_out, s.sh_out, s.y, T, n, static_cast<int>(k)}, stream_);
+}
+
+}  // namespace ds4

@@ -1,0 +1,425 @@
+// Attention-side kernels of attention.h. Sequential state (the compressor frontier) is walked in
+// token order by one thread per output dim, which owns its columns, so no synchronisation is
+// needed; everything else is one block per (token, head), emitted row or scored query. Scores
+// and softmax sums use f64 like the CPU reference; every reduction has a fixed order.
+#include "kernels/cuda/attention.h"
+
+#include <string>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/qat.cuh"
+#include "kernels/cuda/quant_decode.cuh"
+#include "kernels/cuda/reduce.cuh"
+
+namespace ds4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr size_t kMaxAttentionSmem = 200 * 1024;
+
+__device__ __forceinline__ float* block_row(const StepBatch& b, float* store, int rows_per_block, int dim, int seq,
+                                            int64_t c) {
+  const int64_t block = b.block_table[static_cast<int64_t>(seq) * b.max_blocks + c / rows_per_block];
+  return store + (block * rows_per_block + c % rows_per_block) * dim;
+}
+
+__global__ void quantize_raw_rows_kernel(RawRowParams p) {
+  const int64_t t = blockIdx.x;
+  const float* src = p.kv + t * p.head_dim;
+  float* dst = p.rawq + t * p.head_dim;
+  for (int i = threadIdx.x; i < p.head_dim; i += blockDim.x) dst[i] = src[i];
+  if (!p.quantize) return;
+  __syncthreads();
+  for (int blk = threadIdx.x; blk < p.nope_dim / 64; blk += blockDim.x) fp8_block_round_trip(dst + 64 * blk);
+  __syncthreads();
+  for (int i = threadIdx.x; i < p.head_dim; i += blockDim.x) dst[i] = __half2float(__float2half_rn(dst[i]));
+}
+
+__global__ void store_raw_window_kernel(StepBatch b, LayerKv kv, const float* rawq) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= b.n_tokens * kv.head_dim) return;
+  const int64_t t = id / kv.head_dim;
+  const int d = static_cast<int>(id % kv.head_dim);
+  const int s = b.token_seq[t];
+  const int64_t pos = b.token_pos[t], end = static_cast<int64_t>(b.seq_start[s]) + b.seq_count[s];
+  if (pos < end - kv.window) return;
+  const int64_t row = static_cast<int64_t>(b.seq_slot[s]) * kv.window + pos % kv.window;
+  kv.raw[row * kv.head_dim + d] = rawq[id];
+}
+
+// Element c of row phi of the compressor's position bias (any non-IQ2 weight format).
+__device__ float ape_value(const CompressorParams& p, int phi, int c) {
+  const uint8_t* row = p.ape + static_cast<uint64_t>(phi) * p.ape_row_bytes;
+  switch (p.ape_type) {
+    case GgmlType::F32: return __uint_as_float(ld_u32(row + 4 * c));
+    case GgmlType::F16: return half_bits_to_float(ld_u16(row + 2 * c));
+    case GgmlType::BF16: return __uint_as_float(ld_u16(row + 2 * c) << 16);
+    default: break;
+  }
+  float w[32];
+  if (p.ape_type == GgmlType::Q8_0) decode_row_unit<GgmlType::Q8_0>(row, c / 32, w, nullptr);
+  else if (p.ape_type == GgmlType::Q2_K) decode_row_unit<GgmlType::Q2_K>(row, c / 32, w, nullptr);
+  else decode_row_unit<GgmlType::Q4_K>(row, c / 32, w, nullptr);
+  float v = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) v = (i == c % 32) ? w[i] : v;
+  return v;
+}
+
+// Softmax-weighted mean over n candidates (cpu_compressor.cpp pool_dim).
+__device__ float pool_candidates(const float* kv, const float* score, int n, int stride) {
+  float mx = -INFINITY;
+  for (int i = 0; i < n; ++i) mx = fmaxf(mx, score[i * stride]);
+  if (!(mx > -INFINITY)) return 0.0f;
+  double num = 0.0, den = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double e = exp(static_cast<double>(score[i * stride]) - mx);
+    num += e * kv[i * stride];
+    den += e;
+  }
+  return static_cast<float>(num / den);
+}
+
+__global__ void compressor_kernel(StepBatch b, CompressorParams p) {
+  const int j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= p.row_dim) return;
+  const int s = blockIdx.x, R = p.ratio, D = p.row_dim;
+  const int W = (R == 4 ? 2 : 1) * D, rows = R == 4 ? 8 : R;
+  float* fkv = p.frontier_kv + static_cast<int64_t>(b.seq_slot[s]) * rows * W;
+  float* fsc = p.frontier_score + static_cast<int64_t>(b.seq_slot[s]) * rows * W;
+  const int first = b.seq_first[s], count = b.seq_count[s];
+  const int64_t start = b.seq_start[s];
+  const int n_cols = R == 4 ? 2 : 1;
+  for (int i = 0; i < count; ++i) {
+    const int64_t t = first + i, pos = start + i;
+    const int phi = static_cast<int>(pos % R);
+    const int slot_row = R == 4 ? 4 + phi : phi;
+    for (int k = 0; k < n_cols; ++k) {
+      const int c = j + k * D;
+      fkv[slot_row * W + c] = p.kv_proj[t * W + c];
+      fsc[slot_row * W + c] = p.gate_proj[t * W + c] + ape_value(p, phi, c);
+    }
+    if ((pos + 1) % R != 0) continue;
+    float pooled;
+    if (R == 4) {
+      float kv[8], sc[8];
+      for (int r = 0; r < 4; ++r) {
+        kv[r] = fkv[r * W + j];
+        sc[r] = fsc[r * W + j];
+        kv[4 + r] = fkv[(4 + r) * W + D + j];
+        sc[4 + r] = fsc[(4 + r) * W + D + j];
+      }
+      pooled = pool_candidates(kv, sc, 8, 1);
+      for (int r = 0; r < 4; ++r)  // the current window becomes the previous one
+        for (int k = 0; k < 2; ++k) {
+          fkv[r * W + j + k * D] = fkv[(4 + r) * W + j + k * D];
+          fsc[r * W + j + k * D] = fsc[(4 + r) * W + j + k * D];
+        }
+    } else {
+      pooled = pool_candidates(fkv + j, fsc + j, R, W);
+    }
+    p.pooled[static_cast<int64_t>(p.emit_index[t]) * D + j] = pooled;
+  }
+}
+
+__global__ void compressed_finish_kernel(StepBatch b, CompressedFinishParams p) {
+  extern __shared__ float finish_row[];  // [row_dim]
+  const int64_t e = blockIdx.x;
+  const int D = p.row_dim;
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    const float v = p.pooled[e * D + i];
+    finish_row[i] = v;
+    sum += static_cast<double>(v) * v;
+  }
+  sum = block_sum(sum);
+  const float inv = static_cast<float>(1.0 / sqrt(sum / static_cast<double>(D) + static_cast<double>(p.eps)));
+  for (int i = threadIdx.x; i < D; i += blockDim.x) finish_row[i] = finish_row[i] * inv * p.norm[i];
+  __syncthreads();
+  for (int j = threadIdx.x; j < p.n_pairs; j += blockDim.x) {
+    double sn, cs;
+    sincos(static_cast<double>(p.emit_pos[e]) * p.freq[j], &sn, &cs);
+    const float cf = static_cast<float>(cs), sf = static_cast<float>(sn);
+    float* tail = finish_row + D - 2 * p.n_pairs;
+    const float x0 = tail[2 * j], x1 = tail[2 * j + 1];
+    tail[2 * j] = x0 * cf - x1 * sf;
+    tail[2 * j + 1] = x0 * sf + x1 * cf;
+  }
+  __syncthreads();
+  if (p.quantize) {
+    if (p.indexer) {
+      hadamard_fp4_block(finish_row, D);
+    } else {
+      for (int blk = threadIdx.x; blk < p.nope_dim / 64; blk += blockDim.x) fp8_block_round_trip(finish_row + 64 * blk);
+      __syncthreads();
+    }
+  }
+  float* dst = block_row(b, p.store, p.rows_per_block, D, p.emit_seq[e], p.emit_row[e]);
+  for (int i = threadIdx.x; i < D; i += blockDim.x) dst[i] = finish_row[i];
+}
+
+__global__ void hadamard_fp4_rows_kernel(float* x, int dim) {
+  extern __shared__ float had_row[];
+  float* v = x + static_cast<int64_t>(blockIdx.x) * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) had_row[i] = v[i];
+  hadamard_fp4_block(had_row, dim);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) v[i] = had_row[i];
+}
+
+__global__ void fp8_rows_kernel(float* x, int64_t row_stride, int nope_dim) {
+  float* row = x + static_cast<int64_t>(blockIdx.x) * row_stride;
+  for (int blk = threadIdx.x; blk < nope_dim / 64; blk += blockDim.x) fp8_block_round_trip(row + 64 * blk);
+}
+
+constexpr int kScoreRowsPerBlock = 64;
+
+// Block (query i, rows chunk): each warp scores rows; q and w of the query in shared memory.
+__global__ void indexer_scores_kernel(StepBatch b, IndexerScoreParams p) {
+  extern __shared__ float idx_smem[];
+  float* q = idx_smem;                   // [heads · dim]
+  float* w = idx_smem + p.heads * p.dim; // [heads]
+  const int64_t i = blockIdx.x;
+  const int64_t t = p.tokens[i];
+  const int s = b.token_seq[t];
+  const int64_t n_visible = (static_cast<int64_t>(b.token_pos[t]) + 1) / p.ratio;
+  for (int k = threadIdx.x; k < p.heads * p.dim; k += blockDim.x) q[k] = p.q[t * p.heads * p.dim + k];
+  for (int k = threadIdx.x; k < p.heads; k += blockDim.x) w[k] = p.w[t * p.heads + k];
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int64_t c = static_cast<int64_t>(blockIdx.y) * kScoreRowsPerBlock + warp;
+       c < p.max_rows && c < (static_cast<int64_t>(blockIdx.y) + 1) * kScoreRowsPerBlock; c += kThreads / 32) {
+    float score = -INFINITY;
+    if (c < n_visible) {
+      const float* k_row = block_row(b, const_cast<float*>(p.index), p.rows_per_block, p.dim, s, c);
+      double total = 0.0;
+      for (int h = 0; h < p.heads; ++h) {
+        double d = 0.0;
+        for (int k = lane; k < p.dim; k += 32) d += static_cast<double>(q[h * p.dim + k]) * k_row[k];
+        d = warp_sum(d);
+        total += static_cast<double>(w[h]) * (d > 0.0 ? d : 0.0);
+      }
+      score = static_cast<float>(total * static_cast<double>(p.scale));
+    }
+    if (lane == 0) p.scores[i * p.max_rows + c] = score;
+  }
+}
+
+// Orderable key: larger float → larger unsigned key.
+__device__ __forceinline__ uint32_t float_key(float f) {
+  const uint32_t bits = __float_as_uint(f);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+constexpr int kTopKThreads = 1024;
+
+// Radix select of the k-th largest key (4 passes of 8 bits), then an in-order compaction of the
+// rows above it plus the lowest-index rows equal to it.
+__global__ void __launch_bounds__(kTopKThreads) topk_kernel(StepBatch b, TopKParams p) {
+  __shared__ int hist[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_remaining;
+  const int64_t i = blockIdx.x;
+  const int64_t t = p.tokens[i];
+  const int64_t n = (static_cast<int64_t>(b.token_pos[t]) + 1) / p.ratio;
+  const float* scores = p.scores + i * p.max_rows;
+  int32_t* out = p.selected + i * p.k;
+  if (n <= p.k) {  // every row (the caller does not select in this case)
+    for (int64_t r = threadIdx.x; r < p.k; r += blockDim.x) out[r] = r < n ? static_cast<int32_t>(r) : -1;
+    return;
+  }
+  uint32_t prefix = 0, mask = 0;
+  int remaining = p.k;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int k = threadIdx.x; k < 256; k += blockDim.x) hist[k] = 0;
+    __syncthreads();
+    for (int64_t r = threadIdx.x; r < n; r += blockDim.x) {
+      const uint32_t key = float_key(scores[r]);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int above = 0, bin = 255;
+      for (; bin > 0 && above + hist[bin] < remaining; --bin) above += hist[bin];
+      s_remaining = remaining - above;
+      s_prefix = prefix | (static_cast<uint32_t>(bin) << shift);
+    }
+    __syncthreads();
+    remaining = s_remaining;
+    prefix = s_prefix;
+    mask |= 255u << shift;
+    __syncthreads();
+  }
+  // prefix = the k-th largest key; take every key above it and the first `remaining` equal ones.
+  int eq_before = 0, taken_before = 0;
+  for (int64_t base = 0; base < n; base += blockDim.x) {
+    const int64_t r = base + threadIdx.x;
+    const uint32_t key = r < n ? float_key(scores[r]) : 0u;
+    const bool eq = r < n && key == prefix;
+    int eq_total, take_total;
+    const int eq_rank = eq_before + block_exclusive_scan(eq ? 1 : 0, &eq_total);
+    const bool take = r < n && (key > prefix || (eq && eq_rank < remaining));
+    const int at = taken_before + block_exclusive_scan(take ? 1 : 0, &take_total);
+    if (take) out[at] = static_cast<int32_t>(r);
+    eq_before += eq_total;
+    taken_before += take_total;
+  }
+}
+
+__global__ void attention_kernel(StepBatch b, LayerKv kv, AttentionParams p) {
+  extern __shared__ unsigned char att_smem[];
+  const int hd = kv.head_dim;
+  float* q = reinterpret_cast<float*>(att_smem);                       // [hd]
+  const float** rows = reinterpret_cast<const float**>(q + ((hd + 1) & ~1));  // [max_rows]
+  float* score = reinterpret_cast<float*>(rows + p.max_rows);          // [max_rows]
+  const int64_t t = blockIdx.x;
+  const int h = blockIdx.y;
+  const int s = b.token_seq[t];
+  const int64_t pos = b.token_pos[t], start = b.seq_start[s];
+  const int64_t lo = pos - kv.window + 1 > 0 ? pos - kv.window + 1 : 0;
+  const int64_t n_raw = pos - lo + 1;
+  const int sel = p.sel_of_token ? p.sel_of_token[t] : -1;
+  const int64_t n_comp = kv.ratio == 0 ? 0 : (sel >= 0 ? p.top_k : (pos + 1) / kv.ratio);
+  const int64_t n_rows = n_raw + n_comp;
+  const float* qh = p.q + (t * p.heads + h) * hd;
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) q[i] = qh[i];
+  for (int64_t r = threadIdx.x; r < n_rows; r += blockDim.x) {
+    const float* row;
+    if (r < n_raw) {
+      const int64_t qp = lo + r;
+      row = qp < start ? kv.raw + (static_cast<int64_t>(b.seq_slot[s]) * kv.window + qp % kv.window) * hd
+                       : p.rawq + (t - (pos - qp)) * hd;
+    } else {
+      const int64_t c = sel >= 0 ? p.selected[static_cast<int64_t>(sel) * p.top_k + (r - n_raw)] : r - n_raw;
+      row = block_row(b, kv.comp, kv.rows_per_block, hd, s, c);
+    }
+    rows[r] = row;
+  }
+  __syncthreads();
+  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int64_t r = warp; r < n_rows; r += blockDim.x / 32) {
+    float d = 0.0f;
+    for (int i = lane; i < hd; i += 32) d += q[i] * rows[r][i];
+    d = warp_sum(d);
+    if (lane == 0) score[r] = d * scale;
+  }
+  __syncthreads();
+  const float sink = p.sinks[h];
+  float mx = sink;
+  for (int64_t r = threadIdx.x; r < n_rows; r += blockDim.x) mx = fmaxf(mx, score[r]);
+  mx = block_max(mx);
+  double den_part = 0.0;
+  for (int64_t r = threadIdx.x; r < n_rows; r += blockDim.x) {
+    const double e = exp(static_cast<double>(score[r]) - mx);
+    score[r] = static_cast<float>(e);
+    den_part += e;
+  }
+  const double den = block_sum(den_part) + exp(static_cast<double>(sink) - mx);
+  float* out = p.out + (t * p.heads + h) * hd;
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+    double acc = 0.0;
+    for (int64_t r = 0; r < n_rows; ++r) acc += static_cast<double>(score[r]) * rows[r][i];
+    out[i] = static_cast<float>(acc / den);
+  }
+}
+
+unsigned blocks_for(int64_t n, int threads = kThreads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+size_t attention_smem(int head_dim, int64_t max_rows) {
+  return sizeof(float) * ((head_dim + 1) & ~1) + max_rows * (sizeof(float*) + sizeof(float));
+}
+
+}  // namespace
+
+void quantize_raw_rows(const RawRowParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.head_dim > 0 && p.nope_dim >= 0 && p.nope_dim % 64 == 0 && p.nope_dim <= p.head_dim,
+                     "cuda::quantize_raw_rows", "nope_dim must be a multiple of 64 within head_dim");
+  if (p.n_tokens == 0) return;
+  quantize_raw_rows_kernel<<<static_cast<unsigned>(p.n_tokens), 128, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("quantize_raw_rows_kernel");
+}
+
+void store_raw_window(const StepBatch& b, const LayerKv& kv, const float* rawq, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(kv.window > 0 && kv.raw && rawq, "cuda::store_raw_window", "missing ring or rows");
+  if (b.n_tokens == 0) return;
+  store_raw_window_kernel<<<blocks_for(b.n_tokens * kv.head_dim), kThreads, 0, stream>>>(b, kv, rawq);
+  DS4_CUDA_LAUNCH_CHECK("store_raw_window_kernel");
+}
+
+void compressor_update(const StepBatch& b, const CompressorParams& p, cudaStream_t stream) {
+  const char* k = "cuda::compressor_update";
+  DS4_LAUNCH_REQUIRE(p.ratio >= 2 && p.row_dim > 0, k, "ratio must be >= 2");
+  const bool ape_ok = p.ape_type == GgmlType::F32 || p.ape_type == GgmlType::F16 || p.ape_type == GgmlType::BF16 ||
+                      p.ape_type == GgmlType::Q8_0 || p.ape_type == GgmlType::Q2_K || p.ape_type == GgmlType::Q4_K;
+  DS4_LAUNCH_REQUIRE(ape_ok, k,
+                     "unsupported compressor_ape type " + std::string(ggml_type_name(p.ape_type)));
+  DS4_LAUNCH_REQUIRE(p.kv_proj && p.gate_proj && p.ape && p.frontier_kv && p.frontier_score && p.emit_index, k,
+                     "null pointer");
+  if (b.n_seqs == 0) return;
+  const dim3 grid(static_cast<unsigned>(b.n_seqs), blocks_for(p.row_dim, 128));
+  compressor_kernel<<<grid, 128, 0, stream>>>(b, p);
+  DS4_CUDA_LAUNCH_CHECK("compressor_kernel");
+}
+
+void compressed_finish(const StepBatch& b, const CompressedFinishParams& p, cudaStream_t stream) {
+  const char* k = "cuda::compressed_finish";
+  DS4_LAUNCH_REQUIRE(p.row_dim > 0 && p.n_pairs > 0 && 2 * p.n_pairs <= p.row_dim && p.rows_per_block > 0, k, "bad shape");
+  DS4_LAUNCH_REQUIRE(!p.indexer || (p.row_dim >= 32 && (p.row_dim & (p.row_dim - 1)) == 0), k,
+                     "indexer rows must be a power of two >= 32 wide");
+  DS4_LAUNCH_REQUIRE(p.indexer || p.nope_dim % 64 == 0, k, "nope_dim must be a multiple of 64");
+  if (p.n_emit == 0) return;
+  DS4_LAUNCH_REQUIRE(p.pooled && p.norm && p.emit_seq && p.emit_row && p.emit_pos && p.freq && p.store, k, "null pointer");
+  compressed_finish_kernel<<<static_cast<unsigned>(p.n_emit), 128, sizeof(float) * p.row_dim, stream>>>(b, p);
+  DS4_CUDA_LAUNCH_CHECK("compressed_finish_kernel");
+}
+
+void hadamard_fp4_rows(float* x, int64_t n_vec, int dim, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(dim >= 32 && (dim & (dim - 1)) == 0, "cuda::hadamard_fp4_rows", "dim must be a power of two >= 32");
+  if (n_vec == 0) return;
+  hadamard_fp4_rows_kernel<<<static_cast<unsigned>(n_vec), 128, sizeof(float) * dim, stream>>>(x, dim);
+  DS4_CUDA_LAUNCH_CHECK("hadamard_fp4_rows_kernel");
+}
+
+void fp8_rows(float* x, int64_t n_rows, int64_t row_stride, int nope_dim, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(nope_dim % 64 == 0 && nope_dim <= row_stride, "cuda::fp8_rows", "nope_dim must be a multiple of 64");
+  if (n_rows == 0) return;
+  fp8_rows_kernel<<<static_cast<unsigned>(n_rows), 32, 0, stream>>>(x, row_stride, nope_dim);
+  DS4_CUDA_LAUNCH_CHECK("fp8_rows_kernel");
+}
+
+void indexer_scores(const StepBatch& b, const IndexerScoreParams& p, cudaStream_t stream) {
+  const char* k = "cuda::indexer_scores";
+  DS4_LAUNCH_REQUIRE(p.heads > 0 && p.dim > 0 && p.ratio > 0 && p.rows_per_block > 0 && p.max_rows > 0, k, "bad shape");
+  if (p.n_sel == 0) return;
+  const size_t smem = sizeof(float) * (static_cast<size_t>(p.heads) * p.dim + p.heads);
+  DS4_LAUNCH_REQUIRE(smem <= 96 * 1024, k, "indexer query too large for shared memory");
+  DS4_CUDA_CHECK(cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
+  const dim3 grid(static_cast<unsigned>(p.n_sel), blocks_for(p.max_rows, kScoreRowsPerBlock));
+  indexer_scores_kernel<<<grid, kThreads, smem, stream>>>(b, p);
+  DS4_CUDA_LAUNCH_CHECK("indexer_scores_kernel");
+}
+
+void indexer_top_k(const StepBatch& b, const TopKParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.k > 0 && p.ratio > 0 && p.max_rows > 0, "cuda::indexer_top_k", "bad shape");
+  if (p.n_sel == 0) return;
+  topk_kernel<<<static_cast<unsigned>(p.n_sel), kTopKThreads, 0, stream>>>(b, p);
+  DS4_CUDA_LAUNCH_CHECK("topk_kernel");
+}
+
+void attention(const StepBatch& b, const LayerKv& kv, const AttentionParams& p, cudaStream_t stream) {
+  const char* k = "cuda::attention";
+  DS4_LAUNCH_REQUIRE(p.heads > 0 && kv.head_dim > 0 && kv.window > 0 && p.max_rows > 0, k, "bad shape");
+  DS4_LAUNCH_REQUIRE(kv.ratio == 0 || kv.rows_per_block > 0, k, "compressed layer without block geometry");
+  DS4_LAUNCH_REQUIRE(!p.sel_of_token || (p.selected && p.top_k > 0), k, "selection without rows");
+  if (b.n_tokens == 0) return;
+  const size_t smem = attention_smem(kv.head_dim, p.max_rows);
+  DS4_LAUNCH_REQUIRE(smem <= kMaxAttentionSmem, k,
+                     "too many attended rows for one block: " + std::to_string(p.max_rows));
+  DS4_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(kMaxAttentionSmem)));
+  const dim3 grid(static_cast<unsigned>(b.n_tokens), static_cast<unsigned>(p.heads));
+  attention_kernel<<<grid, kThreads, smem, stream>>>(b, kv, p);
+  DS4_CUDA_LAUNCH_CHECK("attention_kernel");
+}
+
+}  // namespace ds4::cuda

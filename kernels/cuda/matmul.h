@@ -1,0 +1,62 @@
+// Dequantising matrix products on the GPU against weights stored as in the GGUF (F32, F16, BF16,
+// Q8_0, Q2_K, Q4_K, IQ2_XXS): y[t, o] = Σ_i W[o, i] · x[t, i] in f32 from the exactly decoded
+// weights (the CPU reference's numerics, kernels/cpu_ops.h matmul). One warp (or a fixed split of
+// warps) per output row streams the row once per tile of 8 tokens with 16-byte loads; every
+// token's sum is computed in the same order whatever the batch, so results are batch invariant.
+// Grouped mode (routed experts) runs one weight matrix per group over that group's token list.
+// Called by engine/cuda (CudaBackend), the GPU tests and the micro-benchmarks.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/ggml_type.h"
+
+namespace ds4::cuda {
+
+struct MatmulParams {
+  const uint8_t* w = nullptr;  // device: n_out rows of row_bytes (per group in grouped mode)
+  GgmlType type = GgmlType::F32;
+  int64_t n_in = 0;            // values per row (multiple of 32 and of the type's block)
+  int64_t n_out = 0;           // rows
+  uint64_t row_bytes = 0;      // ggml_row_bytes(type, n_in)
+  const float* x = nullptr;    // device [*, x_stride] f32, 16-byte aligned rows
+  int64_t x_stride = 0;        // floats between consecutive x rows
+  float* y = nullptr;          // device [*, y_stride] f32
+  int64_t y_stride = 0;
+  int64_t n_tokens = 0;        // plain mode: rows 0..n_tokens-1 of x and y
+  // Output row o reads x columns [(o / x_group_rows) · n_in, +n_in) (grouped output projection);
+  // 0: every row reads columns [0, n_in).
+  int64_t x_group_rows = 0;
+  // Grouped mode when n_groups > 0: group g multiplies matrix g (w + g · group_stride_bytes) with
+  // list entries [group_offsets[g], group_offsets[g+1]), entry i reading x row x_rows[i] and
+  // writing y row y_rows[i]. Offsets and rows are device arrays; empty groups cost one idle block.
+  int64_t n_groups = 0;
+  uint64_t group_stride_bytes = 0;
+  const int32_t* group_offsets = nullptr;  // device [n_groups + 1]
+  const int32_t* x_rows = nullptr;         // device [total entries]
+  const int32_t* y_rows = nullptr;         // device [total entries]
+};
+
+// Validates the shapes (aborting with the problem) and launches on `stream`.
+void matmul(const MatmulParams& p, cudaStream_t stream);
+
+// Dequantises rows of a weight matrix: out[i, :] = row rows[i] of w (n_in values), i < n_rows.
+// rows is a device array (e.g. token ids for the embedding). Exact (== dequantize_row_ref).
+struct DequantRowsParams {
+  const uint8_t* w = nullptr;
+  GgmlType type = GgmlType::F32;
+  int64_t n_in = 0;
+  uint64_t row_bytes = 0;
+  const int32_t* rows = nullptr;  // device [n_rows]
+  int64_t n_rows = 0;
+  float* out = nullptr;           // device [n_rows, out_stride]
+  int64_t out_stride = 0;
+  int copies = 1;                 // write each row `copies` times, n_in apart (hyper-connection streams)
+};
+void dequant_rows(const DequantRowsParams& p, cudaStream_t stream);
+
+// True for the weight types the GPU kernels decode.
+bool cuda_type_supported(GgmlType type);
+
+}  // namespace ds4::cuda

@@ -1,0 +1,343 @@
+// Row-wise GPU ops of ops.h. Transcendentals are evaluated in f64 and rounded to f32 (the CPU
+// reference calls the f32 libm functions, which are within an ulp of that); norms reduce in f64
+// in a fixed tree. Each kernel's per-row arithmetic is independent of the batch.
+#include "kernels/cuda/ops.h"
+
+#include <string>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/reduce.cuh"
+
+namespace ds4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float exp_f(float v) { return static_cast<float>(exp(static_cast<double>(v))); }
+__device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + exp_f(-v)); }
+__device__ __forceinline__ float silu_f(float v) { return v / (1.0f + exp_f(-v)); }
+__device__ __forceinline__ float softplus_f(float v) {
+  if (v > 20.0f) return v;
+  if (v < -20.0f) return exp_f(v);
+  return static_cast<float>(log1p(static_cast<double>(exp_f(v))));
+}
+
+unsigned blocks_for(int64_t n, int threads = kThreads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+__global__ void rms_norm_kernel(RmsNormParams p) {
+  const float* x = p.x + blockIdx.x * p.x_stride;
+  float* out = p.out + blockIdx.x * p.out_stride;
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < p.width; i += blockDim.x) sum += static_cast<double>(x[i]) * x[i];
+  sum = block_sum(sum);
+  const float inv = static_cast<float>(1.0 / sqrt(sum / static_cast<double>(p.width) + static_cast<double>(p.eps)));
+  for (int64_t i = threadIdx.x; i < p.width; i += blockDim.x) {
+    const float v = x[i] * inv;
+    out[i] = p.weight ? v * p.weight[i] : v;
+  }
+}
+
+__global__ void rope_kernel(RopeParams p) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= p.n_rows * p.n_pairs) return;
+  const int64_t r = id / p.n_pairs;
+  const int j = static_cast<int>(id % p.n_pairs);
+  const double angle = static_cast<double>(p.pos[r / p.rows_per_token]) * p.freq[j];
+  double s, c;
+  sincos(angle, &s, &c);
+  const float cf = static_cast<float>(c);
+  const float sf = static_cast<float>(p.inverse ? -s : s);
+  float* tail = p.x + r * p.row_stride + p.width - 2 * p.n_pairs;
+  const float x0 = tail[2 * j], x1 = tail[2 * j + 1];
+  tail[2 * j] = x0 * cf - x1 * sf;
+  tail[2 * j + 1] = x0 * sf + x1 * cf;
+}
+
+__global__ void swiglu_kernel(SwigluParams p) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= p.n_rows * p.width) return;
+  const float g = fminf(p.gate[id], p.limit);
+  const float u = fminf(fmaxf(p.up[id], -p.limit), p.limit);
+  const float w = p.row_weight ? p.row_weight[id / p.width] : 1.0f;
+  p.mid[id] = silu_f(g) * u * w;
+}
+
+// Sinkhorn on m[a·hc + b] (hyper_connection.cpp sinkhorn).
+__device__ void sinkhorn(float* m, int hc, int iterations, float eps) {
+  for (int a = 0; a < hc; ++a) {
+    float* row = m + a * hc;
+    float mx = row[0];
+    for (int b = 1; b < hc; ++b) mx = fmaxf(mx, row[b]);
+    float sum = 0.0f;
+    for (int b = 0; b < hc; ++b) sum += (row[b] = exp_f(row[b] - mx));
+    for (int b = 0; b < hc; ++b) row[b] = row[b] / sum + eps;
+  }
+  for (int it = 0; it < iterations; ++it) {
+    if (it > 0)
+      for (int a = 0; a < hc; ++a) {
+        float sum = 0.0f;
+        for (int b = 0; b < hc; ++b) sum += m[a * hc + b];
+        for (int b = 0; b < hc; ++b) m[a * hc + b] /= sum + eps;
+      }
+    for (int b = 0; b < hc; ++b) {
+      float sum = 0.0f;
+      for (int a = 0; a < hc; ++a) sum += m[a * hc + b];
+      for (int a = 0; a < hc; ++a) m[a * hc + b] /= sum + eps;
+    }
+  }
+}
+
+__global__ void hc_coef_kernel(HcCoefParams p) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= p.n_tokens) return;
+  const int hc = p.hc, n_mix = (2 + hc) * hc;
+  const float* m = p.mix + t * n_mix;
+  float* out = p.coef + t * n_mix;
+  for (int i = 0; i < hc; ++i) {
+    out[i] = sigmoid_f(m[i] * p.scale[0] + p.base[i]) + p.eps;
+    out[hc + i] = 2.0f * sigmoid_f(m[hc + i] * p.scale[1] + p.base[hc + i]);
+  }
+  float* comb = out + 2 * hc;
+  for (int i = 0; i < hc * hc; ++i) comb[i] = m[2 * hc + i] * p.scale[2] + p.base[2 * hc + i];
+  sinkhorn(comb, hc, p.sinkhorn_iters, p.eps);
+}
+
+__global__ void hc_pre_kernel(HcPreParams p) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= p.n_tokens * p.n_embd) return;
+  const int64_t t = id / p.n_embd, d = id % p.n_embd;
+  const float* pre = p.coef + t * (2 + p.hc) * p.hc;
+  const float* h = p.states + t * p.hc * p.n_embd + d;
+  float x = 0.0f;
+  for (int s = 0; s < p.hc; ++s) x += pre[s] * h[s * p.n_embd];
+  p.x[id] = x;
+}
+
+__global__ void hc_post_kernel(HcPostParams p) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= p.n_tokens * p.n_embd) return;
+  const int64_t t = id / p.n_embd, d = id % p.n_embd;
+  const int hc = p.hc;
+  const float* coef = p.coef + t * (2 + hc) * hc;
+  const float* post = coef + hc;
+  const float* comb = coef + 2 * hc;
+  const float* h = p.states + t * hc * p.n_embd + d;
+  float* out = p.out + t * hc * p.n_embd + d;
+  const float y = p.y[id];
+  for (int b = 0; b < hc; ++b) {
+    float v = post[b] * y;
+    for (int a = 0; a < hc; ++a) v += comb[a * hc + b] * h[a * p.n_embd];
+    out[b * p.n_embd] = v;
+  }
+}
+
+__global__ void hc_collapse_kernel(HcCollapseParams p) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= p.n_tokens * p.n_embd) return;
+  const int64_t t = id / p.n_embd, d = id % p.n_embd;
+  const float* h = p.states + t * p.hc * p.n_embd + d;
+  float acc = 0.0f;
+  for (int i = 0; i < p.hc; ++i) {
+    const float wi = sigmoid_f(p.mix[t * p.hc + i] * p.scale[0] + p.base[i]) + p.eps;
+    acc += wi * h[i * p.n_embd];
+  }
+  p.out[id] = acc;
+}
+
+constexpr int kMaxRouteK = 32;
+
+// One block per token: scores in shared memory, k rounds of a block-wide argmax.
+__global__ void route_kernel(RouterParams p) {
+  extern __shared__ float route_smem[];
+  float* score = route_smem;            // [n_expert]
+  float* biased = route_smem + p.n_expert;  // [n_expert], -inf once chosen
+  __shared__ int chosen[kMaxRouteK];
+  const int64_t t = blockIdx.x;
+  const float* logits = p.logits + t * p.n_expert;
+  for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {
+    score[e] = sqrtf(softplus_f(logits[e]));
+    biased[e] = p.bias ? score[e] + p.bias[e] : score[e];
+  }
+  __syncthreads();
+  for (int j = 0; j < p.k; ++j) {
+    if (p.hash_table) {
+      if (threadIdx.x == 0) chosen[j] = p.hash_table[static_cast<int64_t>(p.tokens[t]) * p.k + j];
+      continue;
+    }
+    ArgMax best{-INFINITY, -1};
+    for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) best = argmax_better(best, ArgMax{biased[e], e});
+    best = block_argmax(best);
+    if (threadIdx.x == 0) {
+      chosen[j] = best.index;
+      biased[best.index] = -INFINITY;
+    }
+    __syncthreads();
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  float sum = 0.0f;
+  for (int j = 0; j < p.k; ++j) sum += score[chosen[j]];
+  const float denom = p.normalize ? fmaxf(sum, 6.103515625e-5f) : 1.0f;
+  int ids[kMaxRouteK];
+  float ws[kMaxRouteK];
+  for (int j = 0; j < p.k; ++j) {  // insertion sort by expert id (stable)
+    const int e = chosen[j];
+    const float w = score[e] / denom * p.scale;
+    int i = j;
+    for (; i > 0 && ids[i - 1] > e; --i) {
+      ids[i] = ids[i - 1];
+      ws[i] = ws[i - 1];
+    }
+    ids[i] = e;
+    ws[i] = w;
+  }
+  for (int j = 0; j < p.k; ++j) {
+    p.experts[t * p.k + j] = ids[j];
+    p.weights[t * p.k + j] = ws[j];
+  }
+}
+
+// One block: counts per expert, prefix sum, then each expert's thread lists its assignments.
+__global__ void moe_group_kernel(MoeGroupParams p) {
+  const int64_t n = p.n_tokens * p.k;
+  for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {
+    int count = 0;
+    for (int64_t a = 0; a < n; ++a) count += p.experts[a] == e;
+    p.offsets[e + 1] = count;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    p.offsets[0] = 0;
+    for (int e = 0; e < p.n_expert; ++e) p.offsets[e + 1] += p.offsets[e];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {
+    int at = p.offsets[e];
+    for (int64_t a = 0; a < n; ++a)
+      if (p.experts[a] == e) {
+        p.token_rows[at] = static_cast<int32_t>(a / p.k);
+        p.slot_rows[at] = static_cast<int32_t>(a);
+        ++at;
+      }
+  }
+}
+
+__global__ void moe_combine_kernel(MoeCombineParams p) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= p.n_tokens * p.n_embd) return;
+  const int64_t t = id / p.n_embd, d = id % p.n_embd;
+  float y = 0.0f;
+  for (int s = 0; s < p.k; ++s) y += p.expert_out[(t * p.k + s) * p.n_embd + d];
+  p.y[id] = y + p.shared[id];
+}
+
+__global__ void gather_rows_kernel(GatherRowsParams p) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= p.n_rows * p.width) return;
+  const int64_t i = id / p.width, c = id % p.width;
+  p.out[i * p.out_stride + c] = p.in[static_cast<int64_t>(p.rows[i]) * p.in_stride + c];
+}
+
+__global__ void fill_kernel(float* x, int64_t n, float value) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id < n) x[id] = value;
+}
+
+}  // namespace
+
+void rms_norm(const RmsNormParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.width > 0 && p.n_rows >= 0 && p.x_stride >= p.width && p.out_stride >= p.width, "cuda::rms_norm",
+                     "bad shape");
+  if (p.n_rows == 0) return;
+  DS4_LAUNCH_REQUIRE(p.x && p.out, "cuda::rms_norm", "null pointer");
+  rms_norm_kernel<<<static_cast<unsigned>(p.n_rows), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("rms_norm_kernel");
+}
+
+void rope_tail(const RopeParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.n_pairs > 0 && 2 * p.n_pairs <= p.width && p.row_stride >= p.width && p.rows_per_token > 0 &&
+                         p.n_rows % p.rows_per_token == 0,
+                     "cuda::rope_tail", "bad shape");
+  if (p.n_rows == 0) return;
+  DS4_LAUNCH_REQUIRE(p.x && p.pos && p.freq, "cuda::rope_tail", "null pointer");
+  rope_kernel<<<blocks_for(p.n_rows * p.n_pairs), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("rope_kernel");
+}
+
+void swiglu(const SwigluParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.width > 0 && p.n_rows >= 0 && p.limit > 0, "cuda::swiglu", "bad shape");
+  if (p.n_rows == 0) return;
+  DS4_LAUNCH_REQUIRE(p.gate && p.up && p.mid, "cuda::swiglu", "null pointer");
+  swiglu_kernel<<<blocks_for(p.n_rows * p.width), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("swiglu_kernel");
+}
+
+void hc_coefficients(const HcCoefParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.hc > 0 && p.hc <= 16 && p.sinkhorn_iters >= 1, "cuda::hc_coefficients", "bad hc shape");
+  if (p.n_tokens == 0) return;
+  DS4_LAUNCH_REQUIRE(p.mix && p.scale && p.base && p.coef, "cuda::hc_coefficients", "null pointer");
+  hc_coef_kernel<<<blocks_for(p.n_tokens, 64), 64, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("hc_coef_kernel");
+}
+
+void hc_pre(const HcPreParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.hc > 0 && p.hc <= 16 && p.n_embd > 0, "cuda::hc_pre", "bad shape");
+  if (p.n_tokens == 0) return;
+  hc_pre_kernel<<<blocks_for(p.n_tokens * p.n_embd), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("hc_pre_kernel");
+}
+
+void hc_post(const HcPostParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.hc > 0 && p.hc <= 16 && p.n_embd > 0 && p.out != p.states, "cuda::hc_post",
+                     "bad shape or in-place call");
+  if (p.n_tokens == 0) return;
+  hc_post_kernel<<<blocks_for(p.n_tokens * p.n_embd), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("hc_post_kernel");
+}
+
+void hc_collapse(const HcCollapseParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.hc > 0 && p.hc <= 16 && p.n_embd > 0, "cuda::hc_collapse", "bad shape");
+  if (p.n_tokens == 0) return;
+  hc_collapse_kernel<<<blocks_for(p.n_tokens * p.n_embd), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("hc_collapse_kernel");
+}
+
+void route(const RouterParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.k > 0 && p.k <= kMaxRouteK && p.k <= p.n_expert, "cuda::route",
+                     "k must be in 1.." + std::to_string(kMaxRouteK) + " and <= n_expert");
+  DS4_LAUNCH_REQUIRE(!p.hash_table || p.tokens, "cuda::route", "hash routing needs the token ids");
+  if (p.n_tokens == 0) return;
+  const size_t smem = 2 * sizeof(float) * static_cast<size_t>(p.n_expert);
+  DS4_LAUNCH_REQUIRE(smem <= 48 * 1024, "cuda::route", "too many experts for one block");
+  route_kernel<<<static_cast<unsigned>(p.n_tokens), kThreads, smem, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("route_kernel");
+}
+
+void moe_group(const MoeGroupParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.k > 0 && p.n_expert > 0 && p.n_tokens >= 0, "cuda::moe_group", "bad shape");
+  DS4_LAUNCH_REQUIRE(p.offsets && p.token_rows && p.slot_rows && p.experts, "cuda::moe_group", "null pointer");
+  moe_group_kernel<<<1, 1024, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("moe_group_kernel");
+}
+
+void moe_combine(const MoeCombineParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.k > 0 && p.n_embd > 0, "cuda::moe_combine", "bad shape");
+  if (p.n_tokens == 0) return;
+  moe_combine_kernel<<<blocks_for(p.n_tokens * p.n_embd), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("moe_combine_kernel");
+}
+
+void gather_rows(const GatherRowsParams& p, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(p.width > 0 && p.in_stride >= p.width && p.out_stride >= p.width, "cuda::gather_rows", "bad shape");
+  if (p.n_rows == 0) return;
+  gather_rows_kernel<<<blocks_for(p.n_rows * p.width), kThreads, 0, stream>>>(p);
+  DS4_CUDA_LAUNCH_CHECK("gather_rows_kernel");
+}
+
+void fill(float* x, int64_t n, float value, cudaStream_t stream) {
+  if (n == 0) return;
+  fill_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, n, value);
+  DS4_CUDA_LAUNCH_CHECK("fill_kernel");
+}
+
+}  // namespace ds4::cuda
