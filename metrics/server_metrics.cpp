@@ -245,9 +245,6 @@ void ServerMetrics::record_step(const StepSample& s) {
     if (s.generated_tokens > 0)
       f.bytes_per_token->Observe(static_cast<double>(s.weight_bytes_read) / static_cast<double>(s.generated_tokens));
   }
-  if (s.preemptions > 0) f.preemptions->Increment(static_cast<double>(s.preemptions));
-  if (s.prefix_cache_queries_tokens > 0) f.prefix_queries->Increment(static_cast<double>(s.prefix_cache_queries_tokens));
-  if (s.prefix_cache_hits_tokens > 0) f.prefix_hits->Increment(static_cast<double>(s.prefix_cache_hits_tokens));
   if (s.spec_drafts > 0) f.spec_drafts->Increment(static_cast<double>(s.spec_drafts));
   if (s.spec_draft_tokens > 0) f.spec_draft_tokens->Increment(static_cast<double>(s.spec_draft_tokens));
   if (s.spec_accepted_tokens > 0) f.spec_accepted->Increment(static_cast<double>(s.spec_accepted_tokens));
@@ -266,6 +263,14 @@ void ServerMetrics::set_engine_gauges(const EngineGauges& g) {
   f.kv_blocks_used->Set(static_cast<double>(g.kv_blocks_used));
   f.kv_blocks_cached->Set(static_cast<double>(g.kv_blocks_cached));
   f.kv_blocks_free->Set(static_cast<double>(g.kv_blocks_free));
+  std::lock_guard lock(gauges_mutex_);
+  auto advance = [](Counter* c, int64_t now, int64_t& last) {
+    if (now > last) c->Increment(static_cast<double>(now - last));
+    last = std::max(last, now);
+  };
+  advance(f.preemptions, g.preemptions_total, last_gauges_.preemptions_total);
+  advance(f.prefix_queries, g.prefix_cache_queries_total, last_gauges_.prefix_cache_queries_total);
+  advance(f.prefix_hits, g.prefix_cache_hits_total, last_gauges_.prefix_cache_hits_total);
 }
 
 void ServerMetrics::record_first_token(double ttft_seconds, int64_t prompt_tokens) {

@@ -41,16 +41,13 @@ struct StepSample {
   int64_t unique_experts = 0;         // routed experts read, summed over layers (each once per step)
   int64_t weight_bytes_read = 0;      // weight bytes read by the step's forward pass
   int64_t generated_tokens = 0;       // tokens sampled in the step (for bytes per generated token)
-  int64_t preemptions = 0;            // sequences preempted during the step
-  int64_t prefix_cache_queries_tokens = 0;  // prompt tokens looked up in the prefix cache
-  int64_t prefix_cache_hits_tokens = 0;     // of which found
   int64_t spec_drafts = 0;            // speculative drafts verified
   int64_t spec_draft_tokens = 0;
   int64_t spec_accepted_tokens = 0;
   std::vector<int64_t> spec_accepted_per_position;  // [num_speculative_tokens]
 };
 
-// Point-in-time engine state, refreshed before each scrape.
+// Point-in-time engine state and its cumulative counters, refreshed before each scrape.
 struct EngineGauges {
   int64_t requests_running = 0;
   int64_t requests_waiting = 0;
@@ -58,6 +55,10 @@ struct EngineGauges {
   int64_t kv_blocks_used = 0;    // referenced by a running sequence
   int64_t kv_blocks_cached = 0;  // unreferenced, kept for prefix reuse (evictable)
   int64_t kv_blocks_free = 0;    // empty
+  // Cumulative since start: the matching counters advance by the growth since the previous call.
+  int64_t preemptions_total = 0;
+  int64_t prefix_cache_queries_total = 0;  // prompt tokens looked up in the prefix cache
+  int64_t prefix_cache_hits_total = 0;     // of which found
 };
 
 // One finished request (any finish reason), with the engine's phase timings.
@@ -108,6 +109,8 @@ class ServerMetrics {
   std::unique_ptr<Families> f_;
   std::mutex hook_mutex_;
   std::function<void()> hook_;
+  std::mutex gauges_mutex_;  // guards last_gauges_
+  EngineGauges last_gauges_;  // cumulative totals as of the previous set_engine_gauges
   std::mutex http_mutex_;  // guards the two caches below (Family::Add is thread-safe but slower)
   std::map<std::pair<std::string, int>, prometheus::Counter*> http_counters_;
   std::map<std::string, prometheus::Histogram*, std::less<>> http_durations_;

@@ -150,12 +150,12 @@ TEST(ServerMetrics, StepsAndGaugesAreRecorded) {
   ServerMetrics m(test_config());
   m.set_collect_hook([&m] {
     m.set_engine_gauges(EngineGauges{.requests_running = 3, .requests_waiting = 2, .kv_usage_fraction = 0.25,
-                                     .kv_blocks_used = 16, .kv_blocks_cached = 4, .kv_blocks_free = 44});
+                                     .kv_blocks_used = 16, .kv_blocks_cached = 4, .kv_blocks_free = 44,
+                                     .preemptions_total = 1, .prefix_cache_queries_total = 256,
+                                     .prefix_cache_hits_total = 128});
   });
   m.record_step(StepSample{.step_seconds = 0.02, .num_sequences = 3, .num_tokens = 130, .unique_experts = 40,
-                           .weight_bytes_read = 3000, .generated_tokens = 3, .preemptions = 1,
-                           .prefix_cache_queries_tokens = 256, .prefix_cache_hits_tokens = 128,
-                           .spec_drafts = 2, .spec_draft_tokens = 2, .spec_accepted_tokens = 1,
+                           .weight_bytes_read = 3000, .generated_tokens = 3, .spec_drafts = 2, .spec_draft_tokens = 2, .spec_accepted_tokens = 1,
                            .spec_accepted_per_position = {1}});
   const auto s = samples(m.serialize());
   const std::string d = "model_name=\"demo\"";
@@ -170,6 +170,11 @@ TEST(ServerMetrics, StepsAndGaugesAreRecorded) {
   EXPECT_EQ(s.at("ds4serve_iteration_tokens_total_bucket{" + d + ",le=\"128\"}"), 0);
   EXPECT_EQ(s.at("ds4serve_iteration_tokens_total_bucket{" + d + ",le=\"256\"}"), 1);
   EXPECT_EQ(s.at("ds4serve_spec_decode_num_accepted_tokens_per_pos_total{" + d + ",position=\"0\"}"), 1);
+  // Cumulative engine counters advance by their growth only: a second scrape with the same totals
+  // adds nothing.
+  const auto again = samples(m.serialize());
+  EXPECT_EQ(again.at("ds4serve_num_preemptions_total{" + d + "}"), 1);
+  EXPECT_EQ(again.at("ds4serve_prefix_cache_queries_total{" + d + "}"), 256);
   EXPECT_EQ(s.at("ds4serve_cache_config_info{block_size=\"256\",enable_prefix_caching=\"True\"," + d +
                  ",num_gpu_blocks=\"64\"}"),
             1);

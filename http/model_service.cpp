@@ -1,0 +1,162 @@
+// ModelService (see model_service.h): start-up of the model, engine and metrics, with progress.
+#include "http/model_service.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "engine/cpu_backend.h"
+#include "engine/kv_state.h"
+#include "engine/load_error.h"
+#include "engine/tokenizer_tables.h"
+#include "scheduler/budget_kv_pool.h"
+
+namespace ds4::http {
+
+namespace {
+
+constexpr int64_t kBlockTokens = 256;  // DESIGN.md: one logical KV block = 256 positions
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(1ull << 30));
+  return buf;
+}
+
+// Reads the file once so that its pages are in the page cache before the first request (the
+// weights are mmapped; a cold 80 GiB mapping would otherwise be faulted in by the first steps).
+void preload_file(const std::string& path, const ModelService::Log& log) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw LoadError("cannot open " + path);
+  const off_t size = ::lseek(fd, 0, SEEK_END);
+  std::vector<char> buf(size_t{64} << 20);
+  off_t done = 0;
+  int last_percent = -1;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (done < size) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), done);
+    if (n <= 0) break;
+    done += n;
+    const int percent = static_cast<int>(100.0 * double(done) / double(size));
+    if (percent / 10 != last_percent / 10 || done == size) {
+      log("reading weights: " + std::to_string(percent) + "% (" + gib(double(done)) + " of " + gib(double(size)) + ")");
+      last_percent = percent;
+    }
+  }
+  ::close(fd);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  char line[96];
+  std::snprintf(line, sizeof line, "weights read in %.1f s", s);
+  log(line);
+}
+
+// Bytes of one 256-position KV block in the f32 contiguous state: compressed rows of every
+// compressed layer plus indexer rows of the ratio-4 layers.
+int64_t block_bytes(const ModelConfig& c) {
+  int64_t floats = 0;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const int ratio = c.compress_ratio(l);
+    if (ratio <= 0) continue;
+    floats += (kBlockTokens / ratio) * (c.head_dim + (ratio == 4 ? c.indexer_dim : 0));
+  }
+  return std::max<int64_t>(floats * 4, 1);
+}
+
+}  // namespace
+
+std::unique_ptr<ModelService> ModelService::load(const ServiceOptions& options, const Log& log) {
+  std::unique_ptr<ModelService> s(new ModelService());
+  s->options_ = options;
+  log("loading " + options.model_path);
+  preload_file(options.model_path, log);
+  s->model_ = load_model(options.model_path);
+  s->tokenizer_ = std::make_unique<Tokenizer>(tokenizer_tables_from_gguf(*s->model_->file));
+  s->served_name_ = options.served_model_name.empty() ? s->model_->config.name : options.served_model_name;
+  s->created_unix_ = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+  s->seed_state_ = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
+  s->build_engine(log);
+  return s;
+}
+
+void ModelService::build_engine(const Log& log) {
+  const ModelConfig& config = model_->config;
+  backend_ = std::make_unique<CpuBackend>(config, model_->weights, ForwardOptions{}, options_.cpu_threads);
+  const int64_t ctx = options_.ctx > 0 ? std::min<int64_t>(options_.ctx, config.context_length) : config.context_length;
+  const int64_t blocks_per_seq = (ctx + kBlockTokens - 1) / kBlockTokens;
+  int64_t blocks = blocks_per_seq * options_.max_num_seqs;
+  if (options_.kv_memory_gib > 0) {
+    const int64_t budget = static_cast<int64_t>(options_.kv_memory_gib * double(1ull << 30)) / block_bytes(config);
+    blocks = std::max(budget, blocks_per_seq);  // at least one full-context sequence
+  }
+  pool_ = std::make_unique<BudgetKvPool>(blocks, kBlockTokens, options_.max_num_seqs,
+                                         [&config] { return std::make_unique<ContiguousKv>(config); });
+  EngineConfig ec;
+  ec.scheduler.max_num_seqs = options_.max_num_seqs;
+  ec.scheduler.max_num_batched_tokens = options_.max_num_batched_tokens;
+  ec.scheduler.max_model_len = ctx;
+  ec.context_length = config.context_length;
+  ec.eos_token_id = tokenizer_->chat_ids().eos;
+  ec.n_vocab = config.n_vocab;
+  engine_ = std::make_unique<Engine>(*backend_, *pool_, ec);
+  MetricsConfig mc;
+  mc.model_name = served_name_;
+  mc.max_model_len = engine_->max_model_len();
+  mc.kv_block_size_tokens = kBlockTokens;
+  mc.kv_num_blocks = blocks;
+  mc.prefix_caching = false;  // BudgetKvPool has no prefix cache
+  metrics_ = std::make_unique<ServerMetrics>(mc);
+  wire_metrics();
+  engine_->start();
+  log("KV pool: " + std::to_string(blocks) + " blocks of " + std::to_string(kBlockTokens) + " positions (" +
+      gib(double(blocks) * double(block_bytes(config))) + "), max " + std::to_string(options_.max_num_seqs) +
+      " sequences, context " + std::to_string(engine_->max_model_len()) + " tokens");
+}
+
+void ModelService::wire_metrics() {
+  ServerMetrics* m = metrics_.get();
+  engine_->set_step_observer([m](const StepStats& s) {
+    StepSample sample;
+    sample.step_seconds = s.step_us * 1e-6;
+    sample.num_sequences = s.num_seqs;
+    sample.num_tokens = s.num_tokens;
+    sample.generated_tokens = s.num_sampled;
+    m->record_step(sample);
+  });
+  Engine* e = engine_.get();
+  m->set_collect_hook([m, e] {
+    const EngineStats st = e->stats();
+    EngineGauges g;
+    g.requests_running = st.num_running;
+    g.requests_waiting = st.num_waiting;
+    g.kv_usage_fraction = st.kv.used_fraction();
+    g.kv_blocks_used = st.kv.used_blocks;
+    g.kv_blocks_cached = st.kv.cached_blocks;
+    g.kv_blocks_free = std::max<int64_t>(st.kv.total_blocks - st.kv.used_blocks - st.kv.cached_blocks, 0);
+    g.preemptions_total = static_cast<int64_t>(st.preemptions);
+    g.prefix_cache_queries_total = static_cast<int64_t>(st.prefix_cache_queried_tokens);
+    g.prefix_cache_hits_total = static_cast<int64_t>(st.prefix_cache_hit_tokens);
+    m->set_engine_gauges(g);
+  });
+}
+
+uint64_t ModelService::next_seed() {
+  // splitmix64 over an atomic counter: distinct, well-mixed seeds without a lock.
+  uint64_t z = seed_state_.fetch_add(0x9e3779b97f4a7c15ull) + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void ModelService::stop() {
+  if (engine_) engine_->stop();
+}
+
+ModelService::~ModelService() { stop(); }
+
+}  // namespace ds4::http

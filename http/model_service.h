@@ -1,0 +1,79 @@
+// ModelService: everything the HTTP routes need once the model is loaded: the model and its
+// tokenizer, the backend, the KV pool and the engine thread, the metrics registry (fed by the
+// engine's step observer and refreshed from engine stats at each scrape), and the tool-call replay
+// cache. Built by load() at start-up (throws LoadError / invalid_argument naming the problem),
+// immutable afterwards except through the thread-safe Engine, ServerMetrics and ToolCallReplay.
+// Owned by main; the server reads it through a pointer published once loading is done.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "engine/chat_template.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "engine/tool_call_replay.h"
+#include "metrics/server_metrics.h"
+#include "scheduler/engine.h"
+
+namespace ds4 {
+class CpuBackend;
+class BudgetKvPool;
+}  // namespace ds4
+
+namespace ds4::http {
+
+struct ServiceOptions {
+  std::string model_path;
+  std::string served_model_name;      // "" -> the GGUF's model name
+  int64_t ctx = 0;                    // max prompt + output positions per request; 0: the model's
+  int max_num_seqs = 32;
+  int64_t max_num_batched_tokens = 2048;
+  double kv_memory_gib = 0;           // KV budget; 0: room for max_num_seqs full-context sequences
+  int cpu_threads = 0;                // 0: all cores
+  ReasoningEffort default_effort = ReasoningEffort::kHigh;
+};
+
+class ModelService {
+ public:
+  using Log = std::function<void(std::string_view)>;
+  // Loads the model, touches its pages with progress reports, builds the engine and starts it.
+  static std::unique_ptr<ModelService> load(const ServiceOptions& options, const Log& log);
+  ~ModelService();  // stops the engine (unfinished requests end with kAbort)
+
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  Engine& engine() { return *engine_; }
+  ServerMetrics& metrics() { return *metrics_; }
+  ToolCallReplay& replay() { return replay_; }
+  const ModelConfig& config() const { return model_->config; }
+  const std::string& served_name() const { return served_name_; }
+  int64_t max_model_len() const { return engine_->max_model_len(); }
+  ReasoningEffort default_effort() const { return options_.default_effort; }
+  int64_t created_unix() const { return created_unix_; }
+  // A fresh seed for a request that gave none (so unseeded sampled requests differ).
+  uint64_t next_seed();
+  // Ends the engine loop; every unfinished request finishes with kAbort. Idempotent.
+  void stop();
+
+ private:
+  ModelService() = default;
+  void build_engine(const Log& log);
+  void wire_metrics();
+
+  ServiceOptions options_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<CpuBackend> backend_;
+  std::unique_ptr<BudgetKvPool> pool_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<Engine> engine_;
+  ToolCallReplay replay_;
+  std::string served_name_;
+  int64_t created_unix_ = 0;
+  std::atomic<uint64_t> seed_state_{0};
+};
+
+}  // namespace ds4::http

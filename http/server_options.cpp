@@ -1,0 +1,112 @@
+// ds4serve command-line parsing (see server_options.h).
+#include "http/server_options.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "engine/load_error.h"
+
+namespace ds4::http {
+
+const char* const kServerUsage =
+    "usage: ds4serve [--model FILE] [--host ADDR] [--port N] [--api-key KEY ...] [--ctx N]\n"
+    "                [--max-num-seqs N] [--max-num-batched-tokens N] [--kv-memory GIB]\n"
+    "                [--served-model-name NAME] [--cors-origin ORIGIN ...] [--threads N]\n"
+    "                [--io-threads N] [--reasoning-effort none|high|max] [--max-body-bytes N]\n"
+    "                [--read-timeout S] [--heartbeat S] [--drain-timeout S]\n"
+    "  --model FILE              GGUF to serve (default: the built-in demo model)\n"
+    "  --api-key KEY             require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize\n"
+    "                            (repeatable; also read from DS4SERVE_API_KEY)\n"
+    "  --ctx N                   most prompt + output tokens per request (default: the model's)\n"
+    "  --kv-memory GIB           KV-cache budget in GiB (default: room for every sequence at full context)\n"
+    "  --cors-origin ORIGIN      allow browser requests from ORIGIN ('*' for any; repeatable)\n"
+    "  --threads N               CPU backend threads (default: all cores)\n"
+    "  --reasoning-effort E      default for chat requests that do not choose (default: high)\n";
+
+namespace {
+
+int64_t parse_int(const std::string& opt, const std::string& v, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end || errno || x < lo || x > hi)
+    throw LoadError(opt + ": '" + v + "' is not an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return x;
+}
+
+double parse_double(const std::string& opt, const std::string& v, double lo, double hi) {
+  char* end = nullptr;
+  errno = 0;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end || errno || !std::isfinite(x) || x < lo || x > hi)
+    throw LoadError(opt + ": '" + v + "' is not a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return x;
+}
+
+// Options that take a value; returns false when `opt` is not one of them.
+bool apply(ServerOptions& o, const std::string& opt, const std::string& v) {
+  constexpr int64_t kMaxI32 = std::numeric_limits<int32_t>::max();
+  ServiceOptions& s = o.service;
+  HttpLimits& l = o.limits;
+  if (opt == "--model" || opt == "-m") s.model_path = v;
+  else if (opt == "--host") o.host = v;
+  else if (opt == "--port") o.port = static_cast<uint16_t>(parse_int(opt, v, 0, 65535));
+  else if (opt == "--api-key") o.api_keys.push_back(v);
+  else if (opt == "--ctx") s.ctx = parse_int(opt, v, 2, kMaxI32);
+  else if (opt == "--max-num-seqs") s.max_num_seqs = static_cast<int>(parse_int(opt, v, 1, 65536));
+  else if (opt == "--max-num-batched-tokens") s.max_num_batched_tokens = parse_int(opt, v, 1, kMaxI32);
+  else if (opt == "--kv-memory") s.kv_memory_gib = parse_double(opt, v, 1e-6, 1e6);
+  else if (opt == "--served-model-name") s.served_model_name = v;
+  else if (opt == "--cors-origin") o.cors_origins.push_back(v);
+  else if (opt == "--threads") s.cpu_threads = static_cast<int>(parse_int(opt, v, 0, 4096));
+  else if (opt == "--io-threads") o.io_threads = static_cast<int>(parse_int(opt, v, 1, 256));
+  else if (opt == "--max-body-bytes") l.max_body_bytes = static_cast<uint64_t>(parse_int(opt, v, 1024, 1ll << 40));
+  else if (opt == "--read-timeout") l.read_timeout_seconds = static_cast<int>(parse_int(opt, v, 1, 86400));
+  else if (opt == "--heartbeat") l.heartbeat_seconds = static_cast<int>(parse_int(opt, v, 1, 3600));
+  else if (opt == "--drain-timeout") l.drain_timeout_seconds = static_cast<int>(parse_int(opt, v, 0, 86400));
+  else if (opt == "--reasoning-effort") {
+    const auto e = parse_reasoning_effort(v);
+    if (!e) throw LoadError("--reasoning-effort: '" + v + "' is not one of none, low, medium, high, max");
+    s.default_effort = *e;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+ServerOptions parse_server_options(const std::vector<std::string>& args, const std::string& default_model,
+                                   bool& help) {
+  ServerOptions o;
+  help = false;
+  o.service.model_path = default_model;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string opt = args[i], value;
+    const size_t eq = opt.find('=');
+    const bool inline_value = opt.rfind("--", 0) == 0 && eq != std::string::npos;
+    if (inline_value) value = opt.substr(eq + 1), opt = opt.substr(0, eq);
+    if (opt == "-h" || opt == "--help") {
+      help = true;
+      return o;
+    }
+    if (!inline_value) {
+      if (i + 1 >= args.size()) {
+        const bool known = std::string(kServerUsage).find(opt + " ") != std::string::npos;
+        throw LoadError(known ? "option " + opt + " needs a value" : "unknown option " + opt + " (see --help)");
+      }
+      value = args[i + 1];
+    }
+    if (!apply(o, opt, value)) throw LoadError("unknown option " + opt + " (see --help)");
+    if (!inline_value) ++i;
+  }
+  if (o.service.model_path.empty()) throw LoadError("--model: no model file given");
+  if (const char* key = std::getenv("DS4SERVE_API_KEY"); key && *key) o.api_keys.emplace_back(key);
+  for (const std::string& k : o.api_keys)
+    if (k.empty()) throw LoadError("--api-key: an API key must not be empty");
+  return o;
+}
+
+}  // namespace ds4::http
