@@ -330,6 +330,7 @@ std::string write_plot(const std::string& path, const RunInfo& info, const std::
       "set output '" + path + "'\n" + logx +
       "set multiplot layout 1,2 title " + json_string("ds4serve-load: " + info.model + " (" + info.workload + ")") + "\n"
       "set grid\nset key top left\nset xlabel '" + xlabel + "'\n"
+      "set yrange [0:*]\nset y2range [0:*]\n"
       "set title 'Throughput'\nset ylabel 'output tokens/s (all users)'\n"
       "set y2label 'output tokens/s per user'\nset ytics nomirror\nset y2tics\n"
       "plot " + d + " using 1:2 with linespoints lw 2 pt 7 title 'aggregate', " +

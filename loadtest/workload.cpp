@@ -76,6 +76,7 @@ const std::vector<std::string>& Workload::words() {
 
 std::string Workload::init(const WorkloadSpec& spec) {
   spec_ = spec;
+  dataset_.clear();
   if (spec_.model.empty()) return "no model name (give --model)";
   if (spec_.shared_prefix < 0 || spec_.shared_prefix > 1)
     return "--shared-prefix must be a fraction in [0, 1]";
