@@ -1,7 +1,7 @@
 // KvPool: the scheduler's view of the KV pool: per-sequence admission and growth in whole blocks,
 // prefix-cache lookup, release, and the SequenceKv the forward pass reads and writes. Every call is
 // all-or-nothing (a false return changes nothing). Implemented by BudgetKvPool (scheduler/, no
-// prefix cache) and by the adapter over kvcache/'s manager. Called on the engine thread only.
+// prefix cache) and PagedKvPool (the adapter over kvcache/'s manager). Called on the engine thread only.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -21,6 +21,9 @@ class KvPool {
   virtual int64_t block_tokens() const = 0;
   // Most positions one sequence can hold when it is alone in the pool.
   virtual int64_t max_sequence_tokens() const = 0;
+  // True when the pool keeps prefix-cache resume points only where a step's chunk ends on a block
+  // boundary: the scheduler then ends prefill chunks on block boundaries where it can.
+  virtual bool aligned_chunks() const { return false; }
   // Leading tokens of `tokens` whose KV state the prefix cache holds: a multiple of block_tokens(),
   // and less than tokens.size() (the last token is always computed, to produce logits). No effects.
   virtual int64_t find_cached_prefix(std::span<const int32_t> tokens) = 0;

@@ -92,6 +92,20 @@ int64_t Scheduler::chunk_limit(int64_t budget) const {
   return std::min(budget, cap);
 }
 
+// Tokens of seq to compute now: what is left, within the budget and the per-sequence cap. With an
+// aligned pool a multi-token chunk that crosses a block boundary ends on the last one it crosses
+// (a prefix-cache resume point there); the rest follows in the next step.
+int64_t Scheduler::chunk_size(const Sequence& seq, int64_t budget) const {
+  const int64_t start = seq.num_computed_tokens;
+  int64_t n = std::min(seq.num_tokens() - start, chunk_limit(budget));
+  if (n > 1 && kv_.aligned_chunks()) {
+    const int64_t bt = kv_.block_tokens();
+    const int64_t boundary = (start + n) / bt * bt;
+    if (boundary > start) n = boundary - start;
+  }
+  return n;
+}
+
 void Scheduler::add_entry(ScheduledBatch& batch, Sequence* seq, int64_t n) {
   ScheduledSequence e;
   e.seq = seq;
@@ -142,7 +156,7 @@ void Scheduler::schedule_running(ScheduledBatch& batch, int64_t& budget, bool de
     const int64_t left = seq->num_tokens() - seq->num_computed_tokens;
     if (left < 1) fail("running sequence with nothing to compute");
     if ((left == 1) != decodes) continue;  // the two passes plan disjoint sets
-    const int64_t n = decodes ? 1 : std::min(left, chunk_limit(budget));
+    const int64_t n = decodes ? 1 : chunk_size(*seq, budget);
     if (!make_room(seq, seq->num_computed_tokens + n, batch, budget)) {
       --i;  // seq was the last running sequence and left; nothing after it remains
       continue;
@@ -170,7 +184,7 @@ void Scheduler::admit_waiting(ScheduledBatch& batch, int64_t& budget) {
     seq->admitted = seq->ever_admitted = true;
     seq->num_computed_tokens = cached;
     insert_running(seq);
-    const int64_t n = std::min(seq->num_tokens() - cached, chunk_limit(budget));
+    const int64_t n = chunk_size(*seq, budget);
     add_entry(batch, seq, n);
     budget -= n;
   }

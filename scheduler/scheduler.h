@@ -120,6 +120,7 @@ class Scheduler {
   FinishReason finish_reason(const Sequence& seq, int32_t token) const;
   std::unique_ptr<Sequence> take(Sequence* seq);
   int64_t chunk_limit(int64_t budget) const;
+  int64_t chunk_size(const Sequence& seq, int64_t budget) const;
 
   SchedulerConfig config_;
   KvPool& kv_;

@@ -93,6 +93,7 @@ class FakePool final : public KvPool {
 
   int64_t block_tokens() const override { return budget_.block_tokens(); }
   int64_t max_sequence_tokens() const override { return budget_.max_sequence_tokens(); }
+  bool aligned_chunks() const override { return aligned; }
   int64_t find_cached_prefix(std::span<const int32_t> tokens) override {
     int64_t best = 0;
     for (int64_t n = block_tokens(); n < static_cast<int64_t>(tokens.size()); n += block_tokens())
@@ -121,6 +122,7 @@ class FakePool final : public KvPool {
   size_t num_sequences() const { return budget_.num_sequences(); }
 
   int admissions = 0, releases = 0;
+  bool aligned = false;  // ask for block-aligned prefill chunks (as the paged pool does)
 
  private:
   BudgetKvPool budget_;

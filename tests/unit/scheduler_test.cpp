@@ -308,6 +308,36 @@ TEST(Scheduler, PrefixCacheHitsAreCountedAndExact) {
   EXPECT_EQ(d.finished.at(1).output, run_alone(a).output);
 }
 
+// With a pool that keeps resume points only at chunk ends on block boundaries, prefill chunks end
+// on the last boundary they cross; decodes are unaffected and outputs do not change.
+TEST(Scheduler, AlignedPoolGetsBlockAlignedPrefillChunks) {
+  FakePool pool(1000, 16, 64, /*prefix_cache=*/true);
+  pool.aligned = true;
+  Driver d(SchedulerConfig{.max_num_seqs = 4, .max_num_batched_tokens = 100, .max_model_len = 1000}, pool);
+  const RequestSpec a{.prompt_len = 70, .max_tokens = 3, .first_token = 1};
+  const RequestSpec b{.prompt_len = 200, .max_tokens = 3, .first_token = 2};
+  d.add(1, a);
+  d.add(2, b);
+  std::map<RequestId, std::vector<std::pair<int64_t, int64_t>>> chunks;
+  while (!d.scheduler().empty())
+    ASSERT_TRUE(d.step([&](const ScheduledBatch& batch) {
+      check_plan(d.scheduler(), batch);
+      for (const auto& e : batch.entries) chunks[e.seq->id].push_back({e.start, e.start + e.num_tokens});
+    }));
+  using C = std::vector<std::pair<int64_t, int64_t>>;
+  EXPECT_EQ(chunks[1], (C{{0, 64}, {64, 70}, {70, 71}, {71, 72}}));
+  // Step 1 leaves 36 tokens of budget for b, aligned down to [0, 32); every prefill chunk ends on
+  // a boundary (the last one too when it crosses one), only the final remainder does not.
+  for (const auto& [start, end] : chunks[2]) {
+    if (end - start > 1 && end < 192) {
+      EXPECT_EQ(end % 16, 0) << start << ".." << end;
+    }
+  }
+  EXPECT_EQ(chunks[2].front(), (std::pair<int64_t, int64_t>{0, 32}));
+  EXPECT_EQ(d.finished.at(1).output, run_alone(a).output);
+  EXPECT_EQ(d.finished.at(2).output, run_alone(b).output);
+}
+
 // A sequence that does not fit blocks the queue behind it (no starvation of big requests) until
 // the pool has room; then everything completes.
 TEST(Scheduler, AdmissionWaitsForTheWholeSequenceToFit) {
