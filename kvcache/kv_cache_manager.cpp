@@ -37,10 +37,13 @@ struct KvCacheManager::PrefixMatch {
   int64_t resume_blocks = 0;    // leading blocks up to the deepest one with a boundary snapshot
 };
 
-// The forward pass's window onto one sequence: rows are f32 in host memory (checked on creation).
+// The forward pass's window onto one sequence. Counters and reserve() work on any storage; row
+// pointers only where rows are f32 in host memory (a device backend addresses rows through
+// block_table() and the layout instead).
 class KvCacheManager::View final : public SequenceKv {
  public:
-  View(KvCacheManager& m, Sequence& s) : m_(m), s_(s) {
+  View(KvCacheManager& m, Sequence& s)
+      : m_(m), s_(s), host_rows_(m.storage_->host_accessible() && m.layout_.layout == KvLayout::kF32) {
     const KvPoolLayout& L = m.layout_;
     for (size_t p = 0; p < L.row_pools.size(); ++p) pool_base_.push_back(m.storage_->region(static_cast<int>(p)));
     slot_base_ = m.storage_->region(L.slot_region()) + s.slot * L.sizes.slot_bytes;
@@ -76,12 +79,14 @@ class KvCacheManager::View final : public SequenceKv {
  private:
   KvCacheManager& m_;
   Sequence& s_;
+  bool host_rows_;
   std::vector<std::byte*> pool_base_;
   std::byte* slot_base_ = nullptr;
 
   static float* as_f32(std::byte* p) { return reinterpret_cast<float*>(p); }
   int64_t row_bytes() const { return attention_row_bytes(m_.layout_.geometry, m_.layout_.layout); }
   const KvLayerPlacement& placement(int layer) const {
+    if (!host_rows_) manager_fail("row pointers need host storage with f32 rows (use block_table() on a device)", layer);
     if (layer < 0 || layer >= static_cast<int>(m_.layout_.layers.size())) manager_fail("no such layer", layer);
     return m_.layout_.layers[layer];
   }
@@ -246,11 +251,7 @@ void KvCacheManager::free(KvSeqId seq) {
   seqs_.erase(seq);
 }
 
-SequenceKv& KvCacheManager::sequence_kv(KvSeqId seq) {
-  if (!storage_->host_accessible() || layout_.layout != KvLayout::kF32)
-    manager_fail("sequence_kv: the CPU view needs host storage with f32 rows", static_cast<int>(layout_.layout));
-  return *get(seq, "sequence_kv").view;
-}
+SequenceKv& KvCacheManager::sequence_kv(KvSeqId seq) { return *get(seq, "sequence_kv").view; }
 
 std::span<const int32_t> KvCacheManager::block_table(KvSeqId seq) const { return get(seq, "block_table").table; }
 int64_t KvCacheManager::slot(KvSeqId seq) const { return get(seq, "slot").slot; }

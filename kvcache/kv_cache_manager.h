@@ -76,7 +76,9 @@ class KvCacheManager {
   // its slot, and forgets seq.
   void free(KvSeqId seq);
 
-  // The state of seq for the forward pass (valid until free(seq)). The view's reserve() allocates.
+  // The state of seq for the forward pass (valid until free(seq)). The view's reserve() allocates;
+  // its row and frontier pointers need host storage with f32 rows (the CPU backend), while
+  // num_tokens()/set_num_tokens()/reserve() work on any storage.
   SequenceKv& sequence_kv(KvSeqId seq);
 
   bool contains(KvSeqId seq) const { return seqs_.count(seq) != 0; }

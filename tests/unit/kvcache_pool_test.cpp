@@ -303,6 +303,14 @@ TEST(KvPoolDeathTest, MisuseAborts) {
   EXPECT_DEATH(m.sequence_kv(1).frontier_kv(0, false), "no such compressor");
   EXPECT_DEATH(m.add_sequence(1, a, 0, 0), "exists already");
   EXPECT_DEATH(m.add_sequence(3, a, 16, 20), "find_cached_prefix");
+  // An f16 pool (as a device pool would be): counters and reserve work, row pointers do not.
+  KvCacheManager half(layout_kv_pool(g, KvLayout::kF16, 4, 1, 1));
+  ASSERT_EQ(half.add_sequence(1, a, 0, 0), KvStatus::kOk);
+  EXPECT_TRUE(half.sequence_kv(1).reserve(20));
+  EXPECT_EQ(half.block_table(1).size(), 2u);
+  half.sequence_kv(1).set_num_tokens(20);
+  EXPECT_EQ(half.sequence_kv(1).num_tokens(), 20);
+  EXPECT_DEATH(half.sequence_kv(1).raw_row(0, 0), "host storage with f32 rows");
   BlockPool pool(2, kBlock);
   int64_t evicted = 0;
   const int32_t b = pool.take(&evicted);
