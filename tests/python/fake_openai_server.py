@@ -80,9 +80,8 @@ def event(kind, text, chat, finish=None):
     return "data: " + json.dumps({"id": "fake", "object": obj, "model": "fake-model", "choices": [choice]}) + "\n\n"
 
 
-async def stream(state, writer, body, chat, n, t0):
+async def stream(state, writer, body, chat, n, t0, idx):
     a = state.args
-    idx = state.requests
     first_delay = (a.slow_first_delay_ms if every(a.slow_every, idx) else a.first_delay_ms) / 1e3
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                  b"Transfer-Encoding: chunked\r\n\r\n")
@@ -156,7 +155,7 @@ async def generate(state, writer, path, headers, body):
     state.max_running = max(state.max_running, state.running)
     try:
         if body.get("stream"):
-            await stream(state, writer, body, chat, n, t0)
+            await stream(state, writer, body, chat, n, t0, idx)
         else:
             await asyncio.sleep(a.first_delay_ms / 1e3 + (n - 1) * a.gap_ms / 1e3)
             text = "".join(" " + WORDS[j % len(WORDS)] for j in range(n))
