@@ -1,0 +1,78 @@
+// ds4serve: the OpenAI-compatible server. Start-up order: parse options, listen (so /health
+// answers 503 while loading), load the model with progress, publish it, print the URL; then wait
+// for SIGINT / SIGTERM and drain: stop accepting, let in-flight requests finish up to the drain
+// timeout, abort the rest, exit 0. Exit 1 with a message on a bad option or a load failure.
+#include <csignal>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "http/http_server.h"
+#include "http/model_service.h"
+
+namespace {
+
+using namespace ds4::http;
+
+void log_line(std::string_view line) {
+  std::string s = "ds4serve: ";
+  s += line;
+  s += '\n';
+  std::fwrite(s.data(), 1, s.size(), stderr);
+}
+
+// Blocks SIGINT / SIGTERM in this thread and every thread started after it, so that only
+// sigwait() in main sees them (no asynchronous signal handler).
+sigset_t block_shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a client that vanished must not kill the server
+  return set;
+}
+
+int serve(const ServerOptions& options) {
+  const sigset_t signals = block_shutdown_signals();
+  HttpServer server(options);
+  server.start();
+  const std::string url = "http://" + options.host + ":" + std::to_string(server.port());
+  log_line("listening on " + url + " (loading the model; /health answers 503 until it is ready)");
+  auto service = ModelService::load(options.service, log_line);
+  server.set_service(service.get());
+  log_line("serving model '" + service->served_name() + "' at " + url + "/v1  (try: curl " + url + "/v1/models)");
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log_line(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining (up to " +
+           std::to_string(options.limits.drain_timeout_seconds) + " s)");
+  const int left = server.drain();
+  if (left > 0) log_line("drain timeout: aborting " + std::to_string(left) + " request(s)");
+  service->stop();  // remaining requests finish with "abort"
+  for (int i = 0; i < 100 && server.state().in_flight.load() > 0; ++i)  // let them send their last chunk
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  server.stop();
+  log_line("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    bool help = false;
+    const ServerOptions options =
+        parse_server_options(std::vector<std::string>(argv + 1, argv + argc), DS4_DEMO_MODEL_PATH, help);
+    if (help) {
+      std::fputs(kServerUsage, stdout);
+      return 0;
+    }
+    return serve(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ds4serve: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,194 @@
+// One client connection: HTTP/1.1 keep-alive loop with header / body limits and timeouts
+// (Expect: 100-continue honoured), CORS, API-key check, routing, and the reply write. Runs as a
+// coroutine on its own strand (spawned by http_server.cpp). Every request is counted in
+// ds4serve_http_requests_total by route and status once the model service exists.
+#include "http/auth.h"
+#include "http/session.h"
+
+namespace ds4::http {
+
+namespace {
+
+constexpr auto kAwaitable = net::as_tuple(net::use_awaitable);
+
+// Fixed route names for metrics (unknown paths are "other": bounded label values).
+const char* route_name(std::string_view path) {
+  for (const char* r : {"/health", "/metrics", "/tokenize", "/detokenize", "/v1/chat/completions", "/v1/completions"})
+    if (path == r) return r;
+  if (path == "/v1/models" || path.rfind("/v1/models/", 0) == 0) return "/v1/models";
+  return "other";
+}
+
+bool needs_auth(std::string_view path) {
+  return path.rfind("/v1/", 0) == 0 || path == "/tokenize" || path == "/detokenize";
+}
+
+Reply health_reply(ServerState& state) {
+  if (state.draining) return error_reply(unavailable("The server is shutting down", "shutting_down", 5));
+  if (!state.service.load()) return error_reply(unavailable("The model is loading", "model_loading", 5));
+  return json_reply("{\"status\":\"ok\"}");
+}
+
+Reply preflight_reply() {
+  Reply r;
+  r.status = 204;
+  r.content_type.clear();
+  return r;
+}
+
+struct Routed {
+  Reply reply;
+  bool generation = false;
+  bool chat = false;
+};
+
+// Decides everything that does not need the connection: errors, plain routes, or "generation".
+Routed route(ServerState& state, const Request& req, std::string_view path) {
+  const bool get = req.method() == bhttp::verb::get, post = req.method() == bhttp::verb::post;
+  const std::string method(req.method_string()), target(path);
+  if (req.method() == bhttp::verb::options) return {preflight_reply()};
+  if (needs_auth(path)) {
+    const auto key = presented_api_key(req[bhttp::field::authorization], req["x-api-key"]);
+    if (!api_key_allowed(state.options.api_keys, key))
+      return {error_reply(unauthorized(key ? "Incorrect API key provided" : "Missing API key: send 'Authorization: Bearer <key>'"))};
+  }
+  const char* name = route_name(path);
+  const std::string_view r = name;
+  const bool known = r != "other";
+  if (!known) return {error_reply(route_not_found(method, target))};
+  const bool want_post = r == "/tokenize" || r == "/detokenize" || r == "/v1/chat/completions" || r == "/v1/completions";
+  if ((want_post && !post) || (!want_post && !get)) return {error_reply(method_not_allowed(method, target))};
+  if (r == "/health") return {health_reply(state)};
+  ModelService* service = state.service.load();
+  if (!service) return {error_reply(unavailable("The model is loading", "model_loading", 5))};
+  if (r == "/metrics") return {handle_metrics(*service)};
+  if (r == "/v1/models") return {handle_models(state, *service, target)};
+  if (r == "/tokenize") return {handle_tokenize(state, *service, req)};
+  if (r == "/detokenize") return {handle_detokenize(state, *service, req)};
+  if (state.draining) return {error_reply(unavailable("The server is shutting down", "shutting_down", 5))};
+  return {Reply{}, true, r == "/v1/chat/completions"};
+}
+
+// Reads one request (header with the idle timeout, body with the read timeout). Returns the
+// reply to send instead when the request is malformed or too large (then the connection closes),
+// or nullopt with `closed` set when the peer went away.
+net::awaitable<std::optional<Reply>> read_request(Stream& stream, beast::flat_buffer& buffer, ServerState& state,
+                                                  Request& out, bool& closed) {
+  const HttpLimits& l = state.options.limits;
+  bhttp::request_parser<bhttp::string_body> parser;
+  parser.header_limit(l.max_header_bytes);
+  parser.body_limit(l.max_body_bytes);
+  closed = false;
+  stream.expires_after(std::chrono::seconds(l.idle_timeout_seconds));
+  auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kAwaitable);
+  if (ec == bhttp::error::header_limit) {
+    ApiError e = invalid_json("Request headers exceed " + std::to_string(l.max_header_bytes) + " bytes");
+    e.status = 431;
+    e.code = "headers_too_large";
+    Reply r = error_reply(e);
+    r.close = true;
+    co_return r;
+  }
+  if (!ec && parser.get()[bhttp::field::expect] == "100-continue") {
+    bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, parser.get().version()};
+    stream.expires_after(std::chrono::seconds(l.write_timeout_seconds));
+    auto [wec, wn] = co_await bhttp::async_write(stream, cont, kAwaitable);
+    ec = wec;
+  }
+  if (!ec) {
+    stream.expires_after(std::chrono::seconds(l.read_timeout_seconds));
+    auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kAwaitable);
+    ec = bec;
+  }
+  if (ec == bhttp::error::body_limit) {
+    Reply r = error_reply(body_too_large(l.max_body_bytes));
+    r.close = true;
+    co_return r;
+  }
+  if (ec) {
+    const bool gone = ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
+                      ec == net::error::connection_reset || ec == net::error::eof;
+    if (gone) {
+      closed = true;
+      co_return std::nullopt;
+    }
+    Reply r = error_reply(invalid_json("Malformed HTTP request: " + ec.message()));
+    r.close = true;
+    co_return r;
+  }
+  out = parser.release();
+  co_return std::nullopt;
+}
+
+ResponseContext context_for(ServerState& state, const Request& req) {
+  ResponseContext ctx;
+  ctx.version = req.version();
+  ctx.keep_alive = req.keep_alive() && !state.draining;
+  ctx.cors_origin = cors_allow_origin(state.options.cors_origins, req[bhttp::field::origin]);
+  ctx.write_timeout_seconds = state.options.limits.write_timeout_seconds;
+  return ctx;
+}
+
+void record(ServerState& state, std::string_view path, unsigned status, Clock::time_point start) {
+  const double s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (ModelService* service = state.service.load()) service->metrics().record_http(route_name(path), int(status), s);
+}
+
+}  // namespace
+
+net::awaitable<bool> write_reply(Stream& stream, const ResponseContext& ctx, Reply reply) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(reply.status), ctx.version};
+  if (!reply.content_type.empty()) res.set(bhttp::field::content_type, reply.content_type);
+  if (reply.retry_after_seconds > 0) res.set(bhttp::field::retry_after, std::to_string(reply.retry_after_seconds));
+  if (!ctx.cors_origin.empty()) {
+    res.set(bhttp::field::access_control_allow_origin, ctx.cors_origin);
+    res.set(bhttp::field::vary, "Origin");
+    if (reply.status == 204) {
+      res.set(bhttp::field::access_control_allow_methods, "GET, POST, OPTIONS");
+      res.set(bhttp::field::access_control_allow_headers, "Authorization, Content-Type, X-Api-Key");
+      res.set(bhttp::field::access_control_max_age, "600");
+    }
+  }
+  res.keep_alive(ctx.keep_alive && !reply.close);
+  res.body() = std::move(reply.body);
+  res.prepare_payload();
+  stream.expires_after(std::chrono::seconds(ctx.write_timeout_seconds));
+  auto [ec, n] = co_await bhttp::async_write(stream, res, kAwaitable);
+  co_return !ec;
+}
+
+net::awaitable<void> run_session(tcp::socket socket, ServerState& state) {
+  Stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  for (;;) {
+    Request req;
+    bool closed = false;
+    std::optional<Reply> early = co_await read_request(stream, buffer, state, req, closed);
+    if (closed) break;
+    const auto start = Clock::now();
+    if (early) {
+      ResponseContext ctx;
+      ctx.keep_alive = false;
+      co_await write_reply(stream, ctx, std::move(*early));
+      break;
+    }
+    const std::string_view target = req.target();
+    const std::string path(target.substr(0, target.find('?')));
+    ResponseContext ctx = context_for(state, req);
+    Routed routed = route(state, req, path);
+    RouteResult result;
+    if (routed.generation) {
+      result = co_await handle_generation(stream, state, *state.service.load(), req, ctx, routed.chat, start);
+    } else {
+      result.reply = std::move(routed.reply);
+      result.status = result.reply.status;
+    }
+    if (!result.written && result.ok) result.ok = co_await write_reply(stream, ctx, std::move(result.reply));
+    record(state, path, result.status, start);
+    if (!result.ok || !ctx.keep_alive || result.reply.close) break;
+  }
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
+}  // namespace ds4::http
