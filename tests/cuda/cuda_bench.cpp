@@ -1,0 +1,231 @@
+// cuda_bench: micro-benchmarks of the CUDA kernels at the full model's shapes (MODEL.md 4.3): the
+// device-to-device copy peak measured first, then each mat-vec / grouped expert product at batch 1
+// (and some batched) with its achieved GB/s against that peak, the attention kernel at decode and
+// the indexer scores at 16K context. Weights are real quantised blocks (a quantised tile repeated)
+// rotated over enough copies to exceed the L2. Prints a table; no assertions (timings are never
+// test results). Exits 0 with a message when no GPU is present. Run by scripts/gpu_check.sh.
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/quant.h"
+#include "tests/cuda/gpu_test_util.h"
+
+namespace ds4 {
+namespace {
+
+using cuda::DeviceBuffer;
+
+// Median time in microseconds of `reps` calls of fn(i), each timed with events.
+template <typename Fn>
+double time_us(int reps, Fn fn) {
+  cudaEvent_t a, b;
+  DS4_CUDA_CHECK(cudaEventCreate(&a));
+  DS4_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) fn(i);  // warm-up
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    DS4_CUDA_CHECK(cudaEventRecord(a));
+    fn(i);
+    DS4_CUDA_CHECK(cudaEventRecord(b));
+    DS4_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    DS4_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return 1000.0 * ms[ms.size() / 2];
+}
+
+double copy_peak_gbs() {
+  const size_t bytes = size_t(2) << 30;
+  DeviceBuffer src(bytes), dst(bytes);
+  DS4_CUDA_CHECK(cudaMemset(src.get(), 1, bytes));
+  const double us = time_us(10, [&](int) { DS4_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice)); });
+  return 2.0 * bytes / (us * 1e3);
+}
+
+// `copies` device copies of an n_out × n_in matrix of real quantised blocks.
+struct BenchWeights {
+  DeviceBuffer buf;
+  uint64_t matrix_bytes = 0, row_bytes = 0;
+  int copies = 1;
+  BenchWeights(GgmlType type, int64_t n_in, int64_t n_out, uint64_t min_total) {
+    row_bytes = *ggml_row_bytes(type, n_in);
+    matrix_bytes = row_bytes * n_out;
+    copies = static_cast<int>(std::max<uint64_t>(1, (min_total + matrix_bytes - 1) / matrix_bytes));
+    buf.grow(matrix_bytes * copies);
+    const int64_t tile_rows = std::min<int64_t>(n_out, 64);
+    const auto values = test::random_floats(tile_rows * n_in, 1);
+    std::vector<uint8_t> tile(tile_rows * row_bytes);
+    for (int64_t r = 0; r < tile_rows; ++r) quantize_row(type, &values[r * n_in], &tile[r * row_bytes], n_in);
+    uint8_t* base = buf.as<uint8_t>();
+    for (uint64_t off = 0; off < matrix_bytes * copies; off += tile.size())
+      DS4_CUDA_CHECK(cudaMemcpy(base + off, tile.data(), std::min<uint64_t>(tile.size(), matrix_bytes * copies - off),
+                                cudaMemcpyHostToDevice));
+  }
+  const uint8_t* copy(int i) const { return buf.as<uint8_t>() + (i % copies) * matrix_bytes; }
+};
+
+struct Case {
+  std::string name;
+  GgmlType type;
+  int64_t n_in, n_out;
+  int64_t tokens = 1;
+  int64_t x_group_rows = 0;  // grouped output projection
+  int experts = 0;           // > 0: grouped over this many experts, of which `active` receive tokens
+  int active = 0;
+};
+
+void bench_matmul(const Case& c, double peak) {
+  const int groups = c.experts > 0 ? c.experts : 1;
+  BenchWeights w(c.type, c.n_in, c.n_out * groups, uint64_t(512) << 20);
+  const int64_t x_width = c.x_group_rows > 0 ? c.n_in * (c.n_out / c.x_group_rows) : c.n_in;
+  const int64_t entries = c.experts > 0 ? c.tokens * 6 : c.tokens;
+  DeviceBuffer x(sizeof(float) * c.tokens * x_width), y(sizeof(float) * entries * c.n_out);
+  const auto xv = test::random_floats(c.tokens * x_width, 2);
+  DS4_CUDA_CHECK(cudaMemcpy(x.get(), xv.data(), xv.size() * sizeof(float), cudaMemcpyHostToDevice));
+  // Expert mode: the entries spread round robin over `active` experts spaced across the 256; each
+  // timed call shifts the set so that consecutive calls read different experts (not the L2).
+  const int stride = c.experts > 0 ? c.experts / c.active : 1, n_sets = std::min(stride, 16);
+  std::vector<test::DeviceArray<int32_t>> offset_sets;
+  std::vector<int32_t> rows(entries), ident(entries);
+  for (int64_t i = 0; i < entries; ++i) rows[i] = static_cast<int32_t>(i % c.tokens), ident[i] = static_cast<int32_t>(i);
+  for (int set = 0; c.experts > 0 && set < n_sets; ++set) {
+    std::vector<int32_t> offsets(groups + 1, 0);
+    for (int64_t i = 0; i < entries; ++i) offsets[1 + (i % c.active) * stride + set]++;
+    for (int g = 0; g < groups; ++g) offsets[g + 1] += offsets[g];
+    offset_sets.emplace_back(offsets);
+  }
+  test::DeviceArray<int32_t> rd(rows), yr(ident);
+  cuda::MatmulParams p;
+  p.type = c.type, p.n_in = c.n_in, p.n_out = c.n_out, p.row_bytes = w.row_bytes;
+  p.x = x.as<float>(), p.x_stride = x_width, p.y = y.as<float>(), p.y_stride = c.n_out, p.n_tokens = c.tokens;
+  p.x_group_rows = c.x_group_rows;
+  if (c.experts > 0) {
+    p.n_groups = c.experts, p.group_stride_bytes = w.row_bytes * c.n_out;
+    p.x_rows = rd.get(), p.y_rows = yr.get();
+  }
+  const double us = time_us(50, [&](int i) {
+    if (c.experts > 0) {
+      p.w = w.copy(0);
+      p.group_offsets = offset_sets[i % n_sets].get();
+    } else {
+      p.w = w.copy(i);
+    }
+    cuda::matmul(p, nullptr);
+  });
+  const double read = static_cast<double>(c.experts > 0 ? w.row_bytes * c.n_out * c.active : w.matrix_bytes);
+  const double gbs = (read + sizeof(float) * (c.tokens * x_width + entries * c.n_out)) / (us * 1e3);
+  std::printf("%-34s %-8s %6lld %7lld %4lld %9.2f %8.1f %6.1f%%\n", c.name.c_str(), std::string(ggml_type_name(c.type)).c_str(),
+              static_cast<long long>(c.n_in), static_cast<long long>(c.n_out), static_cast<long long>(c.tokens), us, gbs,
+              100.0 * gbs / peak);
+}
+
+void bench_attention(int64_t tokens, int64_t comp_rows) {
+  const int hd = 512, heads = 64, window = 128, top_k = 512;
+  const int64_t blocks = (comp_rows * 4 + 255) / 256 + 1;
+  test::DeviceArray<float> ring(tokens * window * hd), comp(blocks * 64 * hd), q(tokens * heads * hd), rawq(tokens * hd);
+  test::DeviceArray<float> sinks(test::random_floats(heads, 3)), out(tokens * heads * hd);
+  for (auto* a : {&ring, &comp, &q, &rawq}) a->upload(test::random_floats(a->size(), 4, 0.1f));
+  std::vector<int32_t> seq, pos, first, count, start, slot, table, sel_of, selected;
+  for (int64_t t = 0; t < tokens; ++t) {
+    seq.push_back(static_cast<int32_t>(t)), pos.push_back(static_cast<int32_t>(comp_rows * 4 + 10));
+    first.push_back(static_cast<int32_t>(t)), count.push_back(1), start.push_back(pos.back()), slot.push_back(static_cast<int32_t>(t));
+    for (int64_t b = 0; b < blocks; ++b) table.push_back(static_cast<int32_t>(b));
+    sel_of.push_back(static_cast<int32_t>(t));
+    for (int j = 0; j < top_k; ++j) selected.push_back(static_cast<int32_t>(j * (comp_rows / top_k)));
+  }
+  test::DeviceArray<int32_t> d_seq(seq), d_pos(pos), d_first(first), d_count(count), d_start(start), d_slot(slot);
+  test::DeviceArray<int32_t> d_table(table), d_sel_of(sel_of), d_selected(selected);
+  cuda::StepBatch b;
+  b.n_tokens = tokens, b.n_seqs = static_cast<int>(tokens), b.token_seq = d_seq.get(), b.token_pos = d_pos.get();
+  b.seq_first = d_first.get(), b.seq_count = d_count.get(), b.seq_start = d_start.get(), b.seq_slot = d_slot.get();
+  b.block_table = d_table.get(), b.max_blocks = static_cast<int>(blocks);
+  cuda::LayerKv kv;
+  kv.raw = ring.get(), kv.comp = comp.get(), kv.window = window, kv.head_dim = hd, kv.ratio = 4, kv.rows_per_block = 64;
+  cuda::AttentionParams p;
+  p.q = q.get(), p.rawq = rawq.get(), p.sinks = sinks.get(), p.heads = heads, p.sel_of_token = d_sel_of.get();
+  p.selected = d_selected.get(), p.top_k = top_k, p.out = out.get(), p.max_rows = window + top_k;
+  const double us = time_us(30, [&](int) { cuda::attention(b, kv, p, nullptr); });
+  const double rows_bytes = double(tokens) * (window + top_k) * hd * 4;
+  std::printf("attention decode %3lld tok x 64 heads x %d rows     %9.2f us  (%.1f GB/s of distinct rows)\n",
+              static_cast<long long>(tokens), window + top_k, us, rows_bytes / (us * 1e3));
+}
+
+void bench_indexer(int64_t context) {
+  const int heads = 64, dim = 128, rpb = 64;
+  const int64_t n_rows = context / 4, blocks = (n_rows + rpb - 1) / rpb;
+  test::DeviceArray<float> q(test::random_floats(heads * dim, 5)), w(test::random_floats(heads, 6));
+  test::DeviceArray<float> index(test::random_floats(blocks * rpb * dim, 7)), scores(n_rows);
+  std::vector<int32_t> table(blocks);
+  for (int64_t i = 0; i < blocks; ++i) table[i] = static_cast<int32_t>(i);
+  test::DeviceArray<int32_t> d_seq(std::vector<int32_t>{0}), d_pos(std::vector<int32_t>{static_cast<int32_t>(context - 1)});
+  test::DeviceArray<int32_t> d_table(table), d_tok(std::vector<int32_t>{0}), sel(512);
+  cuda::StepBatch b;
+  b.n_tokens = 1, b.n_seqs = 1, b.token_seq = d_seq.get(), b.token_pos = d_pos.get(), b.block_table = d_table.get();
+  b.max_blocks = static_cast<int>(blocks);
+  cuda::IndexerScoreParams p;
+  p.tokens = d_tok.get(), p.n_sel = 1, p.q = q.get(), p.w = w.get(), p.heads = heads, p.dim = dim, p.ratio = 4;
+  p.scale = 0.01f, p.index = index.get(), p.rows_per_block = rpb, p.scores = scores.get(), p.max_rows = n_rows;
+  const double us = time_us(20, [&](int) { cuda::indexer_scores(b, p, nullptr); });
+  cuda::TopKParams tp;
+  tp.tokens = d_tok.get(), tp.n_sel = 1, tp.scores = scores.get(), tp.max_rows = n_rows, tp.ratio = 4, tp.k = 512;
+  tp.selected = sel.get();
+  const double us_topk = time_us(20, [&](int) { cuda::indexer_top_k(b, tp, nullptr); });
+  std::printf("indexer at %6lld context: scores %lld rows x 64 heads %9.2f us (%.1f GB/s), top-512 %8.2f us\n",
+              static_cast<long long>(context), static_cast<long long>(n_rows), us, n_rows * dim * 4.0 / (us * 1e3), us_topk);
+}
+
+}  // namespace
+}  // namespace ds4
+
+int main() {
+  using namespace ds4;
+  std::string why;
+  if (!test::gpu_available(&why)) {
+    std::printf("cuda_bench: skipped, no usable CUDA device (%s)\n", why.c_str());
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  DS4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, L2 %d MB, %.1f GiB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20,
+              prop.totalGlobalMem / double(1ull << 30));
+  const double peak = copy_peak_gbs();
+  std::printf("device-to-device copy: %.1f GB/s (read + write), the roofline below\n\n", peak);
+  std::printf("%-34s %-8s %6s %7s %4s %9s %8s %7s\n", "matmul", "type", "n_in", "n_out", "tok", "us", "GB/s", "peak");
+  const std::vector<Case> cases = {
+      {"attn_q_a", GgmlType::Q8_0, 4096, 1024},
+      {"attn_q_b", GgmlType::Q8_0, 1024, 32768},
+      {"attn_kv", GgmlType::Q8_0, 4096, 512},
+      {"attn_output_a (8 groups)", GgmlType::Q8_0, 4096, 8192, 1, 1024},
+      {"attn_output_b", GgmlType::Q8_0, 8192, 4096},
+      {"ffn_gate_shexp", GgmlType::Q8_0, 4096, 2048},
+      {"ffn_down_shexp", GgmlType::Q8_0, 2048, 4096},
+      {"output head", GgmlType::Q8_0, 4096, 129280},
+      {"hc_attn_fn", GgmlType::F16, 16384, 24},
+      {"ffn_gate_inp (router)", GgmlType::F16, 4096, 256},
+      {"attn_compressor_kv (ratio 4)", GgmlType::F16, 4096, 1024},
+      {"indexer.attn_q_b", GgmlType::F16, 1024, 8192},
+      {"experts gate IQ2_XXS, 6 of 256", GgmlType::IQ2_XXS, 4096, 2048, 1, 0, 256, 6},
+      {"experts down Q2_K, 6 of 256", GgmlType::Q2_K, 2048, 4096, 1, 0, 256, 6},
+      {"experts gate Q4_K, 6 of 256", GgmlType::Q4_K, 4096, 2048, 1, 0, 256, 6},
+      {"attn_q_b", GgmlType::Q8_0, 1024, 32768, 8},
+      {"attn_q_b", GgmlType::Q8_0, 1024, 32768, 64},
+      {"experts gate IQ2_XXS, 64 tok 128 exp", GgmlType::IQ2_XXS, 4096, 2048, 64, 0, 256, 128},
+  };
+  for (const Case& c : cases) bench_matmul(c, peak);
+  std::printf("\n");
+  bench_attention(1, 4096);
+  bench_attention(64, 4096);
+  bench_indexer(16384);
+  bench_indexer(131072);
+  return 0;
+}
