@@ -67,6 +67,22 @@ std::string forced_tool_call_opening(const std::string& name) {
   return block.substr(0, at) + name + block.substr(at + marker.size(), line_end + 1 - at - marker.size());
 }
 
+std::string forced_tool_call_text(const ChatRequest& req, bool thinking, bool& complete) {
+  complete = false;
+  const ToolChoice& choice = req.tool_choice;
+  if (req.tools.empty() || (choice.kind != ToolChoiceKind::kRequired && choice.kind != ToolChoiceKind::kNamed)) return "";
+  const std::string close_reasoning = thinking ? "</think>" : "";
+  if (choice.kind == ToolChoiceKind::kNamed) {
+    for (size_t i = 0; i < req.tool_names.size(); ++i) {
+      if (req.tool_names[i] != choice.name || req.tool_takes_arguments[i]) continue;
+      complete = true;
+      return close_reasoning + render_dsml_tool_calls({ToolCall{"", choice.name, ""}});
+    }
+    return close_reasoning + forced_tool_call_opening(choice.name);
+  }
+  return close_reasoning + forced_tool_call_opening("");
+}
+
 std::optional<ApiError> prepare_chat(const PrepareContext& ctx, const ChatRequest& req, PreparedGeneration& out) {
   if (auto e = check_model(ctx, req.gen.model)) return e;
   const bool use_tools = req.tool_choice.kind != ToolChoiceKind::kNone && !req.tools.empty();
@@ -78,11 +94,10 @@ std::optional<ApiError> prepare_chat(const PrepareContext& ctx, const ChatReques
   const ChatRenderResult rendered = render_chat_prompt(req.messages, use_tools ? req.tools : no_tools, options);
   if (!rendered.ok) return invalid_param("messages", rendered.error);
   out.request.prompt_tokens = ctx.tokenizer.encode(rendered.prompt, /*parse_special=*/true);
-  if (use_tools && (req.tool_choice.kind == ToolChoiceKind::kRequired || req.tool_choice.kind == ToolChoiceKind::kNamed)) {
-    // The model must call a tool: the prompt continues with the opening of a call (after closing
-    // the reasoning, if any), and the parser reads that opening first.
-    const std::string forced = (rendered.thinking ? std::string("</think>") : std::string()) +
-                               forced_tool_call_opening(req.tool_choice.kind == ToolChoiceKind::kNamed ? req.tool_choice.name : "");
+  // The model must call a tool: the prompt continues with the opening of a call (after closing the
+  // reasoning, if any), and the response parser reads that text first.
+  const std::string forced = forced_tool_call_text(req, rendered.thinking, out.complete_without_generation);
+  if (!forced.empty()) {
     out.forced_tokens = ctx.tokenizer.encode(forced, /*parse_special=*/true);
     out.request.prompt_tokens.insert(out.request.prompt_tokens.end(), out.forced_tokens.begin(), out.forced_tokens.end());
   }

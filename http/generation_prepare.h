@@ -32,6 +32,9 @@ struct PreparedGeneration {
   ResponseSetup setup;                    // id / created are filled by the route
   AssistantStreamOptions stream_options;  // thinking, stop strings, tool-call parsing
   std::vector<int32_t> forced_tokens;     // tail of the prompt written on the assistant's behalf
+  // tool_choice names a function without parameters: the call is fully determined, the forced
+  // tokens hold the whole call and the turn ends there (nothing is sampled).
+  bool complete_without_generation = false;
 };
 
 // 404 when `model` is given and is not the served name.
@@ -49,5 +52,9 @@ std::optional<ApiError> tokenize_request(const PrepareContext& ctx, const Tokeni
 // invoke tag of that function (the model continues with its parameters); without a name, the
 // model continues with the function name. Derived from engine/dsml's renderer.
 std::string forced_tool_call_opening(const std::string& name);
+// What the prompt continues with when tool_choice forces a call ("" when it does not): the
+// opening above, or the whole call of a named function that takes no arguments (then
+// complete_without_generation is set).
+std::string forced_tool_call_text(const ChatRequest& req, bool thinking, bool& complete);
 
 }  // namespace ds4::http

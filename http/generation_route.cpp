@@ -66,6 +66,9 @@ class Relay {
 
   net::awaitable<void> pump();
   net::awaitable<void> watch_client();
+  // The response is fully determined by the prompt (a forced call of a function without
+  // parameters): nothing is sampled.
+  net::awaitable<void> complete_forced();
   // Ends the request in the engine (ignored when it already finished) and records an abort.
   void cancel();
 
@@ -171,6 +174,12 @@ net::awaitable<void> Relay::finish(FinishReason reason, const StreamChunk& last)
   }
   std::string out = builder_.finish(reason, last.usage);
   record_finished(builder_.finish_reason(), last.timing);
+  const AssistantMessage& m = builder_.message();
+  if (!m.tool_calls.empty() && !m.raw_dsml.empty()) {  // so a resent history replays the exact bytes
+    std::vector<std::string> ids;
+    for (const ToolCall& c : m.tool_calls) ids.push_back(c.id);
+    service_.replay().remember(ids, m.raw_dsml);
+  }
   if (streaming_) {
     if (co_await write_chunk(out)) {
       auto [ec, n] = co_await net::async_write(stream_, bhttp::make_chunk_last(), kAwaitable);
@@ -232,6 +241,15 @@ net::awaitable<void> Relay::watch_client() {
   }
 }
 
+net::awaitable<void> Relay::complete_forced() {
+  if (streaming_ && !co_await send_header()) co_return;
+  StreamChunk last;
+  last.usage.prompt_tokens = prompt_tokens_;
+  last.timing.queued = arrival_;
+  last.timing.finished = Clock::now();
+  co_await finish(FinishReason::kStop, last);
+}
+
 void Relay::cancel() {
   if (done || !rs_) return;
   service_.engine().abort(rs_->id());
@@ -274,6 +292,11 @@ net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state
                            std::chrono::system_clock::now().time_since_epoch()).count();
 
   Relay relay(stream, state, service, ctx, prep, arrival);
+  if (prep.complete_without_generation) {
+    co_await relay.complete_forced();
+    if (!relay.result.written) relay.result.status = relay.result.reply.status;
+    co_return relay.result;
+  }
   auto waker = std::make_shared<Waker>(co_await net::this_coro::executor);
   if (auto e = relay.submit(std::move(prep.request), waker))
     co_return RouteResult{error_reply(*e), false, true, 503};

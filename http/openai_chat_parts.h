@@ -19,8 +19,9 @@ MaybeError read_generation_field(std::string_view key, const Element& v, Generat
 MaybeError finish_generation_fields(const simdjson::dom::object& obj, GenerationFields& g);
 
 MaybeError read_messages(const Element& v, std::vector<ChatMessage>& out);
-// tools: JSON text of each tool and its function name.
-MaybeError read_tools(const Element& v, std::vector<std::string>& tools, std::vector<std::string>& names);
+// tools: JSON text of each tool, its function name, and whether its parameters declare properties.
+MaybeError read_tools(const Element& v, std::vector<std::string>& tools, std::vector<std::string>& names,
+                      std::vector<bool>& takes_arguments);
 // reasoning_effort, thinking, chat_template_kwargs, reasoning, include_reasoning (when the pointer
 // is given). handled = false for other keys.
 MaybeError read_reasoning_switch(std::string_view key, const Element& v, std::optional<ReasoningEffort>& effort,

@@ -166,7 +166,8 @@ MaybeError read_messages(const Element& v, std::vector<ChatMessage>& out) {
   return std::nullopt;
 }
 
-MaybeError read_tools(const Element& v, std::vector<std::string>& tools, std::vector<std::string>& names) {
+MaybeError read_tools(const Element& v, std::vector<std::string>& tools, std::vector<std::string>& names,
+                      std::vector<bool>& takes_arguments) {
   if (is_null(v)) return std::nullopt;
   if (v.type() != element_type::ARRAY) return wrong_type("tools", "an array", v);
   size_t i = 0;
@@ -182,10 +183,14 @@ MaybeError read_tools(const Element& v, std::vector<std::string>& tools, std::ve
     if (fn["name"].get(name) || name.empty())
       return invalid_param(p + ".function.name", "'" + p + ".function.name' must be a non-empty string");
     Element params;
-    if (!fn["parameters"].get(params) && !is_null(params) && params.type() != element_type::OBJECT)
+    bool has_params = !fn["parameters"].get(params) && !is_null(params);
+    if (has_params && params.type() != element_type::OBJECT)
       return wrong_type(p + ".function.parameters", "an object", params);
+    simdjson::dom::object properties;
+    if (has_params && !params["properties"].get(properties)) has_params = properties.size() > 0;
     tools.push_back(simdjson::minify(t));
     names.emplace_back(name);
+    takes_arguments.push_back(has_params);
   }
   return std::nullopt;
 }
@@ -243,7 +248,7 @@ MaybeError parse_chat_request(std::string_view body, ChatRequest& out) {
       if (auto e = read_messages(v, out.messages)) return e;
       have_messages = true;
     } else if (key == "tools") {
-      if (auto e = read_tools(v, out.tools, out.tool_names)) return e;
+      if (auto e = read_tools(v, out.tools, out.tool_names, out.tool_takes_arguments)) return e;
     } else if (key == "tool_choice") {
       continue;  // needs the tool names: read below
     } else if (key == "logprobs") {

@@ -227,7 +227,8 @@ MaybeError parse_tokenize_request(std::string_view body, TokenizeRequest& out) {
       out.chat = true;
     } else if (key == "tools") {
       std::vector<std::string> names;
-      if (auto e = read_tools(v, out.tools, names)) return e;
+      std::vector<bool> takes_arguments;
+      if (auto e = read_tools(v, out.tools, names, takes_arguments)) return e;
     } else if (key == "add_special_tokens" || key == "add_generation_prompt" || key == "return_token_strs") {
       if (auto e = read_bool(v, std::string(key), b)) return e;
       if (key == "add_special_tokens") out.add_special_tokens = b.value_or(true);

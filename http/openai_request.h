@@ -47,6 +47,7 @@ struct ChatRequest {
   std::vector<ChatMessage> messages;
   std::vector<std::string> tools;       // one JSON text per tool (the OpenAI wrapper object)
   std::vector<std::string> tool_names;  // parallel to tools
+  std::vector<bool> tool_takes_arguments;  // parallel to tools: parameters declare properties
   ToolChoice tool_choice;
   std::optional<ReasoningEffort> effort;  // reasoning_effort / thinking switches; unset: server default
   bool include_reasoning = true;          // false: reasoning is generated but not returned

@@ -1,7 +1,8 @@
 // ServerMetrics: every Prometheus family ds4serve exports, in one prometheus-cpp registry, and
 // the text exposition (format 0.0.4) served by the HTTP layer's own /metrics route. The vLLM
 // families keep vLLM's meaning, type, unit and buckets under the ds4serve_ prefix (so dashboards
-// translate by renaming vllm: to ds4serve_); ours add engine-step, expert, weight-traffic, KV-block
+// translate by renaming vllm: to ds4serve_, except iteration_tokens_total -> iteration_tokens, see the
+// .cpp); ours add engine-step, expert, weight-traffic, KV-block
 // and HTTP families. Thread-safe: the HTTP threads and the engine bridge record concurrently.
 // Every series carries model_name. Called by http/ (requests, tokens, HTTP) and the engine bridge.
 #pragma once

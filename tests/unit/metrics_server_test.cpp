@@ -65,7 +65,7 @@ TEST(ServerMetrics, EveryFamilyHasItsType) {
       {"ds4serve_request_max_num_generation_tokens", "histogram"},
       {"ds4serve_request_params_max_tokens", "histogram"},
       {"ds4serve_request_params_n", "histogram"},
-      {"ds4serve_iteration_tokens_total", "histogram"},
+      {"ds4serve_iteration_tokens", "histogram"},
       {"ds4serve_time_to_first_token_seconds", "histogram"},
       {"ds4serve_inter_token_latency_seconds", "histogram"},
       {"ds4serve_request_time_per_output_token_seconds", "histogram"},
@@ -95,7 +95,7 @@ TEST(ServerMetrics, VllmBucketsAreKept) {
   EXPECT_TRUE(s.count("ds4serve_e2e_request_latency_seconds_bucket{model_name=\"demo\",le=\"7680\"}"));
   EXPECT_TRUE(s.count("ds4serve_request_prompt_tokens_bucket{model_name=\"demo\",le=\"2000\"}"));
   EXPECT_FALSE(s.count("ds4serve_request_prompt_tokens_bucket{model_name=\"demo\",le=\"5000\"}"));
-  EXPECT_TRUE(s.count("ds4serve_iteration_tokens_total_bucket{model_name=\"demo\",le=\"16384\"}"));
+  EXPECT_TRUE(s.count("ds4serve_iteration_tokens_bucket{model_name=\"demo\",le=\"16384\"}"));
   EXPECT_TRUE(s.count("ds4serve_inter_token_latency_seconds_bucket{model_name=\"demo\",le=\"80\"}"));
 }
 
@@ -167,8 +167,8 @@ TEST(ServerMetrics, StepsAndGaugesAreRecorded) {
   EXPECT_EQ(s.at("ds4serve_prefix_cache_hits_total{" + d + "}"), 128);
   EXPECT_EQ(s.at("ds4serve_engine_weight_bytes_read_total{" + d + "}"), 3000);
   EXPECT_EQ(s.at("ds4serve_engine_weight_bytes_per_generated_token_sum{" + d + "}"), 1000);
-  EXPECT_EQ(s.at("ds4serve_iteration_tokens_total_bucket{" + d + ",le=\"128\"}"), 0);
-  EXPECT_EQ(s.at("ds4serve_iteration_tokens_total_bucket{" + d + ",le=\"256\"}"), 1);
+  EXPECT_EQ(s.at("ds4serve_iteration_tokens_bucket{" + d + ",le=\"128\"}"), 0);
+  EXPECT_EQ(s.at("ds4serve_iteration_tokens_bucket{" + d + ",le=\"256\"}"), 1);
   EXPECT_EQ(s.at("ds4serve_spec_decode_num_accepted_tokens_per_pos_total{" + d + ",position=\"0\"}"), 1);
   // Cumulative engine counters advance by their growth only: a second scrape with the same totals
   // adds nothing.
