@@ -8,6 +8,7 @@ debian_packages=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev libsimdjson-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   python3-venv zlib1g-dev libcurl4-openssl-dev
+  prometheus
 )
 missing=()
 for p in "${debian_packages[@]}"; do
