@@ -82,13 +82,13 @@ def test_fixed_timing_closed_loop_and_outputs(tmp_path):
         assert lv["errors"] == {}
         # The first content token comes first_ms after the request (the role chunk and ':' pings
         # arrive at once and must not count); then one token every gap_ms.
-        assert first_ms - 1 <= lv["ttft_ms"]["p50"] <= first_ms + 12
+        assert first_ms - 1 <= lv["ttft_ms"]["p50"] <= first_ms + 25
         assert lv["ttfr_ms"]["p50"] < first_ms / 2
         assert lv["itl_ms"]["count"] == 8 * (n_out - 1)
         assert lv["itl_ms"]["mean"] == pytest.approx(gap_ms, abs=1.0)
         assert lv["itl_ms"]["p50"] == pytest.approx(gap_ms, abs=2.0)
         assert lv["tpot_ms"]["mean"] == pytest.approx(gap_ms, abs=1.0)
-        assert lv["e2e_ms"]["p50"] == pytest.approx(first_ms + (n_out - 1) * gap_ms, abs=15)
+        assert lv["e2e_ms"]["p50"] == pytest.approx(first_ms + (n_out - 1) * gap_ms, abs=30)
         assert lv["tokens"]["output"] == 8 * n_out
         assert lv["tokens"]["output_events"] == 8 * n_out
         assert lv["tokens"]["usage_mismatches"] == 0
@@ -102,7 +102,7 @@ def test_fixed_timing_closed_loop_and_outputs(tmp_path):
         assert server["counters"]["fake_requests_total"] == 8
         assert server["counters"]["fake_generation_tokens_total"] == 8 * n_out
         assert server["gauges"]["fake_max_concurrent_requests"]["after"] <= 4
-        assert server["histogram_means"]["fake_time_to_first_token_seconds"] == pytest.approx(first_ms / 1000, abs=0.012)
+        assert server["histogram_means"]["fake_time_to_first_token_seconds"] == pytest.approx(first_ms / 1000, abs=0.025)
     assert res["warmup"]["ok"] == 1
     # Terminal report: both tables and the filtered server series.
     assert "Throughput" in p.stdout and "Latency (ms)" in p.stdout
@@ -124,14 +124,14 @@ def test_reasoning_completions_and_no_role_chunk(tmp_path):
         _, chat = run_load(url, "--requests", 4, "--output-tokens", 10, "--input-tokens", 8, out=tmp_path)
         lv = chat["levels"][0]
         assert lv["requests"]["failed"] == 0
-        assert 39 <= lv["ttft_ms"]["p50"] <= 52  # a reasoning token is the first token
+        assert 39 <= lv["ttft_ms"]["p50"] <= 65  # a reasoning token is the first token
         assert lv["tokens"]["output_events"] == 40
     with fake_server("--first-delay-ms", 30, "--gap-ms", 10, log=tmp_path / "log.jsonl") as url:
         _, comp = run_load(url, "--endpoint", "completions", "--requests", 4, "--output-tokens", 6,
                            "--input-tokens", 8, out=tmp_path)
     lv = comp["levels"][0]
     assert lv["requests"]["failed"] == 0 and lv["tokens"]["output_events"] == 24
-    assert 29 <= lv["ttft_ms"]["p50"] <= 42
+    assert 29 <= lv["ttft_ms"]["p50"] <= 55
     logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(x["path"] == "/v1/completions" and isinstance(x["body"]["prompt"], str) for x in logged)
 
