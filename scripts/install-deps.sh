@@ -9,6 +9,7 @@ debian_packages=(
   libboost1.81-dev libsimdjson-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   python3-venv zlib1g-dev libcurl4-openssl-dev
   prometheus
+  gnuplot-nox
 )
 missing=()
 for p in "${debian_packages[@]}"; do
