@@ -154,7 +154,7 @@ struct EngineStats {
   uint64_t prompt_tokens_computed = 0;                  // prefill work, recomputation included
   uint64_t generation_tokens = 0;
   uint64_t preemptions = 0;
-  uint64_t prefix_cache_queried_tokens = 0;             // prompt tokens looked up at admission
+  uint64_t prefix_cache_queried_tokens = 0;             // tokens looked up at admissions (re-admissions too)
   uint64_t prefix_cache_hit_tokens = 0;
   int num_running = 0;
   int num_waiting = 0;

@@ -176,11 +176,9 @@ void Scheduler::admit_waiting(ScheduledBatch& batch, int64_t& budget) {
     if (!kv_.admit(seq->id, seq->tokens, cached, seq->num_tokens())) break;
     if (kv_.kv(seq->id).num_tokens() != cached) fail("admitted KV state does not start at the cached prefix");
     waiting_.erase(waiting_.begin());
-    if (!seq->ever_admitted) {
-      seq->usage.cached_prompt_tokens = cached;
-      batch.prefix_queried_tokens += seq->num_prompt_tokens;
-      batch.prefix_hit_tokens += cached;
-    }
+    if (!seq->ever_admitted) seq->usage.cached_prompt_tokens = cached;
+    batch.prefix_queried_tokens += static_cast<uint64_t>(seq->num_tokens());
+    batch.prefix_hit_tokens += static_cast<uint64_t>(cached);
     seq->admitted = seq->ever_admitted = true;
     seq->num_computed_tokens = cached;
     insert_running(seq);

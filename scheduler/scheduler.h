@@ -59,7 +59,7 @@ struct ScheduledBatch {
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
   int num_preempted = 0;
-  uint64_t prefix_queried_tokens = 0;  // tokens looked up in the prefix cache at admission
+  uint64_t prefix_queried_tokens = 0;  // tokens looked up in the prefix cache at admissions (re-admissions too)
   uint64_t prefix_hit_tokens = 0;
   bool empty() const { return entries.empty(); }
 };
