@@ -42,6 +42,11 @@ run() {
   "$b/ds4serve-model" synth --preset tiny --quant q2 --seed 1 --tokenizer "$work/tokenizer" \
     -o "$work/models/tiny-q2.gguf" >"$out/synth.log" 2>&1 || { echo "demo model generation failed"; cat "$out/synth.log"; }
   echo "demo model generated in $((SECONDS - t0)) s"
+  # A larger synthetic model (real head and row widths) for the end-to-end test.
+  t0=$SECONDS
+  "$b/ds4serve-model" synth --preset small --quant q2 --seed 1 --tokenizer "$work/tokenizer" \
+    -o "$work/models/small-q2.gguf" >>"$out/synth.log" 2>&1 || echo "small model generation failed"
+  echo "small model generated in $((SECONDS - t0)) s"
   export DS4_BINARY_DIR="$work" DS4_SOURCE_DIR="$PWD"
   local summary="$out/summary.txt"
   : >"$summary"

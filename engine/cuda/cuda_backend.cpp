@@ -250,6 +250,7 @@ void CudaBackend::size_scratch(const Plan& plan) {
   a.add(s.idx_selected, plan.n_sel * c.indexer_top_k);
   a.add(s.router_logits, T * n_expert), a.add(s.route_weights, tk), a.add(s.experts, tk);
   a.add(s.group_offsets, n_expert + 1), a.add(s.token_rows, tk), a.add(s.slot_rows, tk);
+  a.add(s.active_experts, n_expert), a.add(s.n_active, 1);
   a.add(s.ffn_gate, tk * ffn), a.add(s.ffn_up, tk * ffn), a.add(s.ffn_mid, tk * ffn), a.add(s.expert_out, tk * n);
   a.add(s.sh_gate, T * ffn_sh), a.add(s.sh_up, T * ffn_sh), a.add(s.sh_mid, T * ffn_sh), a.add(s.sh_out, T * n);
   a.add(s.head_states, R * hw), a.add(s.head_flat, R * hw), a.add(s.head_mix, R * c.hc_count);

@@ -2,6 +2,7 @@
 // sub-layer (projections, raw rows, compressors, indexer, attention, grouped output projection)
 // and the MoE sub-layer (router, experts grouped by id, shared expert). Same op order as
 // engine/cpu_attention.cpp / cpu_moe.cpp / cpu_backend.cpp.
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -185,7 +186,8 @@ void CudaBackend::moe_sublayer(const Plan& plan, int il) {
   rp.experts = s.experts, rp.weights = s.route_weights, rp.n_tokens = T, rp.n_expert = static_cast<int>(n_expert);
   rp.k = static_cast<int>(k), rp.normalize = c.expert_weights_norm, rp.scale = c.expert_weights_scale;
   cuda::route(rp, stream_);
-  cuda::moe_group({s.experts, T, static_cast<int>(k), static_cast<int>(n_expert), s.group_offsets, s.token_rows, s.slot_rows},
+  cuda::moe_group({s.experts, T, static_cast<int>(k), static_cast<int>(n_expert), s.group_offsets, s.token_rows, s.slot_rows,
+                   s.active_experts, s.n_active},
                   stream_);
 
   // Routed experts: every expert's matrices read once for all of its tokens.
@@ -196,6 +198,7 @@ void CudaBackend::moe_sublayer(const Plan& plan, int il) {
     p.row_bytes = t.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride;
     p.n_groups = static_cast<int64_t>(t.ne2), p.group_stride_bytes = t.matrix_bytes();
     p.group_offsets = s.group_offsets, p.x_rows = x_rows, p.y_rows = s.slot_rows;
+    p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, T * k);
     cuda::matmul(p, stream_);
   };
   grouped(w.ffn_gate_exps, s.normed, n, s.token_rows, s.ffn_gate, ffn);

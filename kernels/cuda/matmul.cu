@@ -30,8 +30,9 @@ struct Chunk {
   static constexpr int kBytes = 32 / F::kUnits * F::kBytes;
   // A chunk at any 2-byte alignment spans at most kBytes + 30 bytes of aligned 16-byte words.
   static constexpr int kStageBytes = (kBytes + 30 + 15) / 16 * 16;
-  static constexpr int kVecs = kStageBytes / 16;
-  static constexpr int kVecsPerLane = (kVecs + 31) / 32;
+  // Pipeline depth: 4 stages per warp (3 chunks in flight), the block's stages in dynamic smem.
+  static constexpr int kStages = 4;
+  static constexpr int kSmemBytes = kWarps * kStages * kStageBytes;
 };
 
 template <GgmlType T>
@@ -42,27 +43,23 @@ __device__ __forceinline__ void load_grid(uint64_t* grid_s) {
   }
 }
 
-// Aligned 16-byte words covering bytes [src, src + bytes) go to regs (lane's share).
-template <GgmlType T>
-__device__ __forceinline__ void load_chunk(const uint8_t* src, int bytes, int lane, uint4* regs) {
+// Asynchronous 16-byte copies global → shared (cp.async, L1 bypassed: weights are streamed).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Starts copying the aligned 16-byte words that cover bytes [src, src + bytes) into stage.
+__device__ __forceinline__ void issue_chunk(const uint8_t* src, int bytes, int lane, uint8_t* stage) {
   const uintptr_t a0 = reinterpret_cast<uintptr_t>(src) & ~uintptr_t(15);
   const uintptr_t a1 = (reinterpret_cast<uintptr_t>(src) + bytes + 15) & ~uintptr_t(15);
   const int n_vec = static_cast<int>((a1 - a0) / 16);
-  const uint4* v = reinterpret_cast<const uint4*>(a0);
-#pragma unroll
-  for (int k = 0; k < Chunk<T>::kVecsPerLane; ++k) {
-    const int i = lane + 32 * k;
-    if (i < n_vec) regs[k] = __ldg(v + i);
-  }
-}
-
-template <GgmlType T>
-__device__ __forceinline__ void store_chunk(const uint4* regs, int lane, uint8_t* stage) {
-#pragma unroll
-  for (int k = 0; k < Chunk<T>::kVecsPerLane; ++k) {
-    const int i = lane + 32 * k;
-    if (i < Chunk<T>::kVecs) reinterpret_cast<uint4*>(stage)[i] = regs[k];
-  }
+  for (int i = lane; i < n_vec; i += 32) cp_async16(stage + 16 * i, reinterpret_cast<const uint8_t*>(a0) + 16 * i);
 }
 
 // acc[t] += Σ_i w[i] · x_t[i] for the unit's 32 values, tokens t < nt.
@@ -85,56 +82,69 @@ __device__ __forceinline__ void dot_unit(const float* w, const float* const* xp,
   }
 }
 
-// One warp's pass over its share of a row for one token tile.
+// One warp's pass over its share of a row for one token tile: its chunks (part, part + split, …)
+// stream through kStages shared-memory stages, kStages − 1 copies in flight ahead of the decode.
 template <GgmlType T>
 __device__ __forceinline__ void row_tile(const uint8_t* wrow, uint64_t row_bytes, int64_t n_units, int part, int split,
-                                         const float* const* xp, int nt, uint8_t* stage, const uint64_t* grid,
+                                         const float* const* xp, int nt, uint8_t* stages, const uint64_t* grid,
                                          float* acc) {
   using F = UnitFormat<T>;
   using C = Chunk<T>;
   const int lane = threadIdx.x & 31;
   const int64_t n_chunks = (n_units + 31) / 32;
-  uint4 regs[C::kVecsPerLane];
-  auto chunk_src = [&](int64_t c) { return wrow + c * C::kBytes; };
-  auto chunk_bytes = [&](int64_t c) {
-    const uint64_t left = row_bytes - static_cast<uint64_t>(c) * C::kBytes;
+  const int64_t n_mine = part < n_chunks ? (n_chunks - part + split - 1) / split : 0;
+  auto chunk_src = [&](int64_t i) { return wrow + (part + i * split) * C::kBytes; };
+  auto chunk_bytes = [&](int64_t i) {
+    const uint64_t left = row_bytes - static_cast<uint64_t>(part + i * split) * C::kBytes;
     return static_cast<int>(left < uint64_t(C::kBytes) ? left : uint64_t(C::kBytes));
   };
-  int64_t c = part;
-  if (c < n_chunks) load_chunk<T>(chunk_src(c), chunk_bytes(c), lane, regs);
-  for (; c < n_chunks; c += split) {
-    store_chunk<T>(regs, lane, stage);
-    __syncwarp();
-    const int offset = static_cast<int>(reinterpret_cast<uintptr_t>(chunk_src(c)) & 15);
-    if (c + split < n_chunks) load_chunk<T>(chunk_src(c + split), chunk_bytes(c + split), lane, regs);
-    const int64_t u = c * 32 + lane;
+#pragma unroll
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    if (s < n_mine) issue_chunk(chunk_src(s), chunk_bytes(s), lane, stages + s * C::kStageBytes);
+    cp_async_commit();
+  }
+  for (int64_t i = 0; i < n_mine; ++i) {
+    const int64_t next = i + C::kStages - 1;
+    if (next < n_mine) issue_chunk(chunk_src(next), chunk_bytes(next), lane, stages + (next % C::kStages) * C::kStageBytes);
+    cp_async_commit();
+    cp_async_wait<C::kStages - 1>();  // chunk i has landed (this lane's copies) ...
+    __syncwarp();                     // ... and every lane's
+    const uint8_t* stage = stages + (i % C::kStages) * C::kStageBytes;
+    const int offset = static_cast<int>(reinterpret_cast<uintptr_t>(chunk_src(i)) & 15);
+    const int64_t u = (part + i * split) * 32 + lane;
     if (u < n_units) {
       float w[32];
       decode_unit<T>(stage + offset + (lane / F::kUnits) * F::kBytes, lane % F::kUnits, w, grid);
       dot_unit(w, xp, u * kUnitValues, nt, acc);
     }
-    __syncwarp();
+    __syncwarp();  // the stage is refilled by the next iteration's copy
   }
 }
 
 template <GgmlType T>
 __global__ void __launch_bounds__(kThreads) matmul_kernel(MatmulParams p, int split) {
-  __shared__ __align__(16) uint8_t stage[kWarps][Chunk<T>::kStageBytes];
+  extern __shared__ __align__(16) uint8_t matmul_stages[];  // [kWarps][kStages][kStageBytes]
   __shared__ float partial[kWarps][kTile];
   __shared__ uint64_t grid_s[T == GgmlType::IQ2_XXS ? 256 : 1];
+  int64_t begin = 0, end = p.n_tokens;
+  const uint8_t* wbase = p.w;
+  if (p.n_groups > 0) {  // uniform for the block: idle blocks leave before any barrier
+    int64_t g = blockIdx.y;
+    if (p.group_list) {
+      if (g >= *p.group_count) return;
+      g = p.group_list[g];
+    }
+    begin = p.group_offsets[g];
+    end = p.group_offsets[g + 1];
+    if (begin >= end) return;
+    wbase += static_cast<uint64_t>(g) * p.group_stride_bytes;
+  }
   load_grid<T>(grid_s);
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / split) + warp / split;
   const int part = warp % split;
   const bool active = row < p.n_out;
-  int64_t begin = 0, end = p.n_tokens;
-  const uint8_t* wbase = p.w;
-  if (p.n_groups > 0) {
-    begin = p.group_offsets[blockIdx.y];
-    end = p.group_offsets[blockIdx.y + 1];
-    wbase += static_cast<uint64_t>(blockIdx.y) * p.group_stride_bytes;
-  }
   const uint8_t* wrow = wbase + static_cast<uint64_t>(active ? row : 0) * p.row_bytes;
   const int64_t n_units = p.n_in / kUnitValues;
   const int64_t x_col = p.x_group_rows > 0 ? (row / p.x_group_rows) * p.n_in : 0;
@@ -151,7 +161,8 @@ __global__ void __launch_bounds__(kThreads) matmul_kernel(MatmulParams p, int sp
     float acc[kTile];
 #pragma unroll
     for (int t = 0; t < kTile; ++t) acc[t] = 0.0f;
-    if (active) row_tile<T>(wrow, p.row_bytes, n_units, part, split, xp, nt, stage[warp], grid_s, acc);
+    uint8_t* stages = matmul_stages + warp * Chunk<T>::kStages * Chunk<T>::kStageBytes;
+    if (active) row_tile<T>(wrow, p.row_bytes, n_units, part, split, xp, nt, stages, grid_s, acc);
 #pragma unroll
     for (int t = 0; t < kTile; ++t)
 #pragma unroll
@@ -208,7 +219,12 @@ int choose_split(int64_t n_out, int64_t n_chunks, bool grouped) {
 
 template <GgmlType T>
 void launch_matmul(const MatmulParams& p, int split, dim3 grid, cudaStream_t stream) {
-  matmul_kernel<T><<<grid, kThreads, 0, stream>>>(p, split);
+  static bool smem_set = false;  // opt in to > 48 KB of dynamic shared memory once per format
+  if (!smem_set) {
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(matmul_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, Chunk<T>::kSmemBytes));
+    smem_set = true;
+  }
+  matmul_kernel<T><<<grid, kThreads, Chunk<T>::kSmemBytes, stream>>>(p, split);
 }
 
 template <GgmlType T>
@@ -257,12 +273,15 @@ void matmul(const MatmulParams& p, cudaStream_t stream) {
   DS4_LAUNCH_REQUIRE(p.x_group_rows >= 0 && p.n_tokens >= 0 && p.n_groups >= 0 && p.n_groups <= 65535, k, "negative count");
   if (p.n_groups > 0)
     DS4_LAUNCH_REQUIRE(p.group_offsets && p.x_rows && p.y_rows, k, "grouped mode needs offsets and row lists");
+  if (p.group_list)
+    DS4_LAUNCH_REQUIRE(p.group_count && p.grid_groups > 0 && p.grid_groups <= p.n_groups, k,
+                       "group_list needs group_count and 0 < grid_groups <= n_groups");
   if (p.n_groups == 0 && p.n_tokens == 0) return;
   const int64_t n_chunks = (p.n_in / kUnitValues + 31) / 32;
   const int split = choose_split(p.n_out, n_chunks, p.n_groups > 0);
   const int64_t rows_per_block = kWarps / split;
   const dim3 grid(static_cast<unsigned>((p.n_out + rows_per_block - 1) / rows_per_block),
-                  static_cast<unsigned>(p.n_groups > 0 ? p.n_groups : 1));
+                  static_cast<unsigned>(p.group_list ? p.grid_groups : p.n_groups > 0 ? p.n_groups : 1));
   #define DS4_CALL(T) launch_matmul<T>(p, split, grid, stream)
   DS4_DISPATCH_TYPE(p.type, DS4_CALL)
 #undef DS4_CALL

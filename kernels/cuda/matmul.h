@@ -34,6 +34,11 @@ struct MatmulParams {
   int64_t n_groups = 0;
   uint64_t group_stride_bytes = 0;
   const int32_t* group_offsets = nullptr;  // device [n_groups + 1]
+  // Optional: only the groups group_list[0 .. *group_count) run (the experts that received
+  // tokens, from moe_group), one block row each; grid_groups bounds *group_count (host side).
+  const int32_t* group_list = nullptr;     // device [grid_groups]
+  const int32_t* group_count = nullptr;    // device [1]
+  int64_t grid_groups = 0;
   const int32_t* x_rows = nullptr;         // device [total entries]
   const int32_t* y_rows = nullptr;         // device [total entries]
 };

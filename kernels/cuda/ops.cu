@@ -208,7 +208,12 @@ __global__ void moe_group_kernel(MoeGroupParams p) {
   __syncthreads();
   if (threadIdx.x == 0) {
     p.offsets[0] = 0;
-    for (int e = 0; e < p.n_expert; ++e) p.offsets[e + 1] += p.offsets[e];
+    int n_active = 0;
+    for (int e = 0; e < p.n_expert; ++e) {
+      if (p.active && p.offsets[e + 1] > 0) p.active[n_active++] = e;
+      p.offsets[e + 1] += p.offsets[e];
+    }
+    if (p.n_active) *p.n_active = n_active;
   }
   __syncthreads();
   for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {

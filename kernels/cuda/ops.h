@@ -121,7 +121,7 @@ void route(const RouterParams& p, cudaStream_t stream);
 
 // Groups the n_tokens·k routed assignments by expert: offsets[e]..offsets[e+1] list expert e's
 // assignments in increasing assignment order; token_rows[i] = assignment / k, slot_rows[i] =
-// assignment (row of the per-assignment buffers).
+// assignment (row of the per-assignment buffers); active lists the experts that got any.
 struct MoeGroupParams {
   const int32_t* experts = nullptr;  // [n_tokens, k]
   int64_t n_tokens = 0;
@@ -129,6 +129,8 @@ struct MoeGroupParams {
   int32_t* offsets = nullptr;        // [n_expert + 1]
   int32_t* token_rows = nullptr;     // [n_tokens · k]
   int32_t* slot_rows = nullptr;      // [n_tokens · k]
+  int32_t* active = nullptr;         // [n_expert] ids of the experts with tokens, increasing (optional)
+  int32_t* n_active = nullptr;       // [1] how many (with active)
 };
 void moe_group(const MoeGroupParams& p, cudaStream_t stream);
 

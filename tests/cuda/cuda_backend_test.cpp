@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -46,54 +48,113 @@ std::vector<float> run_chunks(Backend& backend, SequenceKv& kv, const std::vecto
 }
 
 struct RowStats {
-  double max_rel = 0.0;   // max over rows of max|gpu − cpu| / max|cpu|
+  double max_rel = 0.0;   // max over rows of max|a − b| / max|b|
   int worst_row = -1;
+  double rms_rel = 0.0;   // sqrt(Σ(a − b)² / Σb²) over everything
+  int rows_over_1e3 = 0;  // rows whose max relative error exceeds 1e-3
   int argmax_same = 0;
 };
 
-RowStats compare_rows(const std::vector<float>& gpu, const std::vector<float>& cpu, int64_t vocab) {
+RowStats compare_rows(const std::vector<float>& a, const std::vector<float>& b, int64_t vocab) {
   RowStats s;
-  const int64_t rows = static_cast<int64_t>(cpu.size()) / vocab;
+  const int64_t rows = static_cast<int64_t>(b.size()) / vocab;
+  double diff_sq = 0.0, ref_sq = 0.0;
   for (int64_t r = 0; r < rows; ++r) {
-    const std::vector<float> g(gpu.begin() + r * vocab, gpu.begin() + (r + 1) * vocab);
-    const std::vector<float> c(cpu.begin() + r * vocab, cpu.begin() + (r + 1) * vocab);
-    const double e = test::max_rel_error(g, c);
+    const std::vector<float> x(a.begin() + r * vocab, a.begin() + (r + 1) * vocab);
+    const std::vector<float> y(b.begin() + r * vocab, b.begin() + (r + 1) * vocab);
+    const double e = test::max_rel_error(x, y);
     if (e > s.max_rel) s.max_rel = e, s.worst_row = static_cast<int>(r);
-    s.argmax_same += std::max_element(g.begin(), g.end()) - g.begin() == std::max_element(c.begin(), c.end()) - c.begin();
+    s.rows_over_1e3 += e > 1e-3;
+    s.argmax_same += std::max_element(x.begin(), x.end()) - x.begin() == std::max_element(y.begin(), y.end()) - y.begin();
+    for (int64_t i = 0; i < vocab; ++i) diff_sq += (double(x[i]) - y[i]) * (double(x[i]) - y[i]), ref_sq += double(y[i]) * y[i];
   }
+  s.rms_rel = std::sqrt(diff_sq / ref_sq);
   return s;
 }
 
-void teacher_forcing(bool quantize_kv, double tolerance, int min_argmax_same) {
-  const Model& m = demo_model();
-  const int n = 512;
+void print_stats(const char* what, const RowStats& s, int rows) {
+  std::printf("[ gpu ] %s: max row rel. error %.3g (position %d), rms rel. error %.3g, %d rows over 1e-3, argmax agrees at %d/%d\n",
+              what, s.max_rel, s.worst_row, s.rms_rel, s.rows_over_1e3, s.argmax_same, rows);
+}
+
+// The weights with every attn_kv_a_norm value moved by one ulp: a reference of the same model
+// whose arithmetic differs from the CPU's at the last bit, like the GPU's (different summation
+// orders), to measure how much the in-graph FP8/FP4 rounding amplifies such differences.
+struct PerturbedWeights {
+  Weights weights;
+  std::vector<std::vector<float>> storage;
+  explicit PerturbedWeights(const Weights& w) : weights(w) {
+    for (LayerWeights& l : weights.layers) {
+      TensorView& t = l.attn_kv_a_norm;
+      storage.emplace_back(t.f32(), t.f32() + t.ne0);
+      for (float& v : storage.back()) v = std::nextafter(v, INFINITY);
+      t.data = reinterpret_cast<const uint8_t*>(storage.back().data());
+    }
+  }
+};
+
+std::vector<int> teacher_chunks(int n) {
+  std::vector<int> chunks = {std::min(n, 200)};
+  for (int i = 0; i < 56 && chunks[0] + i < n; ++i) chunks.push_back(1);  // decode steps across windows
+  int done = 0;
+  for (int c : chunks) done += c;
+  if (done < n) chunks.push_back(n - done);
+  return chunks;
+}
+
+// GPU vs CPU logits over n positions (prefill chunks and single-token steps). Without the KV
+// quantisation the tolerance is absolute; with it, the GPU must be as close to the CPU as the CPU
+// is to itself under a one-ulp perturbation (rms within 3x + 1e-4, as many rows over 1e-3 within
+// 3x + 5, argmax agreement within 5 rows).
+void teacher_forcing(const Model& m, int n, bool quantize_kv, double tolerance) {
   const auto tokens = random_tokens(n, 21);
-  CpuBackend cpu(m.config, m.weights, ForwardOptions{.quantize_kv = quantize_kv});
+  const ForwardOptions fo{.quantize_kv = quantize_kv};
+  CpuBackend cpu(m.config, m.weights, fo);
   ContiguousKv cpu_kv(m.config);
   const auto ref = run_chunks(cpu, cpu_kv, tokens, {n});
   CudaBackendOptions o;
   o.forward.quantize_kv = quantize_kv;
   CudaBackend gpu(m.config, m.weights, o);
   auto kv = gpu.new_sequence();
-  std::vector<int> chunks = {200};
-  for (int i = 0; i < 56; ++i) chunks.push_back(1);  // decode steps across windows and the indexer threshold
-  chunks.push_back(256);
-  const auto got = run_chunks(gpu, *kv, tokens, chunks);
+  const auto got = run_chunks(gpu, *kv, tokens, teacher_chunks(n));
   const RowStats s = compare_rows(got, ref, m.config.n_vocab);
-  std::printf("[ gpu ] teacher forcing %d positions (quantize_kv %d): max row rel. error %.3g at position %d, argmax agrees at %d\n",
-              n, quantize_kv, s.max_rel, s.worst_row, s.argmax_same);
-  EXPECT_LT(s.max_rel, tolerance);
-  EXPECT_GE(s.argmax_same, min_argmax_same);
+  print_stats(quantize_kv ? "teacher forcing, KV quantisation on, GPU vs CPU" : "teacher forcing, KV quantisation off, GPU vs CPU",
+              s, n);
+  if (!quantize_kv) {
+    EXPECT_LT(s.max_rel, tolerance);
+    EXPECT_EQ(s.argmax_same, n);
+    return;
+  }
+  const PerturbedWeights pw(m.weights);
+  CpuBackend cpu2(m.config, pw.weights, fo);
+  ContiguousKv cpu2_kv(m.config);
+  const RowStats base = compare_rows(run_chunks(cpu2, cpu2_kv, tokens, {n}), ref, m.config.n_vocab);
+  print_stats("teacher forcing, KV quantisation on, CPU with 1-ulp perturbed norm vs CPU (baseline)", base, n);
+  EXPECT_LE(s.rms_rel, 3 * base.rms_rel + 1e-4);
+  EXPECT_LE(s.rows_over_1e3, 3 * base.rows_over_1e3 + 5);
+  EXPECT_GE(s.argmax_same, base.argmax_same - 5);
 }
 
 TEST(CudaBackend, TeacherForcingMatchesCpuWithoutKvQuantisation) {
   DS4_REQUIRE_GPU();
-  teacher_forcing(false, 1e-3, 510);
+  teacher_forcing(demo_model(), 512, false, 1e-5);
 }
 
 TEST(CudaBackend, TeacherForcingMatchesCpuWithKvQuantisation) {
   DS4_REQUIRE_GPU();
-  teacher_forcing(true, 5e-2, 500);
+  teacher_forcing(demo_model(), 512, true, 0.0);
+}
+
+// A larger synthetic model (the `small` preset: real head and row widths), made by
+// scripts/gpu_check.sh; skipped when the file is absent.
+TEST(CudaBackend, SmallModelTeacherForcing) {
+  DS4_REQUIRE_GPU();
+  const std::string path = test::binary_dir() + "/models/small-q2.gguf";
+  if (FILE* f = std::fopen(path.c_str(), "rb")) std::fclose(f);
+  else GTEST_SKIP() << path << " not present (scripts/gpu_check.sh run generates it)";
+  const std::unique_ptr<Model> m = load_model(path);
+  teacher_forcing(*m, 320, false, 1e-4);
+  teacher_forcing(*m, 320, true, 0.0);
 }
 
 // Greedy tokens after a prompt, one decode step at a time.
@@ -111,20 +172,41 @@ std::vector<int32_t> greedy(Backend& backend, SequenceKv& kv, std::vector<int32_
   return out;
 }
 
+int common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return static_cast<int>(n);
+}
+
+// Without the KV quantisation the GPU's greedy tokens equal the CPU's for 256 steps. With it, the
+// common prefix is printed next to the CPU-vs-perturbed-CPU one (the QAT rounding makes greedy
+// decoding chaotic at the last bit; see the teacher-forcing test for the asserted tolerance).
 TEST(CudaBackend, GreedyGenerationMatchesCpuFor256Steps) {
   DS4_REQUIRE_GPU();
   const Model& m = demo_model();
   const auto prompt = random_tokens(16, 22);
-  CpuBackend cpu(m.config, m.weights);
-  ContiguousKv cpu_kv(m.config);
-  const auto ref = greedy(cpu, cpu_kv, prompt, 256, m.config.n_vocab);
-  CudaBackend gpu(m.config, m.weights);
-  auto kv = gpu.new_sequence();
-  const auto got = greedy(gpu, *kv, prompt, 256, m.config.n_vocab);
-  int same = 0;
-  while (same < 256 && got[same] == ref[same]) ++same;
-  std::printf("[ gpu ] greedy generation: first %d of 256 tokens equal to the CPU's\n", same);
-  EXPECT_EQ(same, 256);
+  for (bool quantize_kv : {false, true}) {
+    const ForwardOptions fo{.quantize_kv = quantize_kv};
+    CpuBackend cpu(m.config, m.weights, fo);
+    ContiguousKv cpu_kv(m.config);
+    const auto ref = greedy(cpu, cpu_kv, prompt, 256, m.config.n_vocab);
+    CudaBackendOptions o;
+    o.forward = fo;
+    CudaBackend gpu(m.config, m.weights, o);
+    auto kv = gpu.new_sequence();
+    const int same = common_prefix(greedy(gpu, *kv, prompt, 256, m.config.n_vocab), ref);
+    if (!quantize_kv) {
+      std::printf("[ gpu ] greedy generation, KV quantisation off: first %d of 256 tokens equal to the CPU's\n", same);
+      EXPECT_EQ(same, 256);
+      continue;
+    }
+    const PerturbedWeights pw(m.weights);
+    CpuBackend cpu2(m.config, pw.weights, fo);
+    ContiguousKv cpu2_kv(m.config);
+    const int base = common_prefix(greedy(cpu2, cpu2_kv, prompt, 256, m.config.n_vocab), ref);
+    std::printf("[ gpu ] greedy generation, KV quantisation on: GPU equals the CPU for %d of 256 tokens "
+                "(CPU with 1-ulp perturbed norm: %d)\n", same, base);
+  }
 }
 
 TEST(CudaBackend, RaggedBatchesAreBitIdenticalToRunningAlone) {
@@ -163,6 +245,7 @@ TEST(CudaBackend, RaggedBatchesAreBitIdenticalToRunningAlone) {
         members.push_back(s);
         done[s] += chunk[s][j];
       }
+      if (b.sequences.empty()) continue;
       const ForwardOutput out = gpu.forward(b);
       for (size_t i = 0; i < members.size(); ++i)
         batched[members[i]].insert(batched[members[i]].end(), out.row(i), out.row(i) + out.n_rows[i] * vocab);

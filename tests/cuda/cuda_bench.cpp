@@ -44,6 +44,25 @@ double time_us(int reps, Fn fn) {
   return 1000.0 * ms[ms.size() / 2];
 }
 
+// Mean time in microseconds of one call when `reps` calls run back to back (launch gaps hidden
+// behind the previous kernel, as in a CUDA graph or a busy stream).
+template <typename Fn>
+double stream_us(int reps, Fn fn) {
+  cudaEvent_t a, b;
+  DS4_CUDA_CHECK(cudaEventCreate(&a));
+  DS4_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) fn(i);
+  DS4_CUDA_CHECK(cudaEventRecord(a));
+  for (int i = 0; i < reps; ++i) fn(i);
+  DS4_CUDA_CHECK(cudaEventRecord(b));
+  DS4_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  DS4_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return 1000.0 * ms / reps;
+}
+
 double copy_peak_gbs() {
   const size_t bytes = size_t(2) << 30;
   DeviceBuffer src(bytes), dst(bytes);
@@ -98,11 +117,17 @@ void bench_matmul(const Case& c, double peak) {
   std::vector<test::DeviceArray<int32_t>> offset_sets;
   std::vector<int32_t> rows(entries), ident(entries);
   for (int64_t i = 0; i < entries; ++i) rows[i] = static_cast<int32_t>(i % c.tokens), ident[i] = static_cast<int32_t>(i);
+  std::vector<test::DeviceArray<int32_t>> list_sets;
+  test::DeviceArray<int32_t> count(std::vector<int32_t>{c.active});
   for (int set = 0; c.experts > 0 && set < n_sets; ++set) {
-    std::vector<int32_t> offsets(groups + 1, 0);
+    std::vector<int32_t> offsets(groups + 1, 0), list;
     for (int64_t i = 0; i < entries; ++i) offsets[1 + (i % c.active) * stride + set]++;
-    for (int g = 0; g < groups; ++g) offsets[g + 1] += offsets[g];
+    for (int g = 0; g < groups; ++g) {
+      if (offsets[g + 1] > 0) list.push_back(g);
+      offsets[g + 1] += offsets[g];
+    }
     offset_sets.emplace_back(offsets);
+    list_sets.emplace_back(list);
   }
   test::DeviceArray<int32_t> rd(rows), yr(ident);
   cuda::MatmulParams p;
@@ -111,22 +136,27 @@ void bench_matmul(const Case& c, double peak) {
   p.x_group_rows = c.x_group_rows;
   if (c.experts > 0) {
     p.n_groups = c.experts, p.group_stride_bytes = w.row_bytes * c.n_out;
-    p.x_rows = rd.get(), p.y_rows = yr.get();
+    p.x_rows = rd.get(), p.y_rows = yr.get(), p.group_count = count.get();
+    p.grid_groups = std::min<int64_t>(c.experts, entries);
   }
-  const double us = time_us(50, [&](int i) {
+  auto call = [&](int i) {
     if (c.experts > 0) {
       p.w = w.copy(0);
       p.group_offsets = offset_sets[i % n_sets].get();
+      p.group_list = list_sets[i % n_sets].get();
     } else {
       p.w = w.copy(i);
     }
     cuda::matmul(p, nullptr);
-  });
+  };
+  const double us = time_us(50, call);
+  const double us_stream = stream_us(50, call);
   const double read = static_cast<double>(c.experts > 0 ? w.row_bytes * c.n_out * c.active : w.matrix_bytes);
-  const double gbs = (read + sizeof(float) * (c.tokens * x_width + entries * c.n_out)) / (us * 1e3);
-  std::printf("%-34s %-8s %6lld %7lld %4lld %9.2f %8.1f %6.1f%%\n", c.name.c_str(), std::string(ggml_type_name(c.type)).c_str(),
-              static_cast<long long>(c.n_in), static_cast<long long>(c.n_out), static_cast<long long>(c.tokens), us, gbs,
-              100.0 * gbs / peak);
+  const double bytes = read + sizeof(float) * (c.tokens * x_width + entries * c.n_out);
+  const double gbs = bytes / (us * 1e3), gbs_stream = bytes / (us_stream * 1e3);
+  std::printf("%-38s %-8s %6lld %7lld %4lld %9.2f %8.1f %6.1f%% %9.2f %8.1f %6.1f%%\n", c.name.c_str(),
+              std::string(ggml_type_name(c.type)).c_str(), static_cast<long long>(c.n_in), static_cast<long long>(c.n_out),
+              static_cast<long long>(c.tokens), us, gbs, 100.0 * gbs / peak, us_stream, gbs_stream, 100.0 * gbs_stream / peak);
 }
 
 void bench_attention(int64_t tokens, int64_t comp_rows) {
@@ -200,7 +230,11 @@ int main() {
               prop.totalGlobalMem / double(1ull << 30));
   const double peak = copy_peak_gbs();
   std::printf("device-to-device copy: %.1f GB/s (read + write), the roofline below\n\n", peak);
-  std::printf("%-34s %-8s %6s %7s %4s %9s %8s %7s\n", "matmul", "type", "n_in", "n_out", "tok", "us", "GB/s", "peak");
+  DeviceBuffer one(sizeof(float));
+  auto tiny = [&](int) { cuda::fill(one.as<float>(), 1, 0.0f, nullptr); };  // a one-thread kernel
+  std::printf("one-thread kernel: %.2f us alone, %.2f us back to back\n\n", time_us(50, tiny), stream_us(200, tiny));
+  std::printf("%-38s %-8s %6s %7s %4s %9s %8s %7s %9s %8s %7s\n", "matmul (alone | back to back)", "type", "n_in", "n_out",
+              "tok", "us", "GB/s", "peak", "us", "GB/s", "peak");
   const std::vector<Case> cases = {
       {"attn_q_a", GgmlType::Q8_0, 4096, 1024},
       {"attn_q_b", GgmlType::Q8_0, 1024, 32768},
