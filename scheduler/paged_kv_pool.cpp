@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "engine/kv_geometry.h"
+
 namespace ds4 {
 
 PagedKvPool::PagedKvPool(std::unique_ptr<KvCacheManager> manager) : manager_(std::move(manager)) {
@@ -33,6 +35,13 @@ KvUsage PagedKvPool::usage() const {
   const KvCacheUsage u = manager_->usage();
   return KvUsage{.block_tokens = u.block_tokens, .total_blocks = u.total_blocks, .used_blocks = u.used_blocks,
                  .cached_blocks = u.cached_blocks};
+}
+
+std::unique_ptr<PagedKvPool> make_host_paged_pool(const ModelConfig& config, int64_t budget_bytes,
+                                                  int64_t max_sequences, double snapshot_fraction) {
+  const KvPoolOptions options{.layout = KvLayout::kF32, .budget_bytes = budget_bytes, .max_sequences = max_sequences,
+                              .snapshot_fraction = snapshot_fraction};
+  return std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(plan_kv_pool(kv_geometry(config), options)));
 }
 
 }  // namespace ds4

@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 
+#include "engine/model_config.h"
 #include "kvcache/kv_cache_manager.h"
 #include "scheduler/kv_pool.h"
 
@@ -31,5 +32,11 @@ class PagedKvPool final : public KvPool {
  private:
   std::unique_ptr<KvCacheManager> manager_;
 };
+
+// A paged pool in host memory with f32 rows (what the CPU backend reads) for this model, planned
+// from a memory budget: max_sequences slots, snapshot_fraction of the budget in prefix-cache resume
+// points, the rest in blocks. Throws std::invalid_argument naming the problem (start-up only).
+std::unique_ptr<PagedKvPool> make_host_paged_pool(const ModelConfig& config, int64_t budget_bytes,
+                                                  int64_t max_sequences, double snapshot_fraction = 0.05);
 
 }  // namespace ds4
