@@ -117,7 +117,7 @@ double pct(std::vector<double> v, double q) {
 double mean(const std::vector<double>& v) { return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / v.size(); }
 double ms(EngineClock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-void report(const BenchOptions& o, const std::vector<StepStats>& steps, const std::vector<StreamChunk>& finals,
+void report(const EngineStats& engine, const std::vector<StepStats>& steps, const std::vector<StreamChunk>& finals,
             double wall_s) {
   double prefill_tok = 0, prefill_s = 0, decode_tok = 0, decode_s = 0, forward_s = 0, step_s = 0;
   std::vector<double> step_ms, decode_batch, tokens_per_step;
@@ -162,9 +162,11 @@ void report(const BenchOptions& o, const std::vector<StepStats>& steps, const st
               mean(tokens_per_step), step_s > 0 ? 100.0 * forward_s / step_s : 0.0);
   std::printf("TTFT ms mean %.0f p50 %.0f max %.0f; end-to-end ms mean %.0f max %.0f\n", mean(ttft_ms),
               pct(ttft_ms, 0.5), pct(ttft_ms, 1.0), mean(e2e_ms), pct(e2e_ms, 1.0));
-  std::printf("preemptions %d; KV peak %lld of %lld blocks (%lld tokens each); prefix-cache hits %lld of %lld prompt tokens\n",
-              preemptions, (long long)peak_blocks, (long long)kv.total_blocks, (long long)kv.block_tokens,
-              (long long)cached, (long long)prompt_tokens);
+  std::printf("preemptions %d; KV peak %lld of %lld blocks (%lld tokens each)\n", preemptions, (long long)peak_blocks,
+              (long long)kv.total_blocks, (long long)kv.block_tokens);
+  std::printf("prefix cache: %lld of %lld prompt tokens at first admission; %llu of %llu tokens over all admissions\n",
+              (long long)cached, (long long)prompt_tokens, (unsigned long long)engine.prefix_cache_hit_tokens,
+              (unsigned long long)engine.prefix_cache_queried_tokens);
 }
 
 int run(const BenchOptions& o) {
@@ -206,7 +208,7 @@ int run(const BenchOptions& o) {
   }
   const double wall_s = std::chrono::duration<double>(EngineClock::now() - t0).count();
   engine.stop();
-  report(o, steps, finals, wall_s);
+  report(engine.stats(), steps, finals, wall_s);
   return 0;
 }
 
