@@ -156,6 +156,91 @@ __device__ __forceinline__ void decode_unit<GgmlType::IQ2_XXS>(const uint8_t* bl
   }
 }
 
+// Decodes values 4·quad .. 4·quad+3 (quad 0..7) of unit `sub` of the unit block at `block` into
+// w[0..4): the same values as decode_unit, for kernels that spread a unit over 8 lanes (so that
+// the lanes' activation loads are contiguous).
+template <GgmlType T>
+__device__ __forceinline__ void decode_quad(const uint8_t* block, int sub, int quad, float* w, const uint64_t* grid);
+
+template <>
+__device__ __forceinline__ void decode_quad<GgmlType::F32>(const uint8_t* block, int, int quad, float* w, const uint64_t*) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = __uint_as_float(ld_u32(block + 16 * quad + 4 * i));
+}
+
+template <>
+__device__ __forceinline__ void decode_quad<GgmlType::F16>(const uint8_t* block, int, int quad, float* w, const uint64_t*) {
+  const uint32_t lo = ld_u32(block + 8 * quad), hi = ld_u32(block + 8 * quad + 4);
+  w[0] = half_bits_to_float(lo & 0xffffu), w[1] = half_bits_to_float(lo >> 16);
+  w[2] = half_bits_to_float(hi & 0xffffu), w[3] = half_bits_to_float(hi >> 16);
+}
+
+template <>
+__device__ __forceinline__ void decode_quad<GgmlType::BF16>(const uint8_t* block, int, int quad, float* w, const uint64_t*) {
+  const uint32_t lo = ld_u32(block + 8 * quad), hi = ld_u32(block + 8 * quad + 4);
+  w[0] = __uint_as_float(lo << 16), w[1] = __uint_as_float(lo & 0xffff0000u);
+  w[2] = __uint_as_float(hi << 16), w[3] = __uint_as_float(hi & 0xffff0000u);
+}
+
+template <>
+__device__ __forceinline__ void decode_quad<GgmlType::Q8_0>(const uint8_t* block, int, int quad, float* w, const uint64_t*) {
+  const float d = half_bits_to_float(ld_u16(block));
+  const uint32_t v = ld_u32_a2(block + 2 + 4 * quad);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = d * static_cast<float>(static_cast<int8_t>((v >> (8 * i)) & 0xffu));
+}
+
+template <>
+__device__ __forceinline__ void decode_quad<GgmlType::Q2_K>(const uint8_t* block, int sub, int quad, float* w, const uint64_t*) {
+  const float d = half_bits_to_float(ld_u16(block + 80));
+  const float dmin = half_bits_to_float(ld_u16(block + 82));
+  const int h = sub >> 2, j = sub & 3, t = quad >> 2;
+  const uint32_t sc = block[8 * h + 2 * j + t];
+  const float dl = d * static_cast<float>(sc & 15u);
+  const float ml = dmin * static_cast<float>(sc >> 4);
+  const uint32_t word = ld_u32(block + 16 + 32 * h + 16 * t + 4 * (quad & 3));
+#pragma unroll
+  for (int b = 0; b < 4; ++b) w[b] = dl * static_cast<float>((word >> (8 * b + 2 * j)) & 3u) - ml;
+}
+
+template <>
+__device__ __forceinline__ void decode_quad<GgmlType::Q4_K>(const uint8_t* block, int sub, int quad, float* w, const uint64_t*) {
+  const float d = half_bits_to_float(ld_u16(block));
+  const float dmin = half_bits_to_float(ld_u16(block + 2));
+  const uint8_t* s = block + 4;
+  int sc, m;
+  if (sub < 4) {
+    sc = s[sub] & 63;
+    m = s[sub + 4] & 63;
+  } else {
+    sc = (s[sub + 4] & 0xF) | ((s[sub - 4] >> 6) << 4);
+    m = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
+  }
+  const float dl = d * static_cast<float>(sc);
+  const float ml = dmin * static_cast<float>(m);
+  const uint32_t word = ld_u32(block + 16 + 32 * (sub >> 1) + 4 * quad);
+  const int shift = 4 * (sub & 1);
+#pragma unroll
+  for (int b = 0; b < 4; ++b) w[b] = dl * static_cast<float>((word >> (8 * b + shift)) & 15u) - ml;
+}
+
+template <>
+__device__ __forceinline__ void decode_quad<GgmlType::IQ2_XXS>(const uint8_t* block, int sub, int quad, float* w,
+                                                              const uint64_t* grid) {
+  const float d = half_bits_to_float(ld_u16(block));
+  const uint8_t* p = block + 2 + 8 * sub;
+  const uint32_t a = ld_u32_a2(p), b = ld_u32_a2(p + 4);
+  const float db = d * (0.5f + static_cast<float>(b >> 28)) * 0.25f;
+  const int l = quad >> 1, first = 4 * (quad & 1);
+  const uint64_t g = grid[(a >> (8 * l)) & 255u];
+  const uint32_t signs = iq2_signs((b >> (7 * l)) & 127u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float mag = db * static_cast<float>((g >> (8 * (first + i))) & 255u);
+    w[i] = ((signs >> (first + i)) & 1u) ? -mag : mag;
+  }
+}
+
 // Decodes unit u (values 32u .. 32u+31) of a row starting at `row`.
 template <GgmlType T>
 __device__ __forceinline__ void decode_row_unit(const uint8_t* row, int64_t u, float* w, const uint64_t* grid) {

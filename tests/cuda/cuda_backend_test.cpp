@@ -77,19 +77,27 @@ void print_stats(const char* what, const RowStats& s, int rows) {
               what, s.max_rel, s.worst_row, s.rms_rel, s.rows_over_1e3, s.argmax_same, rows);
 }
 
-// The weights with every attn_kv_a_norm value moved by one ulp: a reference of the same model
-// whose arithmetic differs from the CPU's at the last bit, like the GPU's (different summation
-// orders), to measure how much the in-graph FP8/FP4 rounding amplifies such differences.
+// The weights with every RMSNorm weight value moved by one ulp (up or down, alternating): a
+// reference of the same model whose arithmetic differs from the CPU's at the last bit, as the
+// GPU's does (other summation orders), to measure how much the in-graph FP8/FP4 rounding
+// amplifies such differences.
 struct PerturbedWeights {
   Weights weights;
   std::vector<std::vector<float>> storage;
+  void perturb(TensorView& t) {
+    if (!t.present()) return;
+    storage.emplace_back(t.f32(), t.f32() + t.ne0);
+    for (size_t i = 0; i < storage.back().size(); ++i)
+      storage.back()[i] = std::nextafter(storage.back()[i], i % 2 ? INFINITY : -INFINITY);
+    t.data = reinterpret_cast<const uint8_t*>(storage.back().data());
+  }
   explicit PerturbedWeights(const Weights& w) : weights(w) {
-    for (LayerWeights& l : weights.layers) {
-      TensorView& t = l.attn_kv_a_norm;
-      storage.emplace_back(t.f32(), t.f32() + t.ne0);
-      for (float& v : storage.back()) v = std::nextafter(v, INFINITY);
-      t.data = reinterpret_cast<const uint8_t*>(storage.back().data());
-    }
+    storage.reserve(8 * w.layers.size() + 1);  // views keep pointing at the vectors' data
+    for (LayerWeights& l : weights.layers)
+      for (TensorView* t : {&l.attn_norm, &l.attn_q_a_norm, &l.attn_kv_a_norm, &l.attn_compressor_norm,
+                            &l.indexer_compressor_norm, &l.ffn_norm})
+        perturb(*t);
+    perturb(weights.output_norm);
   }
 };
 
@@ -102,10 +110,11 @@ std::vector<int> teacher_chunks(int n) {
   return chunks;
 }
 
-// GPU vs CPU logits over n positions (prefill chunks and single-token steps). Without the KV
-// quantisation the tolerance is absolute; with it, the GPU must be as close to the CPU as the CPU
-// is to itself under a one-ulp perturbation (rms within 3x + 1e-4, as many rows over 1e-3 within
-// 3x + 5, argmax agreement within 5 rows).
+// GPU vs CPU logits over n positions (prefill chunks and single-token steps), next to a CPU run
+// with 1-ulp perturbed norms (the baseline). Without the KV quantisation the tolerance is the
+// given bound on every row. With it, last-bit differences flip FP8/FP4 codes and the runs drift
+// apart chaotically, so the GPU must stay as close to the CPU as the baseline does: rms within
+// 3x + 2e-3, argmax agreement within 5 rows, no row off by more than 0.1.
 void teacher_forcing(const Model& m, int n, bool quantize_kv, double tolerance) {
   const auto tokens = random_tokens(n, 21);
   const ForwardOptions fo{.quantize_kv = quantize_kv};
@@ -118,21 +127,22 @@ void teacher_forcing(const Model& m, int n, bool quantize_kv, double tolerance) 
   auto kv = gpu.new_sequence();
   const auto got = run_chunks(gpu, *kv, tokens, teacher_chunks(n));
   const RowStats s = compare_rows(got, ref, m.config.n_vocab);
-  print_stats(quantize_kv ? "teacher forcing, KV quantisation on, GPU vs CPU" : "teacher forcing, KV quantisation off, GPU vs CPU",
-              s, n);
+  const PerturbedWeights pw(m.weights);
+  CpuBackend cpu2(m.config, pw.weights, fo);
+  ContiguousKv cpu2_kv(m.config);
+  const RowStats base = compare_rows(run_chunks(cpu2, cpu2_kv, tokens, {n}), ref, m.config.n_vocab);
+  std::printf("[ gpu ] teacher forcing, %d layers, %d positions, KV quantisation %s:\n", m.config.n_layer, n,
+              quantize_kv ? "on" : "off");
+  print_stats("  GPU vs CPU", s, n);
+  print_stats("  CPU with 1-ulp perturbed norms vs CPU (baseline)", base, n);
   if (!quantize_kv) {
     EXPECT_LT(s.max_rel, tolerance);
     EXPECT_EQ(s.argmax_same, n);
     return;
   }
-  const PerturbedWeights pw(m.weights);
-  CpuBackend cpu2(m.config, pw.weights, fo);
-  ContiguousKv cpu2_kv(m.config);
-  const RowStats base = compare_rows(run_chunks(cpu2, cpu2_kv, tokens, {n}), ref, m.config.n_vocab);
-  print_stats("teacher forcing, KV quantisation on, CPU with 1-ulp perturbed norm vs CPU (baseline)", base, n);
-  EXPECT_LE(s.rms_rel, 3 * base.rms_rel + 1e-4);
-  EXPECT_LE(s.rows_over_1e3, 3 * base.rows_over_1e3 + 5);
+  EXPECT_LE(s.rms_rel, 3 * base.rms_rel + 2e-3);
   EXPECT_GE(s.argmax_same, base.argmax_same - 5);
+  EXPECT_LE(s.max_rel, 0.1);
 }
 
 TEST(CudaBackend, TeacherForcingMatchesCpuWithoutKvQuantisation) {
