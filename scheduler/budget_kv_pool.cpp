@@ -26,8 +26,9 @@ bool BudgetKvPool::admit(SeqId seq, std::span<const int32_t> tokens, int64_t cac
   if (num_tokens < static_cast<int64_t>(tokens.size()) || num_tokens < 1) fail("bad admission size", seq);
   const int64_t need = blocks_for(num_tokens);
   if (static_cast<int>(seqs_.size()) >= max_sequences_ || used_blocks_ + need > total_blocks_) return false;
+  // A backend-owned state (a device slot) may be unavailable even when the accounting has room.
   State s{factory_(), need};
-  if (!s.kv || !s.kv->reserve(need * block_tokens_)) fail("state factory failed", seq);
+  if (!s.kv || !s.kv->reserve(need * block_tokens_)) return false;
   used_blocks_ += need;
   seqs_.emplace(seq, std::move(s));
   return true;
@@ -39,7 +40,7 @@ bool BudgetKvPool::grow(SeqId seq, int64_t num_tokens) {
   const int64_t extra = blocks_for(num_tokens) - it->second.blocks;
   if (extra <= 0) return true;
   if (used_blocks_ + extra > total_blocks_) return false;
-  if (!it->second.kv->reserve((it->second.blocks + extra) * block_tokens_)) fail("state reserve failed", seq);
+  if (!it->second.kv->reserve((it->second.blocks + extra) * block_tokens_)) return false;
   used_blocks_ += extra;
   it->second.blocks += extra;
   return true;

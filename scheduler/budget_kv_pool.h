@@ -1,6 +1,7 @@
 // BudgetKvPool: a KvPool that accounts KV in blocks against a fixed budget and keeps each admitted
-// sequence's state in a SequenceKv made by a factory (ContiguousKv for a real model, a counter for
-// tests). No prefix cache. Used by the tests, the benchmark, and as the fallback pool before the
+// sequence's state in a SequenceKv made by a factory (ContiguousKv for the CPU backend, a device
+// sequence of the CUDA backend, a fake in tests; a null state or a failed reserve() counts as no
+// space). No prefix cache. Used by the tests, the benchmark, and as the fallback pool before the
 // paged pool exists. Invariant: used_blocks = sum over sequences of ceil(room / block_tokens).
 #pragma once
 #include <functional>

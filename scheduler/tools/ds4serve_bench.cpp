@@ -1,6 +1,6 @@
 // ds4serve-bench: the offline engine benchmark (no HTTP). Submits N synthetic requests with given
-// prompt / output lengths at once to an Engine over the CPU backend and the paged KV pool, and
-// prints prefill and decode tokens/s, step times, batch sizes, time to first token, preemptions
+// prompt / output lengths at once to an Engine (CPU backend over the paged KV pool, or, where built
+// with CUDA, the CUDA backend over its device KV), and prints prefill and decode tokens/s, step times, batch sizes, time to first token, preemptions
 // and KV use. The GPU issues use it with their backend; timings here are measurements, not checks.
 #include <algorithm>
 #include <cerrno>
@@ -14,8 +14,12 @@
 #include "engine/kv_geometry.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "scheduler/budget_kv_pool.h"
 #include "scheduler/engine.h"
 #include "scheduler/paged_kv_pool.h"
+#ifdef DS4_BENCH_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 
 namespace {
 
@@ -25,6 +29,7 @@ constexpr const char* kUsage =
     "usage: ds4serve-bench [--model FILE] [--requests N] [--prompt-len P | --prompt-range MIN:MAX]\n"
     "                      [--output-len O] [--shared-prefix L] [--max-num-seqs S] [--max-batched-tokens T]\n"
     "                      [--chunk C] [--kv-blocks B] [--kv-slots S] [--threads N] [--temperature T] [--seed S]\n"
+    "                      [--backend cpu|cuda]\n"
     "  N requests arrive together; prompts are random token ids (the first L shared), outputs ignore EOS.\n"
     "  --kv-blocks  paged pool size in 256-token blocks (default: room for every request at once)\n";
 
@@ -42,6 +47,7 @@ struct BenchOptions {
   int threads = 0;
   float temperature = 0.0f;
   uint64_t seed = 1;
+  std::string backend = "cpu";
 };
 
 long long parse_int(const char* s, const char* what) {
@@ -79,6 +85,7 @@ BenchOptions parse(int argc, char** argv) {
     else if (a == "--threads") o.threads = int(parse_int(v, "--threads"));
     else if (a == "--temperature") o.temperature = std::strtof(v, nullptr);
     else if (a == "--seed") o.seed = parse_int(v, "--seed");
+    else if (a == "--backend") o.backend = v;
     else throw LoadError("unknown option " + a);
   }
   if (o.requests < 1 || o.output_len < 1) throw LoadError("--requests and --output-len must be >= 1");
@@ -86,6 +93,7 @@ BenchOptions parse(int argc, char** argv) {
   if (o.shared_prefix > o.prompt_min) throw LoadError("--shared-prefix must not exceed the shortest prompt");
   if (o.max_num_seqs == 0) o.max_num_seqs = o.requests;
   if (o.kv_slots == 0) o.kv_slots = o.max_num_seqs;
+  if (o.backend != "cpu" && o.backend != "cuda") throw LoadError("--backend must be cpu or cuda");
   return o;
 }
 
@@ -169,27 +177,58 @@ void report(const EngineStats& engine, const std::vector<StepStats>& steps, cons
               (unsigned long long)engine.prefix_cache_queried_tokens);
 }
 
+// The backend and the pool it runs on (the pool is destroyed first: its states may belong to the backend).
+struct EngineParts {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<KvPool> pool;
+  std::string description;
+};
+
+EngineParts make_parts(const BenchOptions& o, const Model& model, int64_t blocks) {
+  const ModelConfig& c = model.config;
+  EngineParts p;
+  if (o.backend == "cpu") {
+    auto backend = std::make_unique<CpuBackend>(c, model.weights, ForwardOptions{}, o.threads);
+    const KvPoolLayout layout = layout_kv_pool(kv_geometry(c), KvLayout::kF32, blocks, o.kv_slots, blocks);
+    p.description = "CPU backend, paged pool " + std::to_string(layout.total_bytes() >> 20) + " MiB";
+    p.backend = std::move(backend);
+    p.pool = std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout));
+    return p;
+  }
+#ifdef DS4_BENCH_CUDA
+  CudaBackendOptions options;
+  options.max_seqs = o.kv_slots;
+  options.kv_blocks = blocks;
+  auto backend = std::make_unique<CudaBackend>(c, model.weights, options);
+  CudaBackend* b = backend.get();
+  p.description = "CUDA backend, device KV " + std::to_string(backend->kv_bytes() >> 20) + " MiB (no prefix cache)";
+  p.backend = std::move(backend);
+  p.pool = std::make_unique<BudgetKvPool>(blocks, cuda::kKvBlockPositions, o.kv_slots, [b] { return b->new_sequence(); });
+  return p;
+#else
+  throw LoadError("this ds4serve-bench was built without CUDA");
+#endif
+}
+
 int run(const BenchOptions& o) {
   const auto model = load_model(o.model);
   const ModelConfig& c = model->config;
-  CpuBackend backend(c, model->weights, ForwardOptions{}, o.threads);
-  const KvGeometry geometry = kv_geometry(c);
-  const int64_t per_request_blocks = (o.prompt_max + o.output_len + geometry.block_tokens - 1) / geometry.block_tokens;
+  const int64_t block_tokens = kKvBlockTokens;
+  const int64_t per_request_blocks = (o.prompt_max + o.output_len + block_tokens - 1) / block_tokens;
   const int64_t blocks = o.kv_blocks > 0 ? o.kv_blocks : per_request_blocks * o.requests;
-  const KvPoolLayout layout = layout_kv_pool(geometry, KvLayout::kF32, blocks, o.kv_slots, blocks);
-  PagedKvPool pool(std::make_unique<KvCacheManager>(layout));
+  EngineParts parts = make_parts(o, *model, blocks);
   EngineConfig config{.scheduler = {.max_num_seqs = o.max_num_seqs, .max_num_batched_tokens = o.max_batched_tokens,
                                     .max_prefill_chunk_tokens = o.chunk},
                       .context_length = c.context_length, .eos_token_id = -1, .n_vocab = c.n_vocab};
-  Engine engine(backend, pool, config);
+  Engine engine(*parts.backend, *parts.pool, config);
   std::vector<StepStats> steps;  // appended on the engine thread, read after stop()
   engine.set_step_observer([&](const StepStats& s) { steps.push_back(s); });
 
-  std::printf("ds4serve-bench: model %s (%d layers, vocab %d), CPU backend; %d requests x prompt %d..%d (shared %d) "
-              "+ output %d; max_num_seqs %d, max_batched_tokens %lld; pool %lld blocks x %d tokens, %d slots (%.0f MiB)\n",
-              c.name.c_str(), c.n_layer, c.n_vocab, o.requests, o.prompt_min, o.prompt_max, o.shared_prefix,
-              o.output_len, o.max_num_seqs, (long long)o.max_batched_tokens, (long long)blocks, geometry.block_tokens,
-              o.kv_slots, layout.total_bytes() / 1048576.0);
+  std::printf("ds4serve-bench: model %s (%d layers, vocab %d), %s; %d requests x prompt %d..%d (shared %d) "
+              "+ output %d; max_num_seqs %d, max_batched_tokens %lld; %lld KV blocks x %lld tokens, %d slots\n",
+              c.name.c_str(), c.n_layer, c.n_vocab, parts.description.c_str(), o.requests, o.prompt_min, o.prompt_max,
+              o.shared_prefix, o.output_len, o.max_num_seqs, (long long)o.max_batched_tokens, (long long)blocks,
+              (long long)block_tokens, o.kv_slots);
   std::vector<GenerationRequest> requests = make_requests(o, c.n_vocab);
   engine.start();
   const auto t0 = EngineClock::now();
