@@ -52,8 +52,9 @@ class Engine {
   // check_request(), or arrives when the queue is full or the engine stopped, gets a stream that is
   // already finished with kError and the reason (its notify is never called: check finished()).
   std::shared_ptr<RequestStream> submit(GenerationRequest request, RequestStream::Notify notify = {});
-  // Thread-safe. Cancels a request (client gone, timeout): it finishes with kAbort at the next step
-  // and its KV blocks are freed. Unknown or finished ids are ignored.
+  // Thread-safe. Cancels a request (client gone, timeout, or a stop string the text side matched,
+  // which then reports its own finish reason): it finishes with kAbort at the next step and its KV
+  // blocks are freed. Unknown or finished ids are ignored.
   void abort(RequestId id);
 
   // Thread-safe snapshot.
