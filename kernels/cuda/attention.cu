@@ -317,13 +317,9 @@ __global__ void attention_kernel(StepBatch b, LayerKv kv, AttentionParams p) {
   const double den = block_sum(den_part) + exp(static_cast<double>(sink) - mx);
   float* out = p.out + (t * p.heads + h) * hd;
   for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-    double acc[4] = {0.0, 0.0, 0.0, 0.0};  // four independent chains, summed in a fixed order
-    int64_t r = 0;
-    for (; r + 4 <= n_rows; r += 4)
-#pragma unroll
-      for (int k = 0; k < 4; ++k) acc[k] += static_cast<double>(score[r + k]) * rows[r + k][i];
-    for (; r < n_rows; ++r) acc[0] += static_cast<double>(score[r]) * rows[r][i];
-    out[i] = static_cast<float>(((acc[0] + acc[1]) + (acc[2] + acc[3])) / den);
+    double acc = 0.0;
+    for (int64_t r = 0; r < n_rows; ++r) acc += static_cast<double>(score[r]) * rows[r][i];
+    out[i] = static_cast<float>(acc / den);
   }
 }
 

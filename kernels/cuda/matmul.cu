@@ -108,11 +108,11 @@ __device__ __forceinline__ void row_tile(const uint8_t* wrow, uint64_t row_bytes
     cp_async_wait<C::kStages - 1>();  // chunk i has landed (this lane's copies) ...
     __syncwarp();                     // ... and every lane's
     const uint8_t* stage = stages + (i % C::kStages) * C::kStageBytes + (reinterpret_cast<uintptr_t>(chunk_src(i)) & 15);
-    // 8 lanes per unit, 4 values each: 8 units per pass, 4 passes over the chunk's 32 units.
+    // 8 lanes per unit, 4 values each: 4 units per pass, 8 passes over the chunk's 32 units.
     const int quad = lane & 7;
 #pragma unroll 2
-    for (int pass = 0; pass < 4; ++pass) {
-      const int unit = 8 * pass + (lane >> 3);
+    for (int pass = 0; pass < 8; ++pass) {
+      const int unit = 4 * pass + (lane >> 3);
       const int64_t u = (part + i * split) * 32 + unit;
       if (u < n_units) {
         float w[4];
