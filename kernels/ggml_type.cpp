@@ -29,8 +29,18 @@ std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type_id) {
 }
 
 const GgmlTypeInfo& ggml_type_info(GgmlType type) {
-  for (const auto& t : kTypes)
-    if (t.type == type) return t;
+  // Called per row by the quant routines: a direct index instead of a search.
+  switch (type) {
+    case GgmlType::F32: return kTypes[0];
+    case GgmlType::F16: return kTypes[1];
+    case GgmlType::Q8_0: return kTypes[2];
+    case GgmlType::Q2_K: return kTypes[3];
+    case GgmlType::Q4_K: return kTypes[4];
+    case GgmlType::Q8_K: return kTypes[5];
+    case GgmlType::IQ2_XXS: return kTypes[6];
+    case GgmlType::I32: return kTypes[7];
+    case GgmlType::BF16: return kTypes[8];
+  }
   std::fprintf(stderr, "%s:%d: unknown GgmlType %u\n", __FILE__, __LINE__,
                static_cast<unsigned>(type));
   std::abort();

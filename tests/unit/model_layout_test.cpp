@@ -225,3 +225,29 @@ TEST(Synth, RejectsWidthsTheSchemeCannotHold) {
 
 }  // namespace
 }  // namespace ds4
+
+namespace ds4 {
+namespace {
+
+// The type table: id <-> info <-> name agree for every supported type, block sizes per MODEL.md 4.5.
+TEST(GgmlTypes, TableIsConsistent) {
+  const std::pair<GgmlType, std::pair<uint32_t, uint32_t>> expected[] = {
+      {GgmlType::F32, {1, 4}},       {GgmlType::F16, {1, 2}},    {GgmlType::Q8_0, {32, 34}},
+      {GgmlType::Q2_K, {256, 84}},   {GgmlType::Q4_K, {256, 144}}, {GgmlType::Q8_K, {256, 292}},
+      {GgmlType::IQ2_XXS, {256, 66}}, {GgmlType::I32, {1, 4}},    {GgmlType::BF16, {1, 2}},
+  };
+  for (const auto& [type, geometry] : expected) {
+    const GgmlTypeInfo& info = ggml_type_info(type);
+    EXPECT_EQ(info.type, type);
+    EXPECT_EQ(info.block_values, geometry.first) << info.name;
+    EXPECT_EQ(info.block_bytes, geometry.second) << info.name;
+    EXPECT_EQ(ggml_type_info(static_cast<uint32_t>(type))->name, info.name);
+    EXPECT_EQ(ggml_type_from_name(info.name), type);
+  }
+  EXPECT_FALSE(ggml_type_info(uint32_t{2}).has_value());  // Q4_0: not a type we read
+  EXPECT_EQ(ggml_row_bytes(GgmlType::IQ2_XXS, 4096), 1056u);
+  EXPECT_FALSE(ggml_row_bytes(GgmlType::Q2_K, 100).has_value());
+}
+
+}  // namespace
+}  // namespace ds4
