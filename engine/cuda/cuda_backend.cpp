@@ -61,7 +61,7 @@ const RatioPlan& CudaBackend::Plan::for_ratio(int ratio) const {
 }
 
 CudaBackend::CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options)
-    : config_(config), weights_(weights), options_(std::move(options)) {
+    : config_(config), options_(std::move(options)) {
   int n_devices = 0;
   const cudaError_t err = cudaGetDeviceCount(&n_devices);
   if (err != cudaSuccess || n_devices == 0)

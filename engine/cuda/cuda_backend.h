@@ -28,8 +28,8 @@ struct CudaBackendOptions {
 
 class CudaBackend final : public Backend {
  public:
-  // config and weights (host views) must outlive the backend. Throws LoadError when no CUDA
-  // device is usable or the weights do not fit.
+  // config must outlive the backend; the host weights are only read here (uploaded as stored).
+  // Throws LoadError when no CUDA device is usable or the weights do not fit.
   CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options = {});
   ~CudaBackend() override;
   // Every sequence of the batch must come from this backend's new_sequence().
@@ -61,7 +61,6 @@ class CudaBackend final : public Backend {
   void head(const Plan& plan, ForwardOutput& out);
 
   const ModelConfig& config_;
-  const Weights& weights_;
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
   DeviceWeights weights_dev_;
