@@ -217,8 +217,15 @@ class StreamingRequest : public std::enable_shared_from_this<StreamingRequest> {
   void transport_error(beast::error_code ec) {
     if (cancelled_) return finish(ErrorKind::kCancelled, "stopped", false);
     if (saw_done_) return finish(ErrorKind::kNone, "", false);  // the stream was complete already
-    if (ec == beast::error::timeout)
-      return finish(ErrorKind::kTimeout, "no complete response within the request timeout", false);
+    if (ec == beast::error::timeout) {
+      static constexpr const char* kStageNames[] = {"connecting", "sending the request",
+                                                    "waiting for the response header", "reading the body"};
+      return finish(ErrorKind::kTimeout,
+                    std::string("request timeout while ") + kStageNames[static_cast<int>(stage_)] +
+                        (reused_ ? " (reused connection)" : " (new connection)") + ", after " +
+                        std::to_string(record_.token_times_s.size()) + " token events",
+                    false);
+    }
     // A pooled connection the server closed while idle fails on write or before any header byte.
     bool stale = reused_ && !retried_ && (stage_ == Stage::kWrite || stage_ == Stage::kHeader) &&
                  buffer_.size() == 0;

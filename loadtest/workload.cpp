@@ -56,8 +56,9 @@ std::string parse_length_spec(const std::string& text, const char* what, int64_t
 }
 
 const std::vector<std::string>& Workload::words() {
-  // Common English words; each is a single token after a space in the DeepSeek V4 tokenizer
-  // (checked by tests/python/test_loadtest.py) and in other byte-level BPE vocabularies.
+  // Common English words; each is a single token of the DeepSeek V4 tokenizer both with and without
+  // a leading space (the first word of a message has none), checked by tests/python/test_loadtest.py;
+  // most are single tokens in other byte-level BPE vocabularies too.
   static const std::vector<std::string> kWords = {
       "the", "of", "and", "to", "in", "is", "was", "for", "that", "with", "as", "on", "by", "at",
       "from", "his", "her", "this", "which", "be", "are", "an", "had", "it", "not", "or", "have",
@@ -70,7 +71,7 @@ const std::vector<std::string>& Workload::words() {
       "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own",
       "see", "men", "work", "long", "get", "here", "between", "both", "life", "being", "under",
       "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old",
-      "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three"};
+      "year", "off", "come", "since", "against", "go", "right", "used", "take", "three"};
   return kWords;
 }
 

