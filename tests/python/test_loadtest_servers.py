@@ -22,7 +22,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from ds4serve_harness import DEMO_MODEL, SERVER, SOURCE_DIR, Ds4Server, parse_metrics  # noqa: E402
+from ds4serve_harness import DEMO_MODEL, SERVER, SOURCE_DIR, Ds4Server, metric, parse_metrics  # noqa: E402
 from test_loadtest import LOAD, fake_server, png_size, read_requests, run_load  # noqa: E402
 
 BENCHY = pathlib.Path(sys.executable).parent / "llama-benchy"
@@ -68,15 +68,16 @@ def run_benchy(base_url, model, home, pp, tg, concurrency, runs):
     return {b["concurrency"]: b for b in result["benchmarks"] if not b.get("is_context_prefill_phase")}
 
 
-def ours_batches(url, model, tmp_path, pp, tg, concurrency, runs):
+def ours_batches(url, model, out_dir, pp, tg, concurrency, runs):
     """Per concurrency: means over `runs` levels of one batch of c requests each, of the
     (per-request, total) decode tokens/s."""
     ours = {}
     for c in concurrency:
-        out = tmp_path / f"ours-c{c}"
-        out.mkdir()
+        out = pathlib.Path(out_dir) / f"ours-c{c}"
+        out.mkdir(parents=True)
         _, res = run_load(url, "--model", model, "--concurrency", ",".join([str(c)] * runs), "--requests", c,
-                          "--input-tokens", pp, "--output-tokens", tg, "--ignore-eos", out=out, timeout=600)
+                          "--input-tokens", pp, "--output-tokens", tg, "--ignore-eos", "--warmup", 0,
+                          out=out, timeout=600)
         lvs = res["levels"]
         for lv in lvs:
             assert lv["requests"]["failed"] == 0, (lv["errors"], lv["error_examples"])
@@ -141,15 +142,54 @@ def test_ds4serve_demo_sweep(tmp_path):
     assert len(read_requests(tmp_path)) == 12
 
 
+def server_tpot_totals(srv):
+    """(sum, count) of the server's per-request TPOT histogram (seconds per token after the first)."""
+    samples = parse_metrics(srv.metrics())
+    name = "ds4serve_request_time_per_output_token_seconds"
+    return metric(samples, name + "_sum"), metric(samples, name + "_count")
+
+
+def server_mean_tpot(before, after):
+    count = after[1] - before[1]
+    assert count > 0, "the server observed no TPOT during the run"
+    return (after[0] - before[0]) / count
+
+
 def test_ds4serve_benchy_crosscheck(tmp_path):
+    """The server's speed drifts with whatever else runs on the machine, so each tool's decode rate
+    is also taken relative to the server's own mean TPOT over that tool's run (rate x TPOT, ideally
+    1); the two tools must agree within 10% on those. Runs interleave: benchy, ours, benchy, ours."""
     need_ds4serve()
     need_benchy()
     report = []
-    with Ds4Server(log_dir=tmp_path, threads=SERVER_THREADS) as srv:
-        status, _, raw = srv.request("GET", "/v1/models")
+    pp, tg, rounds = 32, 32, 2
+    norm = {"benchy": {}, "ours": {}}
+    raw = {"benchy": {}, "ours": {}}
+    with Ds4Server(log_dir=tmp_path, threads=1) as srv:
+        status, _, body = srv.request("GET", "/v1/models")
         assert status == 200
-        model = json.loads(raw)["data"][0]["id"]
-        benchy = run_benchy(srv.base, model, tmp_path, pp=32, tg=32, concurrency=[1, 4], runs=2)
-        ours = ours_batches(srv.base, model, tmp_path, pp=32, tg=32, concurrency=[1, 4], runs=2)
-    compare(benchy, ours, [1, 4], report)
+        model = json.loads(body)["data"][0]["id"]
+        for r in range(rounds):
+            for c in (1, 4):
+                m0 = server_tpot_totals(srv)
+                b = run_benchy(srv.base, model, tmp_path / f"b{r}{c}", pp=pp, tg=tg, concurrency=[c], runs=2)[c]
+                m1 = server_tpot_totals(srv)
+                o = ours_batches(srv.base, model, tmp_path / f"o{r}{c}", pp=pp, tg=tg, concurrency=[c], runs=2)[c]
+                m2 = server_tpot_totals(srv)
+                tb, to = server_mean_tpot(m0, m1), server_mean_tpot(m1, m2)
+                b_rates = (b["tg_req_throughput"]["mean"], b["tg_throughput"]["mean"])
+                for tool, rates, tpot in (("benchy", b_rates, tb), ("ours", o, to)):
+                    raw[tool].setdefault(c, []).append(rates)
+                    norm[tool].setdefault(c, []).append((rates[0] * tpot, rates[1] * tpot))
+
+    def mean(pairs, i):
+        return sum(p[i] for p in pairs) / len(pairs)
+
+    for c in (1, 4):
+        for i, what in ((0, "per request"), (1, "total")):
+            rb, ro = mean(raw["benchy"][c], i), mean(raw["ours"][c], i)
+            nb, no = mean(norm["benchy"][c], i), mean(norm["ours"][c], i)
+            report.append(f"c={c} {what}: benchy {rb:.1f} t/s, ours {ro:.1f} t/s; x server TPOT: "
+                          f"benchy {nb:.3f}, ours {no:.3f}")
+            assert no == pytest.approx(nb, rel=0.10), "\n".join(report)
     print("\n".join(report))
