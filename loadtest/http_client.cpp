@@ -170,6 +170,11 @@ class StreamingRequest : public std::enable_shared_from_this<StreamingRequest> {
       return;
     }
     sse_.feed(bytes, [&](std::string_view data) { handle_event(data, t); });
+    if (sse_.pending_bytes() > kMaxEventBytes && stream_error_ == ErrorKind::kNone) {
+      stream_error_ = ErrorKind::kProtocol;  // a server that never ends its event: stop buffering
+      stream_error_detail_ = "an SSE event grew past 64 MiB without ending";
+      sse_ = SseParser{};
+    }
   }
 
   void handle_event(std::string_view data, double t) {
@@ -263,6 +268,7 @@ class StreamingRequest : public std::enable_shared_from_this<StreamingRequest> {
 
   enum class Stage { kConnect, kWrite, kHeader, kBody };
   static constexpr size_t kErrorBodyBytes = 600;
+  static constexpr size_t kMaxEventBytes = size_t{64} << 20;
 
   HttpClient& client_;
   uint64_t id_;

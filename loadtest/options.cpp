@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <regex>
 #include <sstream>
 
 namespace ds4::loadtest {
@@ -110,11 +111,23 @@ std::map<std::string, Handler> handlers(Options* o, bool* saw_conc, bool* saw_ra
   };
   h["--slo"] = [o](const std::string& v) { return parse_slo(v, &o->slo); };
   h["--metrics-path"] = [o](const std::string& v) { o->metrics_path = v; o->scrape_metrics = true; return std::string(); };
-  h["--metrics-filter"] = [o](const std::string& v) { o->metrics_filter = v; return std::string(); };
+  h["--metrics-filter"] = [o](const std::string& v) {
+    try {
+      std::regex check(v);
+    } catch (const std::regex_error&) {
+      return "--metrics-filter '" + v + "' is not a valid regular expression";
+    }
+    o->metrics_filter = v;
+    return std::string();
+  };
   h["--out"] = [o](const std::string& v) { o->out_dir = v; return std::string(); };
   h["--json"] = [o](const std::string& v) { o->json_path = v; return std::string(); };
   h["--csv"] = [o](const std::string& v) { o->csv_path = v; return std::string(); };
-  h["--plot"] = [o](const std::string& v) { o->plot_path = v; return std::string(); };
+  h["--plot"] = [o](const std::string& v) {
+    if (v.find('\'') != std::string::npos) return std::string("--plot path must not contain a quote (');");
+    o->plot_path = v;
+    return std::string();
+  };
   h["--requests-out"] = [o](const std::string& v) { o->requests_path = v; return std::string(); };
   h["--threads"] = [o](const std::string& v) {
     int64_t t = 0;

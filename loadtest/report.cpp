@@ -307,6 +307,7 @@ std::string write_requests_jsonl(const std::string& path, const std::vector<Leve
 
 std::string write_plot(const std::string& path, const RunInfo& info, const std::vector<LevelResult>& levels) {
   if (levels.empty()) return "no level to plot";
+  if (path.find('\'') != std::string::npos) return "cannot plot to " + path + ": the path contains a quote";
   bool open = levels.front().plan.mode == LoadMode::kOpen;
   std::string dat = "# x out_tok_s tok_s_per_user ttft_p50_ms ttft_p99_ms tpot_p50_ms tpot_p99_ms req_s\n";
   double xmin = INFINITY, xmax = 0;

@@ -78,6 +78,8 @@ TEST(LoadtestOptions, Errors) {
   EXPECT_NE(err({"--url"}).find("needs a value"), std::string::npos);
   EXPECT_NE(err({"--url", "http://x", "--progress", "maybe"}).find("--progress"), std::string::npos);
   EXPECT_NE(err({"--url", "http://x", "--slo", "foo:1"}).find("unknown SLO"), std::string::npos);
+  EXPECT_NE(err({"--url", "http://x", "--metrics-filter", "(unclosed"}).find("regular expression"), std::string::npos);
+  EXPECT_NE(err({"--url", "http://x", "--plot", "it's.png"}).find("quote"), std::string::npos);
   EXPECT_EQ(err({"--help"}), "");
   EXPECT_TRUE(o.show_help);
 }
