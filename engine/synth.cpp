@@ -1,6 +1,8 @@
 // Synthetic model generation (see synth.h). Values: counter-based uniform noise per (seed, tensor,
 // row), scaled per tensor kind: matrices std 1/sqrt(fan-in), norms ~1, hyper-connection bases
 // favouring the identity mix, small biases/sinks; hash tables hold distinct random experts.
+// Routed experts in IQ2_XXS / Q2_K / Q4_K are drawn directly as quantised blocks
+// (kernels/synth_blocks.h, std 1/sqrt(fan-in)), the same bytes the GPU generator writes.
 #include "engine/synth.h"
 
 #include <algorithm>
@@ -12,8 +14,8 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer_tables.h"
 #include "kernels/quant.h"
-
 #include "kernels/splitmix64.h"
+#include "kernels/synth_blocks.h"
 
 namespace ds4 {
 namespace {
@@ -76,12 +78,29 @@ void fill_hash_row(const ModelConfig& c, uint64_t& rng, int32_t* out) {
 }
 
 uint64_t row_seed(uint64_t seed, const TensorSpec& spec, uint64_t row) {
-  return splitmix64(seed ^ name_hash(spec.name)) ^ splitmix64(row + 0x1234567ull);
+  return synth_row_seed(synth_tensor_seed(seed, spec.name), row);
 }
 
+// Rows [begin, end) of a direct-block tensor (synth_direct_tensor) into dst.
+void encode_direct_rows(const TensorSpec& spec, GgmlType type, uint64_t seed, uint64_t begin, uint64_t end,
+                        uint8_t* dst) {
+  const uint64_t n = spec.dims[0];
+  const uint64_t blocks = n / kQK_K, block_bytes = ggml_type_info(type).block_bytes;
+  const SynthBlockScales scales = synth_block_scales(type, synth_direct_std(spec));
+  const uint64_t tensor_seed = synth_tensor_seed(seed, spec.name);
+  for (uint64_t r = begin; r < end; ++r) {
+    const uint64_t rs = synth_row_seed(tensor_seed, r);
+    uint8_t* out = dst + (r - begin) * blocks * block_bytes;
+    for (uint64_t b = 0; b < blocks; ++b) synth_block(type, scales, synth_block_seed(rs, b), out + b * block_bytes);
+  }
+}
+
+}  // namespace
+
 // Encodes rows [begin, end) of a tensor into dst (row_bytes each).
-void encode_rows(const TensorSpec& spec, const ModelConfig& c, GgmlType type, uint64_t seed, uint64_t begin,
-                 uint64_t end, uint8_t* dst) {
+void synth_encode_rows(const TensorSpec& spec, const ModelConfig& c, GgmlType type, uint64_t seed, uint64_t begin,
+                       uint64_t end, uint8_t* dst) {
+  if (synth_direct_tensor(spec, type)) return encode_direct_rows(spec, type, seed, begin, end, dst);
   const uint64_t n = spec.dims[0];
   const uint64_t row_bytes = *ggml_row_bytes(type, n);
   std::vector<float> values(n);
@@ -96,6 +115,8 @@ void encode_rows(const TensorSpec& spec, const ModelConfig& c, GgmlType type, ui
     quantize_row(type, values.data(), out, static_cast<int64_t>(n));
   }
 }
+
+namespace {
 
 void write_tokenizer_metadata(const TokenizerTables& t, GgufWriter& w) {
   w.add_metadata("tokenizer.ggml.model", GgufValue::string("gpt2"));
@@ -127,7 +148,7 @@ void write_tensor(const TensorSpec& spec, const ModelConfig& c, GgmlType type, u
     for (int t = 0; t < threads; ++t) {
       const uint64_t b = begin + t * per, e = std::min(end, b + per);
       if (b >= e) break;
-      pool.emplace_back(encode_rows, std::cref(spec), std::cref(c), type, seed, b, e, buf.data() + (b - begin) * row_bytes);
+      pool.emplace_back(synth_encode_rows, std::cref(spec), std::cref(c), type, seed, b, e, buf.data() + (b - begin) * row_bytes);
     }
     for (auto& th : pool) th.join();
     w.append_tensor_data({buf.data(), (end - begin) * row_bytes});
@@ -135,6 +156,16 @@ void write_tensor(const TensorSpec& spec, const ModelConfig& c, GgmlType type, u
 }
 
 }  // namespace
+
+uint64_t synth_tensor_seed(uint64_t seed, const std::string& tensor_name) {
+  return splitmix64(seed ^ name_hash(tensor_name));
+}
+
+bool synth_direct_tensor(const TensorSpec& spec, GgmlType type) {
+  return (spec.role == TensorRole::kExpertGateUp || spec.role == TensorRole::kExpertDown) && synth_direct_type(type);
+}
+
+double synth_direct_std(const TensorSpec& spec) { return 1.0 / std::sqrt(static_cast<double>(spec.dims[0])); }
 
 void synth_tensor_rows(const TensorSpec& spec, const ModelConfig& config, uint64_t seed, uint64_t row_begin,
                        uint64_t row_end, float* out) {

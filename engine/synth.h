@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/ggml_type.h"
+
 #include "engine/model_config.h"
 #include "engine/model_info.h"
 #include "engine/model_layout.h"
@@ -28,9 +30,26 @@ struct SynthOptions {
 // I/O failure.
 ModelBytes synthesize_model(const SynthOptions& options, const std::string& out_path);
 
-// Generates the values of rows [row_begin, row_end) of a tensor (row = ne0 values) into out.
-// Exposed for tests: values depend only on (seed, tensor name, row index).
+// Generates the float values of rows [row_begin, row_end) of a tensor (row = ne0 values) into out;
+// the file stores them quantised to the tensor's type, except for direct-block tensors
+// (synth_direct_tensor). Exposed for tests: values depend only on (seed, tensor name, row index).
 void synth_tensor_rows(const TensorSpec& spec, const ModelConfig& config, uint64_t seed, uint64_t row_begin,
                        uint64_t row_end, float* out);
+
+// Per-tensor seed: every row's values (and a direct tensor's blocks) derive from it and the row
+// index (kernels/synth_blocks.h synth_row_seed).
+uint64_t synth_tensor_seed(uint64_t seed, const std::string& tensor_name);
+
+// True when the tensor is stored as direct random blocks rather than quantised floats: routed
+// experts (gate/up/down) of an IQ2_XXS, Q2_K or Q4_K type. Their values have mean 0 and standard
+// deviation synth_direct_std(spec) = 1/sqrt(fan-in), like the float matrices; the GPU generator
+// (engine/cuda DeviceWeights::synthesize) writes the same bytes.
+bool synth_direct_tensor(const TensorSpec& spec, GgmlType type);
+double synth_direct_std(const TensorSpec& spec);
+
+// The stored bytes of rows [begin, end) of a tensor of the given type (row_bytes each) into dst,
+// exactly as synthesize_model writes them. Thread-safe; rows are independent.
+void synth_encode_rows(const TensorSpec& spec, const ModelConfig& config, GgmlType type, uint64_t seed,
+                       uint64_t begin, uint64_t end, uint8_t* dst);
 
 }  // namespace ds4

@@ -56,7 +56,10 @@ TensorView* slot_for(Weights& w, const TensorSpec& spec) {
       {"output_norm.weight", &Weights::output_norm}, {"output_hc_fn.weight", &Weights::output_hc_fn},
       {"output_hc_base.weight", &Weights::output_hc_base}, {"output_hc_scale.weight", &Weights::output_hc_scale},
   };
-  if (spec.layer < 0) return &(w.*kGlobalSlots.at(spec.name));
+  if (spec.layer < 0) {
+    const auto it = kGlobalSlots.find(spec.name);
+    return it == kGlobalSlots.end() ? nullptr : &(w.*(it->second));
+  }
   const std::string suffix = spec.name.substr(spec.name.find('.', 4) + 1);  // after "blk.N."
   return layer_slot(w.layers[spec.layer], suffix);
 }
@@ -141,6 +144,11 @@ void check_hash_tables(const Weights& w, const ModelConfig& c, std::vector<std::
 }
 
 }  // namespace
+
+TensorView* weight_slot(Weights& w, const TensorSpec& spec) {
+  if (spec.layer == kMtpLayer || spec.layer >= static_cast<int>(w.layers.size())) return nullptr;
+  return slot_for(w, spec);
+}
 
 Weights bind_weights(const GgufFile& file, const ModelConfig& config) {
   Weights w;

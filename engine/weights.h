@@ -13,6 +13,7 @@
 namespace ds4 {
 
 class GgufFile;
+struct TensorSpec;
 
 // A 1-3 dimensional tensor in a GGUF mapping. Rows are ne0 values; a 3-D tensor is ne2 stacked
 // [ne0, ne1] matrices (one per expert).
@@ -64,6 +65,10 @@ struct MtpWeights {
 
 // Binds every tensor; throws LoadError listing every problem found (not only the first).
 Weights bind_weights(const GgufFile& file, const ModelConfig& config);
+// The member of w that a main-model tensor spec (model_layout.h) binds to, or null for a name the
+// model does not use; w.layers must already hold config.n_layer entries. Lets a loader that does
+// not read a GGUF (the GPU's synthetic weights) fill the same views.
+TensorView* weight_slot(Weights& w, const TensorSpec& spec);
 MtpWeights bind_mtp_weights(const GgufFile& file, const ModelConfig& config);
 
 }  // namespace ds4
