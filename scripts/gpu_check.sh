@@ -6,7 +6,9 @@
 #   scripts/gpu_check.sh run [BUNDLE_DIR]     (on the GPU machine, from the repository root)
 #       generates the demo model, runs every GPU test and the micro-benchmarks, and writes the logs
 #       and a summary to $OUT (default ./gpu-logs). Set SANITIZE=1 to also run compute-sanitizer
-#       memcheck over the kernel tests.
+#       memcheck over the kernel tests, FULL=1 to also run cuda_model_bench on the full-size
+#       synthetic q2 model generated in GPU memory (86.7 GB; needs an H200-class GPU) and on the
+#       small model loaded from /dev/shm (the file path with a progress bar).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -15,11 +17,11 @@ bundle() {
   local build=${1:-build-cuda}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  local tests=(cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test)
-  cmake --build "$build" -j2 --target "${tests[@]}" cuda_bench ds4serve-model
+  local tests=(cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test)
+  cmake --build "$build" -j2 --target "${tests[@]}" cuda_bench cuda_model_bench ds4serve-model
   local out="$build/gpu-bundle"
   rm -rf "$out" && mkdir -p "$out/lib"
-  for t in "${tests[@]}" cuda_bench; do cp "$build/tests/cuda/$t" "$out/"; done
+  for t in "${tests[@]}" cuda_bench cuda_model_bench; do cp "$build/tests/cuda/$t" "$out/"; done
   cp "$build/tools/ds4serve-model" "$out/"
   # ds4serve-model links simdjson dynamically; the GPU machine has no simdjson package.
   ldd "$build/tools/ds4serve-model" | awk '/libsimdjson/ {print $3}' | xargs -r -I{} cp -L {} "$out/lib/"
@@ -50,7 +52,7 @@ run() {
   export DS4_BINARY_DIR="$work" DS4_SOURCE_DIR="$PWD"
   local summary="$out/summary.txt"
   : >"$summary"
-  for t in cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test; do
+  for t in cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test; do
     t0=$SECONDS
     timeout 400 "$b/$t" --gtest_color=no >"$out/$t.log" 2>&1
     local rc=$?
@@ -72,6 +74,21 @@ run() {
   fi
   echo "---- cuda_bench ----"
   cat "$out/cuda_bench.log"
+  if [ "${FULL:-0}" = 1 ]; then
+    # A real GGUF read from /dev/shm with the upload progress bar, then the full-size model made on the GPU.
+    cp "$work/models/small-q2.gguf" /dev/shm/ds4-small-q2.gguf && t0=$SECONDS
+    timeout 120 "$b/cuda_model_bench" --model /dev/shm/ds4-small-q2.gguf --batches 1,8 --steps 4 \
+      >"$out/model_bench_small_shm.log" 2>&1
+    echo "cuda_model_bench small from /dev/shm rc=$? $((SECONDS - t0))s" | tee -a "$summary"
+    rm -f /dev/shm/ds4-small-q2.gguf
+    t0=$SECONDS
+    timeout "${FULL_TIMEOUT:-420}" "$b/cuda_model_bench" --synth full --quant q2 --seed 1 \
+      --batches "${FULL_BATCHES:-1,2,4,8,16,32,64}" --prompt 32 --steps 8 --context "${FULL_CONTEXT:-4096}" \
+      --time-limit "${FULL_TIME_LIMIT:-240}" >"$out/model_bench_full.log" 2>&1
+    echo "cuda_model_bench full q2 rc=$? $((SECONDS - t0))s" | tee -a "$summary"
+    echo "---- cuda_model_bench ----"
+    cat "$out/model_bench_small_shm.log" "$out/model_bench_full.log"
+  fi
   rm -rf "$work"
 }
 

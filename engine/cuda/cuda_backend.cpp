@@ -60,21 +60,36 @@ const RatioPlan& CudaBackend::Plan::for_ratio(int ratio) const {
   invalid_batch("no plan for compress ratio " + std::to_string(ratio));
 }
 
-CudaBackend::CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options)
-    : config_(config), options_(std::move(options)) {
+void CudaBackend::select_device(int device) {
   int n_devices = 0;
   const cudaError_t err = cudaGetDeviceCount(&n_devices);
   if (err != cudaSuccess || n_devices == 0)
     throw LoadError(std::string("CudaBackend: no CUDA device (") + (err != cudaSuccess ? cudaGetErrorString(err) : "none found") + ")");
-  if (options_.device < 0 || options_.device >= n_devices)
-    throw LoadError("CudaBackend: device " + std::to_string(options_.device) + " does not exist");
-  DS4_CUDA_CHECK(cudaSetDevice(options_.device));
+  if (device < 0 || device >= n_devices)
+    throw LoadError("CudaBackend: device " + std::to_string(device) + " does not exist");
+  DS4_CUDA_CHECK(cudaSetDevice(device));
+}
+
+namespace {
+
+DeviceWeights upload_checked(const Weights& weights, const CudaBackendOptions& options) {
+  CudaBackend::select_device(options.device);
   size_t free_bytes = 0, total_bytes = 0;
   DS4_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const uint64_t need = DeviceWeights::required_bytes(weights);
   if (need > free_bytes)
     throw LoadError("CudaBackend: the weights need " + gib(need) + " but the device has " + gib(free_bytes) + " free");
-  weights_dev_ = DeviceWeights::upload(weights, options_.progress);
+  return DeviceWeights::upload(weights, options.progress);
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options)
+    : CudaBackend(config, upload_checked(weights, options), options) {}
+
+CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaBackendOptions options)
+    : config_(config), options_(std::move(options)), weights_dev_(std::move(weights)) {
+  select_device(options_.device);
   DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : int64_t(options_.max_seqs) * 16;
   kv_ = std::make_unique<CudaKvPool>(config_, options_.max_seqs, blocks);
@@ -270,9 +285,29 @@ ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
   }
   ForwardOutput out;
   head(plan, out);
+  last_logit_rows_ = plan.n_logit_rows;
   for (size_t s = 0; s < seqs.size(); ++s)
     seqs[s]->set_num_tokens(seqs[s]->num_tokens() + static_cast<int64_t>(batch.sequences[s].tokens.size()));
   return out;
+}
+
+std::vector<int32_t> CudaBackend::sample(std::span<const cuda::SampleRow> rows) {
+  const int64_t R = static_cast<int64_t>(rows.size());
+  if (R != last_logit_rows_)
+    invalid_batch("sample: " + std::to_string(R) + " rows for " + std::to_string(last_logit_rows_) + " logit rows");
+  std::vector<int32_t> tokens(rows.size());
+  if (R == 0) return tokens;
+  const size_t ws = cuda::sample_workspace_bytes(R, config_.n_vocab);
+  const size_t tokens_at = (ws + 255) / 256 * 256;
+  sample_workspace_.grow(tokens_at + sizeof(int32_t) * rows.size());
+  int32_t* tokens_dev = reinterpret_cast<int32_t*>(sample_workspace_.as<uint8_t>() + tokens_at);
+  cuda::SampleParams p;
+  p.logits = scratch_->logits, p.logits_stride = config_.n_vocab, p.n_rows = R, p.n_vocab = config_.n_vocab;
+  p.rows = rows.data(), p.tokens = tokens_dev, p.workspace = sample_workspace_.get(), p.workspace_bytes = ws;
+  cuda::sample(p, stream_);
+  DS4_CUDA_CHECK(cudaMemcpyAsync(tokens.data(), tokens_dev, sizeof(int32_t) * rows.size(), cudaMemcpyDeviceToHost, stream_));
+  DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return tokens;
 }
 
 void CudaBackend::embed(const Plan& plan) {

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/cuda/cuda_kv.h"
@@ -15,6 +16,7 @@
 #include "engine/model_config.h"
 #include "engine/weights.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/sample.h"
 
 namespace ds4 {
 
@@ -31,11 +33,20 @@ class CudaBackend final : public Backend {
   // config must outlive the backend; the host weights are only read here (uploaded as stored).
   // Throws LoadError when no CUDA device is usable or the weights do not fit.
   CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options = {});
+  // Over weights already on options.device (DeviceWeights::upload or ::synthesize).
+  CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaBackendOptions options = {});
+  // Makes options.device current; throws LoadError when no CUDA device is usable.
+  static void select_device(int device);
   ~CudaBackend() override;
   // Every sequence of the batch must come from this backend's new_sequence().
   ForwardOutput forward(const ForwardBatch& batch) override;
   // KV state for a new sequence, or null when every slot is in use.
   std::unique_ptr<CudaSequenceKv> new_sequence();
+
+  // Samples one token per logit row of the last forward() on the GPU (kernels/cuda/sample.h):
+  // rows[i] for logit row i, in ForwardOutput order; the same tokens as engine/sampler.h up to
+  // the sampler's stated tolerance. rows.size() must equal the last forward's logit rows.
+  std::vector<int32_t> sample(std::span<const cuda::SampleRow> rows);
 
   uint64_t weight_bytes() const { return weights_dev_.bytes(); }
   uint64_t kv_bytes() const { return kv_->bytes(); }
@@ -67,6 +78,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<CudaKvPool> kv_;
   cuda::DeviceBuffer rope_freq_;  // [2, rope_dim / 2] f64: plain, compressed
   std::unique_ptr<Scratch> scratch_;
+  int64_t last_logit_rows_ = 0;          // logit rows of the last forward (in scratch_->logits)
+  cuda::DeviceBuffer sample_workspace_;  // sampler scratch and tokens
 };
 
 }  // namespace ds4

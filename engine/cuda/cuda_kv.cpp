@@ -57,6 +57,31 @@ uint64_t CudaKvPool::bytes() const {
   return total;
 }
 
+uint64_t CudaKvPool::block_bytes(const ModelConfig& c) {
+  uint64_t total = 0;
+  for (int il = 0; il < c.n_layer; ++il) {
+    const int ratio = c.compress_ratio(il);
+    if (ratio == 0) continue;
+    const int64_t rows = kKvBlockPositions / ratio;
+    total += floats(rows * c.head_dim);
+    if (c.attention_kind(il) == AttentionKind::kCompressedSparse) total += floats(rows * c.indexer_dim);
+  }
+  return total;
+}
+
+uint64_t CudaKvPool::slot_bytes(const ModelConfig& c) {
+  uint64_t total = 0;
+  for (int il = 0; il < c.n_layer; ++il) {
+    total += floats(int64_t(c.sliding_window) * c.head_dim);
+    const int ratio = c.compress_ratio(il);
+    if (ratio == 0) continue;
+    total += 2 * floats(int64_t(frontier_rows(ratio)) * frontier_width(ratio, c.head_dim));
+    if (c.attention_kind(il) == AttentionKind::kCompressedSparse)
+      total += 2 * floats(int64_t(frontier_rows(ratio)) * frontier_width(ratio, c.indexer_dim));
+  }
+  return total;
+}
+
 std::unique_ptr<CudaSequenceKv> CudaKvPool::new_sequence(cudaStream_t stream) {
   if (free_slots_.empty()) return nullptr;
   const int slot = free_slots_.back();

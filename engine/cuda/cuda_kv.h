@@ -30,6 +30,10 @@ class CudaKvPool {
   const ModelConfig& config() const { return config_; }
   int64_t free_blocks() const { return static_cast<int64_t>(free_blocks_.size()); }
   uint64_t bytes() const;
+  // Device bytes one block adds (compressed and indexer rows of kKvBlockPositions positions over
+  // all layers) and one slot adds (raw-window rings and compressor frontiers): capacity planning.
+  static uint64_t block_bytes(const ModelConfig& config);
+  static uint64_t slot_bytes(const ModelConfig& config);
 
  private:
   friend class CudaSequenceKv;

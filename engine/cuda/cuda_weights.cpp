@@ -1,8 +1,17 @@
-// Upload of the bound weights to the GPU as stored (see cuda_weights.h).
+// Upload of the bound weights to the GPU as stored, and generation of the synthetic model in GPU
+// memory (see cuda_weights.h).
 #include "engine/cuda/cuda_weights.h"
 
+#include <algorithm>
 #include <array>
+#include <string>
+#include <thread>
 #include <utility>
+
+#include "engine/load_error.h"
+#include "engine/synth.h"
+#include "kernels/cuda/synth.h"
+#include "kernels/synth_blocks.h"
 
 namespace ds4 {
 namespace {
@@ -72,6 +81,161 @@ DeviceWeights DeviceWeights::upload(const Weights& w, const Progress& progress) 
     *t = DeviceTensor{base + offset, v.type, v.ne0, v.ne1, v.ne2, v.row_bytes};
     offset += align_up(bytes);
     if (progress) progress(offset, total);
+  });
+  return d;
+}
+
+namespace {
+
+constexpr uint64_t kStagingBytes = uint64_t(64) << 20;  // per pinned staging buffer (two of them)
+
+// Per-tensor placement of a synthetic model: type, byte offset in the device buffer, bytes.
+struct SynthPlacement {
+  GgmlType type;
+  uint64_t offset, bytes;
+};
+
+std::vector<SynthPlacement> place_synthetic(const std::vector<TensorSpec>& specs, QuantScheme scheme, uint64_t& total) {
+  std::vector<SynthPlacement> out;
+  total = 0;
+  for (const TensorSpec& spec : specs) {
+    const GgmlType type = tensor_type_for(spec, scheme);
+    const auto nb = tensor_bytes(spec.dims, type);
+    if (!nb)
+      throw LoadError("tensor '" + spec.name + "': row width " + std::to_string(spec.dims[0]) + " is not a multiple of the " +
+                      std::string(ggml_type_name(type)) + " block size");
+    out.push_back({type, total, *nb});
+    total += align_up(*nb);
+  }
+  return out;
+}
+
+// Two pinned host buffers: rows are encoded on the host into one while the other is copied up.
+class PinnedStaging {
+ public:
+  PinnedStaging() {
+    for (int i = 0; i < 2; ++i) {
+      DS4_CUDA_CHECK(cudaMallocHost(&buf_[i], kStagingBytes));
+      DS4_CUDA_CHECK(cudaEventCreateWithFlags(&done_[i], cudaEventDisableTiming));
+    }
+  }
+  ~PinnedStaging() {
+    for (int i = 0; i < 2; ++i) {
+      cudaEventSynchronize(done_[i]);
+      cudaEventDestroy(done_[i]);
+      cudaFreeHost(buf_[i]);
+    }
+  }
+  // The next free buffer (waits for its previous copy).
+  uint8_t* next() {
+    cur_ ^= 1;
+    DS4_CUDA_CHECK(cudaEventSynchronize(done_[cur_]));
+    return buf_[cur_];
+  }
+  void copy_up(uint8_t* dst, uint64_t bytes, cudaStream_t stream) {
+    DS4_CUDA_CHECK(cudaMemcpyAsync(dst, buf_[cur_], bytes, cudaMemcpyHostToDevice, stream));
+    DS4_CUDA_CHECK(cudaEventRecord(done_[cur_], stream));
+  }
+
+ private:
+  uint8_t* buf_[2] = {};
+  cudaEvent_t done_[2] = {};
+  int cur_ = 0;
+};
+
+// Encodes a tensor on the host (synth_encode_rows on `threads` threads per chunk) into dst.
+void encode_on_host(const TensorSpec& spec, const ModelConfig& c, GgmlType type, uint64_t seed, int threads,
+                    PinnedStaging& staging, uint8_t* dst, cudaStream_t stream) {
+  const uint64_t rows = tensor_n_values(spec.dims) / spec.dims[0];
+  const uint64_t row_bytes = *ggml_row_bytes(type, spec.dims[0]);
+  if (row_bytes > kStagingBytes) throw LoadError("tensor '" + spec.name + "': a row exceeds the staging buffer");
+  const uint64_t chunk_rows = kStagingBytes / row_bytes;
+  for (uint64_t begin = 0; begin < rows; begin += chunk_rows) {
+    const uint64_t end = std::min(rows, begin + chunk_rows);
+    uint8_t* buf = staging.next();
+    const uint64_t per = (end - begin + threads - 1) / threads;
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      const uint64_t b = begin + t * per, e = std::min(end, b + per);
+      if (b >= e) break;
+      pool.emplace_back(synth_encode_rows, std::cref(spec), std::cref(c), type, seed, b, e, buf + (b - begin) * row_bytes);
+    }
+    for (auto& th : pool) th.join();
+    staging.copy_up(dst + begin * row_bytes, (end - begin) * row_bytes, stream);
+  }
+}
+
+}  // namespace
+
+const DeviceTensor* DeviceWeights::tensor_for(const TensorSpec& spec) const {
+  Weights probe;  // marks the spec's slot, then finds the device member paired with it
+  probe.layers.resize(layers.size());
+  TensorView* slot = weight_slot(probe, spec);
+  if (!slot) return nullptr;
+  static const uint8_t kMarker = 0;
+  slot->data = &kMarker;
+  const DeviceTensor* found = nullptr;
+  for_each_slot(probe, const_cast<DeviceWeights*>(this), [&](const TensorView& v, DeviceTensor* t) {
+    if (v.data == &kMarker) found = t;
+  });
+  return found && found->present() ? found : nullptr;
+}
+
+uint64_t DeviceWeights::synthetic_bytes(const ModelConfig& config, QuantScheme scheme) {
+  uint64_t total = 0;
+  place_synthetic(model_tensor_specs(config), scheme, total);
+  return total;
+}
+
+DeviceWeights DeviceWeights::synthesize(const ModelConfig& c, QuantScheme scheme, uint64_t seed, int threads,
+                                        const Progress& progress) {
+  validate_config(c);
+  const std::vector<TensorSpec> specs = model_tensor_specs(c);
+  uint64_t total = 0;
+  const std::vector<SynthPlacement> place = place_synthetic(specs, scheme, total);
+  size_t free_bytes = 0, total_bytes = 0;
+  DS4_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (total + (uint64_t(256) << 20) > free_bytes)
+    throw LoadError("synthetic weights need " + std::to_string(total >> 20) + " MiB but the device has " +
+                    std::to_string(free_bytes >> 20) + " MiB free");
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  DeviceWeights d;
+  d.layers.resize(c.n_layer);
+  d.buffer_.grow(total);
+  uint8_t* base = d.buffer_.as<uint8_t>();
+  Weights views;  // the same views bind_weights would make, pointing into device memory
+  views.layers.resize(c.n_layer);
+  cudaStream_t stream = nullptr;
+  DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  {
+    PinnedStaging staging;
+    uint64_t done = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const TensorSpec& spec = specs[i];
+      const SynthPlacement& p = place[i];
+      TensorView* slot = weight_slot(views, spec);
+      if (!slot) throw LoadError("synthetic weights: tensor '" + spec.name + "' has no slot in Weights");
+      uint8_t* dst = base + p.offset;
+      slot->data = dst, slot->type = p.type, slot->ne0 = spec.dims[0];
+      slot->ne1 = spec.dims.size() > 1 ? spec.dims[1] : 1, slot->ne2 = spec.dims.size() > 2 ? spec.dims[2] : 1;
+      slot->row_bytes = *ggml_row_bytes(p.type, spec.dims[0]);
+      if (synth_direct_tensor(spec, p.type)) {
+        cuda::SynthBlocksParams sp;
+        sp.out = dst, sp.type = p.type, sp.scales = synth_block_scales(p.type, synth_direct_std(spec));
+        sp.tensor_seed = synth_tensor_seed(seed, spec.name);
+        sp.n_rows = tensor_n_values(spec.dims) / spec.dims[0], sp.blocks_per_row = spec.dims[0] / kQK_K;
+        cuda::synth_blocks(sp, stream);
+      } else {
+        encode_on_host(spec, c, p.type, seed, threads, staging, dst, stream);
+      }
+      done += p.bytes;
+      if (progress) progress(done, total);
+    }
+    DS4_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  DS4_CUDA_CHECK(cudaStreamDestroy(stream));
+  for_each_slot(views, &d, [](const TensorView& v, DeviceTensor* t) {
+    if (v.present()) *t = DeviceTensor{v.data, v.type, v.ne0, v.ne1, v.ne2, v.row_bytes};
   });
   return d;
 }
