@@ -2,7 +2,8 @@
 // RMSNorm, the shared K=V row, partial RoPE, raw sliding window + compressed rows (all of them on
 // HCA layers, the indexer's top-k on CSA layers) in one softmax with per-head sinks, inverse RoPE
 // on the outputs, grouped low-rank output projection. Projections are batched over all tokens;
-// the KV update and attention run token by token in position order within each sequence.
+// the KV update and attention run token by token in position order within each sequence. For
+// speculative inputs every overwritten raw / frontier row is first saved in the sequence's undo log.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -93,6 +94,7 @@ void push_raw_row(const LayerContext& ctx, const Projections& p, int64_t t) {
   const ModelConfig& c = ctx.config;
   const TokenRef& tok = ctx.tokens[t];
   float* row = ctx.kv[tok.seq]->raw_row(ctx.layer, tok.pos);
+  if (KvUndoLog* undo = ctx.undo_log(tok.seq)) undo->save(tok.pos, row, c.head_dim);
   std::copy_n(&p.kv[t * c.head_dim], c.head_dim, row);
   if (!ctx.options.quantize_kv) return;
   fp8_e4m3_round_trip(row, c.nope_dim());
@@ -112,6 +114,10 @@ void update_compressors(const LayerContext& ctx, const Projections& p, int64_t t
   const int64_t row_pos = tok.pos + 1 - ratio;
   std::vector<float> pooled(std::max(c.head_dim, c.indexer_dim));
   const int wa = frontier_width(ratio, c.head_dim);
+  KvUndoLog* undo = ctx.undo_log(tok.seq);
+  if (undo)
+    compressor_save_undo(ratio, c.head_dim, tok.pos, kv.frontier_kv(ctx.layer, false), kv.frontier_score(ctx.layer, false),
+                         *undo);
   if (compressor_step(ratio, c.head_dim, &p.comp_kv[t * wa], &p.comp_gate[t * wa], p.comp_ape.data(),
                       tok.pos, kv.frontier_kv(ctx.layer, false), kv.frontier_score(ctx.layer, false), pooled.data())) {
     float* row = kv.comp_row(ctx.layer, row_index);
@@ -121,6 +127,9 @@ void update_compressors(const LayerContext& ctx, const Projections& p, int64_t t
   }
   if (!ctx.sparse()) return;
   const int wi = frontier_width(ratio, c.indexer_dim);
+  if (undo)
+    compressor_save_undo(ratio, c.indexer_dim, tok.pos, kv.frontier_kv(ctx.layer, true), kv.frontier_score(ctx.layer, true),
+                         *undo);
   if (compressor_step(ratio, c.indexer_dim, &p.idx_kv[t * wi], &p.idx_gate[t * wi], p.idx_ape.data(),
                       tok.pos, kv.frontier_kv(ctx.layer, true), kv.frontier_score(ctx.layer, true), pooled.data())) {
     float* row = kv.index_row(ctx.layer, row_index);

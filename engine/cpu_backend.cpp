@@ -2,6 +2,7 @@
 // hyper-connection mix around attention and MoE, then the head on the requested rows.
 #include "engine/cpu_backend.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -74,6 +75,7 @@ ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
   const ModelConfig& c = config_;
   std::vector<SequenceKv*> kv;
   const std::vector<TokenRef> tokens = flatten(c, batch, kv);
+  const std::vector<KvUndoLog*> undo = prepare_undo(batch);
   const int64_t T = static_cast<int64_t>(tokens.size()), n = c.n_embd, width = int64_t(c.hc_count) * n;
 
   std::vector<float> states(T * width);
@@ -86,7 +88,7 @@ ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
     const LayerWeights& lw = weights_.layers[il];
     const int ratio = c.compress_ratio(il);
     const LayerContext ctx{c, lw, options_, pool_, ratio == 0 ? rope_plain_ : rope_compressed_, il, ratio,
-                           c.is_hash_layer(il), c.swiglu_clamp[il], tokens, kv};
+                           c.is_hash_layer(il), c.swiglu_clamp[il], tokens, kv, undo};
     run_with_hc(ctx, lw.hc_attn_fn, lw.hc_attn_scale, lw.hc_attn_base, states, attention_sublayer);
     run_with_hc(ctx, lw.hc_ffn_fn, lw.hc_ffn_scale, lw.hc_ffn_base, states, moe_sublayer);
   }
@@ -135,21 +137,70 @@ ModelConfig mtp_kv_config(const ModelConfig& config) {
   return m;
 }
 
-ForwardOutput CpuBackend::forward_mtp(const MtpWeights& mtp, std::span<const MtpInput> inputs) {
+// Logs of the speculative sequences of this batch (every older log is dropped: a rollback is only
+// valid right after its forward).
+std::vector<KvUndoLog*> CpuBackend::prepare_undo(const ForwardBatch& batch) {
+  for (auto it = undo_.begin(); it != undo_.end();) {
+    const bool keep = std::any_of(batch.sequences.begin(), batch.sequences.end(),
+                                  [&](const SequenceInput& in) { return in.speculative && in.kv == it->first; });
+    it = keep ? std::next(it) : undo_.erase(it);
+  }
+  std::vector<KvUndoLog*> logs;
+  bool any = false;
+  for (const SequenceInput& in : batch.sequences) {
+    KvUndoLog* log = nullptr;
+    if (in.speculative) {
+      // flatten() reserved already; the start is the position before this forward.
+      const int64_t start = in.kv->num_tokens();
+      log = &undo_[in.kv];
+      log->reset(start, start + static_cast<int64_t>(in.tokens.size()));
+      any = true;
+    }
+    logs.push_back(log);
+  }
+  if (!any) logs.clear();
+  return logs;
+}
+
+void CpuBackend::rollback(SequenceKv& kv, int64_t num_tokens) {
+  const auto it = undo_.find(&kv);
+  if (it == undo_.end()) invalid_batch("rollback of a sequence that was not speculative in the last forward");
+  KvUndoLog& log = it->second;
+  if (num_tokens < log.first_pos() || num_tokens > log.end_pos() || kv.num_tokens() != log.end_pos())
+    invalid_batch("rollback outside the positions of the last forward");
+  log.rollback(num_tokens);
+  kv.set_num_tokens(num_tokens);
+}
+
+ForwardOutput CpuBackend::forward_mtp(const MtpWeights& mtp, std::span<const DraftRun> runs) {
   const ModelConfig& c = config_;
-  const int64_t T = static_cast<int64_t>(inputs.size()), n = c.n_embd, width = int64_t(c.hc_count) * n;
+  const int64_t n = c.n_embd, width = int64_t(c.hc_count) * n;
   std::vector<TokenRef> tokens;
   std::vector<SequenceKv*> kv;
+  std::vector<int64_t> last;  // per run: index of its last input
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const DraftRun& run = runs[r];
+    const int64_t len = static_cast<int64_t>(run.tokens.size()), start = run.kv ? run.kv->num_tokens() : 0;
+    if (!run.kv || len < 1 || static_cast<int64_t>(run.prev_states.size()) != len * width)
+      invalid_batch("bad MTP run (no state, no tokens, or prev_states not [tokens, hc_count * n_embd])");
+    if (!run.kv->reserve(start + len)) invalid_batch("MTP KV reserve failed");
+    kv.push_back(run.kv);
+    for (int64_t j = 0; j < len; ++j) {
+      if (run.tokens[j] < 0 || run.tokens[j] >= c.n_vocab) invalid_batch("MTP token id out of range");
+      tokens.push_back({static_cast<int>(r), start + j, run.tokens[j]});
+    }
+    last.push_back(static_cast<int64_t>(tokens.size()) - 1);
+  }
+  const int64_t T = static_cast<int64_t>(tokens.size());
   std::vector<float> e(T * n), hs(T * width), states(T * width);
+  std::vector<const float*> prev(T);
+  for (size_t r = 0, t = 0; r < runs.size(); ++r)
+    for (size_t j = 0; j < runs[r].tokens.size(); ++j, ++t) prev[t] = runs[r].prev_states.data() + j * width;
   for (int64_t t = 0; t < T; ++t) {
-    const MtpInput& in = inputs[t];
-    if (!in.kv || !in.prev_state || in.token < 0 || in.token >= c.n_vocab) invalid_batch("bad MTP input");
-    kv.push_back(in.kv);
-    tokens.push_back({static_cast<int>(t), in.kv->num_tokens(), in.token});
-    dequantize_row(weights_.token_embd.type, weights_.token_embd.row(in.token), &e[t * n], n);
+    dequantize_row(weights_.token_embd.type, weights_.token_embd.row(tokens[t].token), &e[t * n], n);
     rms_norm(&e[t * n], mtp.enorm.f32(), n, c.rms_eps, &e[t * n]);
     for (int s = 0; s < c.hc_count; ++s)  // per-stream RMSNorm of the previous state
-      rms_norm(in.prev_state + s * n, mtp.hnorm.f32(), n, c.rms_eps, &hs[t * width + s * n]);
+      rms_norm(prev[t] + s * n, mtp.hnorm.f32(), n, c.rms_eps, &hs[t * width + s * n]);
   }
   // H0[s] = e_proj·e + h_proj·h_s (the embedding part broadcast to every stream)
   std::vector<float> ep(T * n), hp(T * width);
@@ -159,17 +210,19 @@ ForwardOutput CpuBackend::forward_mtp(const MtpWeights& mtp, std::span<const Mtp
     for (int s = 0; s < c.hc_count; ++s)
       for (int64_t d = 0; d < n; ++d) states[t * width + s * n + d] = ep[t * n + d] + hp[t * width + s * n + d];
 
-  const LayerContext ctx{c, mtp.block, options_, pool_, rope_plain_, 0, 0, false, c.swiglu_clamp.back(), tokens, kv};
+  const std::vector<KvUndoLog*> no_undo;
+  const LayerContext ctx{c, mtp.block, options_, pool_, rope_plain_, 0, 0, false, c.swiglu_clamp.back(), tokens, kv, no_undo};
   run_with_hc(ctx, mtp.block.hc_attn_fn, mtp.block.hc_attn_scale, mtp.block.hc_attn_base, states, attention_sublayer);
   run_with_hc(ctx, mtp.block.hc_ffn_fn, mtp.block.hc_ffn_scale, mtp.block.hc_ffn_base, states, moe_sublayer);
-  for (SequenceKv* k : kv) k->set_num_tokens(k->num_tokens() + 1);
+  for (size_t r = 0; r < runs.size(); ++r) kv[r]->set_num_tokens(kv[r]->num_tokens() + static_cast<int64_t>(runs[r].tokens.size()));
 
   ForwardOutput out;
-  for (int64_t t = 0; t < T; ++t) {
-    out.first_row.push_back(t);
+  out.final_states.resize(runs.size() * width);
+  for (size_t r = 0; r < runs.size(); ++r) {
+    out.first_row.push_back(static_cast<int64_t>(r));
     out.n_rows.push_back(1);
+    std::copy_n(&states[last[r] * width], width, &out.final_states[r * width]);
   }
-  out.final_states = std::move(states);
   head_logits(mtp.hc_head_fn, mtp.hc_head_scale, mtp.hc_head_base, mtp.norm, out);
   return out;
 }

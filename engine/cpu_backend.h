@@ -1,9 +1,14 @@
 // CpuBackend: the readable, exact reference forward pass (f32 from dequantised weights,
 // multithreaded). Every fast backend is tested against it. Owned and called by one thread.
+// Speculative inputs keep an undo log (engine/kv_undo.h) until the next forward(); rollback()
+// replays it. forward_mtp() runs the MTP draft module on the same thread pool.
 #pragma once
 #include <memory>
+#include <unordered_map>
 
+#include "engine/draft_model.h"
 #include "engine/forward.h"
+#include "engine/kv_undo.h"
 #include "engine/model_config.h"
 #include "engine/rope.h"
 #include "engine/weights.h"
@@ -11,16 +16,7 @@
 
 namespace ds4 {
 
-// One MTP draft step of one sequence (MODEL.md 3.2): the previous hyper-connection state P (the
-// target's final state, or the MTP's own output state for a recursive draft) and a token, at
-// position kv->num_tokens() of the MTP's own raw window (a 1-layer KV, see mtp_kv_config).
-struct MtpInput {
-  SequenceKv* kv = nullptr;
-  int32_t token = 0;
-  const float* prev_state = nullptr;  // [hc_count * n_embd]
-};
-
-// The config of the MTP module's KV state: one raw-window layer.
+// The config of the MTP module's KV state (MODEL.md 3.2): one raw-window layer.
 ModelConfig mtp_kv_config(const ModelConfig& config);
 
 class CpuBackend final : public Backend {
@@ -29,8 +25,12 @@ class CpuBackend final : public Backend {
   // LoadError when options.quantize_kv is set for a model whose shapes the round trips cannot take.
   CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options = {}, int threads = 0);
   ForwardOutput forward(const ForwardBatch& batch) override;
-  // MTP draft logits (one row per input, through the main head) and output states.
-  ForwardOutput forward_mtp(const MtpWeights& mtp, std::span<const MtpInput> inputs);
+  bool supports_rollback() const override { return true; }
+  void rollback(SequenceKv& kv, int64_t num_tokens) override;
+  // The MTP block (MODEL.md 3.2) over a ragged batch of runs (each on an MTP state of
+  // mtp_kv_config's shape): per run, the logits (through the main head) and the output state of
+  // its last input. Inputs are paired as the caller gives them (see DraftModel).
+  ForwardOutput forward_mtp(const MtpWeights& mtp, std::span<const DraftRun> runs);
 
  private:
   const ModelConfig& config_;
@@ -38,6 +38,9 @@ class CpuBackend final : public Backend {
   ForwardOptions options_;
   ThreadPool pool_;
   RopeFrequencies rope_plain_, rope_compressed_;
+  // Undo logs of the last forward()'s speculative sequences (reused between steps).
+  std::unordered_map<const SequenceKv*, KvUndoLog> undo_;
+  std::vector<KvUndoLog*> prepare_undo(const ForwardBatch& batch);
   // Logits of the given final states through a head collapse (fn/scale/base), norm and the output.
   void head_logits(const TensorView& fn, const TensorView& scale, const TensorView& base, const TensorView& norm,
                    ForwardOutput& out);

@@ -63,6 +63,19 @@ bool compressor_step(int ratio, int row_dim, const float* kv_proj, const float* 
   return true;
 }
 
+void compressor_save_undo(int ratio, int row_dim, int64_t pos, float* frontier_kv, float* frontier_score,
+                          KvUndoLog& log) {
+  const int width = frontier_width(ratio, row_dim);
+  const int phase = static_cast<int>(pos % ratio);
+  const int slot = ratio == 4 ? 4 + phase : phase;
+  log.save(pos, frontier_kv + int64_t(slot) * width, width);
+  log.save(pos, frontier_score + int64_t(slot) * width, width);
+  if (ratio == 4 && (pos + 1) % ratio == 0) {  // the emission copies rows 4..7 over rows 0..3
+    log.save(pos, frontier_kv, 4 * int64_t(width));
+    log.save(pos, frontier_score, 4 * int64_t(width));
+  }
+}
+
 std::vector<int64_t> indexer_top_k(const std::vector<float>& scores, int k) {
   std::vector<int64_t> idx(scores.size());
   std::iota(idx.begin(), idx.end(), 0);

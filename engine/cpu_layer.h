@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/forward.h"
+#include "engine/kv_undo.h"
 #include "engine/model_config.h"
 #include "engine/rope.h"
 #include "engine/weights.h"
@@ -33,6 +34,9 @@ struct LayerContext {
   bool sparse() const { return ratio == 4; }
   const std::vector<TokenRef>& tokens;  // grouped by sequence, positions increasing
   const std::vector<SequenceKv*>& kv;   // per sequence
+  // Per sequence: where to save rows before overwriting them (speculative inputs), else null.
+  const std::vector<KvUndoLog*>& undo;
+  KvUndoLog* undo_log(int seq) const { return undo.empty() ? nullptr : undo[seq]; }
 };
 
 // Attention sub-layer: y[t] from x[t] ([n_tokens, n_embd] each), updating each sequence's KV.
@@ -48,6 +52,12 @@ bool compressor_step(int ratio, int row_dim, const float* kv_proj, const float* 
 
 // Indexer top-k (MODEL.md 2.3): the k rows with the highest scores among [0, n_rows), ties to the
 // lower row index. Returns the selected row indices in increasing order.
+// Saves into `log` (for position pos) the frontier rows compressor_step(ratio, row_dim, ..., pos, ...)
+// is about to overwrite: the position's own row, and on ratio 4 when pos closes a window the
+// previous-window rows the emission replaces.
+void compressor_save_undo(int ratio, int row_dim, int64_t pos, float* frontier_kv, float* frontier_score,
+                          KvUndoLog& log);
+
 std::vector<int64_t> indexer_top_k(const std::vector<float>& scores, int k);
 
 }  // namespace ds4

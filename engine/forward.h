@@ -1,6 +1,8 @@
 // The forward-pass API every backend implements: one call evaluates a ragged batch (each
 // sequence with its own new tokens at its own positions, reading and updating its own KV state)
 // and returns logits. Built fresh each step by the engine loop; the CPU backend is the reference.
+// Speculative decoding: a sequence fed as `speculative` can afterwards be rolled back to any
+// position inside what it was fed (rollback()), exactly, until the backend's next forward().
 #pragma once
 #include <cstdint>
 #include <span>
@@ -21,6 +23,7 @@ struct SequenceInput {
   SequenceKv* kv = nullptr;          // the new tokens start at position kv->num_tokens()
   std::span<const int32_t> tokens;   // at least one token
   bool all_logits = false;           // logits for every new token (else only for the last)
+  bool speculative = false;          // the tail may be rolled back (the backend keeps an undo log)
 };
 
 struct ForwardBatch {
@@ -40,6 +43,13 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual ForwardOutput forward(const ForwardBatch& batch) = 0;
+  // True when rollback() is implemented (speculative decoding needs it).
+  virtual bool supports_rollback() const { return false; }
+  // After the last forward() fed `kv` as speculative: returns kv to exactly the state it had after
+  // num_tokens positions, for num_tokens between that input's start and end (raw window rows and
+  // compressor frontiers restored, later compressed rows invisible, kv->num_tokens() == num_tokens).
+  // Calling it for a sequence that was not speculative in the last forward() is a programmer error.
+  virtual void rollback(SequenceKv& kv, int64_t num_tokens);
 };
 
 }  // namespace ds4

@@ -21,10 +21,12 @@ void init_frontier(std::vector<float>& kv, std::vector<float>& score, int ratio,
 
 }  // namespace
 
-ContiguousKv::ContiguousKv(const ModelConfig& config) : config_(config), layers_(config.n_layer) {
+ContiguousKv::ContiguousKv(const ModelConfig& config, int raw_ring_rows)
+    : config_(config), ring_rows_(raw_ring_rows > 0 ? raw_ring_rows : config.sliding_window), layers_(config.n_layer) {
+  if (ring_rows_ < config.sliding_window) fail("raw ring smaller than the sliding window", -1, ring_rows_);
   for (int il = 0; il < config.n_layer; ++il) {
     Layer& l = layers_[il];
-    l.raw.assign(static_cast<size_t>(config.sliding_window) * config.head_dim, 0.0f);
+    l.raw.assign(static_cast<size_t>(ring_rows_) * config.head_dim, 0.0f);
     const int ratio = config.compress_ratio(il);
     if (ratio == 0) continue;
     init_frontier(l.attn_frontier.kv, l.attn_frontier.score, ratio, config.head_dim);
@@ -48,7 +50,7 @@ bool ContiguousKv::reserve(int64_t n_tokens) {
 
 float* ContiguousKv::raw_row(int layer, int64_t pos) {
   if (pos < 0) fail("negative raw position", layer, pos);
-  const int64_t slot = pos % config_.sliding_window;
+  const int64_t slot = pos % ring_rows_;
   return layers_.at(layer).raw.data() + slot * config_.head_dim;
 }
 

@@ -12,7 +12,10 @@ namespace ds4 {
 // Plain vectors per layer; grows on reserve(). For the CPU reference and tests.
 class ContiguousKv final : public SequenceKv {
  public:
-  explicit ContiguousKv(const ModelConfig& config);
+  // raw_ring_rows: raw rows kept per layer (slot = pos % rows), >= the sliding window; 0: the window.
+  // A larger ring lets rows ahead of a query's window be written without overwriting rows it reads
+  // (the MTP's recursive drafts).
+  explicit ContiguousKv(const ModelConfig& config, int raw_ring_rows = 0);
   // Empties the raw windows and continues at position pos (the MTP window after a sync).
   void restart_raw_window(int64_t pos) { n_tokens_ = raw_start_ = pos; }
   int64_t raw_window_start() const override { return raw_start_; }
@@ -30,12 +33,13 @@ class ContiguousKv final : public SequenceKv {
     std::vector<float> kv, score;
   };
   struct Layer {
-    std::vector<float> raw;    // [sliding_window, head_dim] ring, slot = pos % window
+    std::vector<float> raw;    // [ring_rows, head_dim] ring, slot = pos % ring_rows
     std::vector<float> comp;   // [n_comp, head_dim]
     std::vector<float> index;  // [n_comp, indexer_dim] (CSA layers)
     Frontier attn_frontier, index_frontier;
   };
   ModelConfig config_;
+  int ring_rows_;
   std::vector<Layer> layers_;
   int64_t n_tokens_ = 0;
   int64_t raw_start_ = 0;

@@ -22,11 +22,23 @@ double sampling_uniform(uint64_t seed, uint64_t step) {
   return static_cast<double>(splitmix64(splitmix64(seed) ^ (step * 0xd1b54a32d192ed03ull)) >> 11) * 0x1.0p-53;
 }
 
-int32_t sample_token(std::span<const float> logits, const SamplingParams& p, uint64_t step) {
-  if (p.temperature <= 0.0f || logits.size() == 1) return argmax(logits);
+double TokenDistribution::prob(int32_t id) const {
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] == id) return weights[i] / total;
+  return 0.0;
+}
+
+TokenDistribution sampling_distribution(std::span<const float> logits, const SamplingParams& p) {
+  TokenDistribution d;
+  if (p.temperature <= 0.0f || logits.size() == 1) {
+    d.ids = {argmax(logits)};
+    d.weights = {1.0};
+    d.total = 1.0;
+    return d;
+  }
   const float max_logit = *std::max_element(logits.begin(), logits.end());
   // Unnormalised probabilities relative to the top token (the top token has weight 1).
-  std::vector<int32_t> ids;
+  std::vector<int32_t>& ids = d.ids;
   std::vector<double> weight(logits.size());
   double total = 0.0;
   for (size_t i = 0; i < logits.size(); ++i) {
@@ -47,14 +59,26 @@ int32_t sample_token(std::span<const float> logits, const SamplingParams& p, uin
       ids.resize(keep);
     }
   }
-  double kept = 0.0;
-  for (int32_t id : ids) kept += weight[id];
-  double target = sampling_uniform(p.seed, step) * kept;
+  d.weights.reserve(ids.size());
   for (int32_t id : ids) {
-    target -= weight[id];
-    if (target < 0.0) return id;
+    d.weights.push_back(weight[id]);
+    d.total += weight[id];
   }
-  return ids.back();
+  return d;
+}
+
+int32_t sample_from(const TokenDistribution& d, double u) {
+  double target = u * d.total;
+  for (size_t i = 0; i < d.ids.size(); ++i) {
+    target -= d.weights[i];
+    if (target < 0.0) return d.ids[i];
+  }
+  return d.ids.back();
+}
+
+int32_t sample_token(std::span<const float> logits, const SamplingParams& p, uint64_t step) {
+  if (p.temperature <= 0.0f || logits.size() == 1) return argmax(logits);
+  return sample_from(sampling_distribution(logits, p), sampling_uniform(p.seed, step));
 }
 
 }  // namespace ds4

@@ -45,9 +45,10 @@ std::string sampling_problem(const SamplingParams& p) {
 
 }  // namespace
 
-Engine::Engine(Backend& backend, KvPool& kv, EngineConfig config)
+Engine::Engine(Backend& backend, KvPool& kv, EngineConfig config, Speculator* speculator)
     : backend_(backend),
       kv_(kv),
+      speculator_(speculator),
       config_(resolve(std::move(config), kv)),
       scheduler_(config_.scheduler, kv, config_.eos_token_id) {}
 
@@ -188,7 +189,7 @@ bool Engine::drain_inbox(bool wait_for_work) {
 void Engine::step() {
   StepStats st;
   const auto t0 = EngineClock::now();
-  ScheduledBatch batch = scheduler_.schedule();
+  ScheduledBatch batch = scheduler_.schedule(speculator_ ? speculator_->plan(scheduler_) : 0);
   st.num_preempted = batch.num_preempted;
   st.num_running = static_cast<int>(scheduler_.num_running());
   st.num_waiting = static_cast<int>(scheduler_.num_waiting());
@@ -198,12 +199,22 @@ void Engine::step() {
     inbox_cv_.wait_for(lock, std::chrono::milliseconds(1), [&] { return stopping_ || !inbox_.empty(); });
     return;
   }
+  const auto t_planned = EngineClock::now();
+  if (speculator_) speculator_->draft(batch);
   const auto t1 = EngineClock::now();
   const ForwardOutput out = backend_.forward(build_forward_batch(batch, kv_));
   const auto t2 = EngineClock::now();
-  std::vector<SampledToken> sampled = sample_batch(batch, out);
+  std::vector<SequenceUpdate> updates;
+  if (speculator_) {
+    std::vector<std::vector<SampledToken>> emitted = speculator_->verify(batch, out, kv_, micros(t1, t2));
+    updates = scheduler_.update(batch, emitted);
+    speculator_->retain(scheduler_.running());
+    record_speculation(speculator_->step_stats(), st);
+  } else {
+    std::vector<SampledToken> sampled = sample_batch(batch, out);
+    updates = scheduler_.update(batch, sampled);
+  }
   const auto t3 = EngineClock::now();
-  std::vector<SequenceUpdate> updates = scheduler_.update(batch, sampled);
   publish(updates, st);
   const auto t4 = EngineClock::now();
 
@@ -211,8 +222,8 @@ void Engine::step() {
   st.num_tokens = batch.num_tokens;
   st.prefill_tokens = batch.prefill_tokens;
   st.decode_tokens = batch.decode_tokens;
-  st.num_sampled = static_cast<int>(updates.size());
-  st.schedule_us = micros(t0, t1);
+  for (const SequenceUpdate& u : updates) st.num_sampled += static_cast<int>(u.tokens.size());
+  st.schedule_us = micros(t0, t_planned);
   st.forward_us = micros(t1, t2);
   st.sample_us = micros(t2, t3);
   st.step_us = micros(t0, t4);
@@ -227,8 +238,9 @@ void Engine::step() {
 void Engine::publish(std::vector<SequenceUpdate>& updates, StepStats& st) {
   for (SequenceUpdate& u : updates) {
     Sequence* seq = u.seq;
-    const bool kept = seq->stream->push(u.sampled.token, u.sampled.has_logprobs ? &u.sampled.logprobs : nullptr,
-                                        seq->usage, seq->timing);
+    bool kept = true;
+    for (SampledToken& t : u.tokens)
+      kept = seq->stream->push(t.token, t.has_logprobs ? &t.logprobs : nullptr, seq->usage, seq->timing) && kept;
     if (u.finish != FinishReason::kNone) {
       finish_removed(std::move(u.owned), u.finish, "", u.stop_token);
       st.num_finished += 1;
@@ -250,6 +262,15 @@ void Engine::finish_removed(std::unique_ptr<Sequence> seq, FinishReason reason, 
   stats_.requests_finished[static_cast<int>(reason)] += 1;
 }
 
+void Engine::record_speculation(const SpecStepStats& spec, StepStats& st) {
+  st.spec_draft_len = spec.draft_len;
+  st.spec_drafts = spec.drafts;
+  st.spec_draft_tokens = spec.draft_tokens;
+  st.spec_accepted_tokens = spec.accepted_tokens;
+  st.spec_accepted_per_position = spec.accepted_per_position;
+  st.draft_us = spec.draft_us;
+}
+
 void Engine::record(const StepStats& step) {
   StepStats st = step;
   st.kv = kv_.usage();
@@ -259,6 +280,13 @@ void Engine::record(const StepStats& step) {
     stats_.prompt_tokens_computed += static_cast<uint64_t>(st.prefill_tokens);
     stats_.generation_tokens += static_cast<uint64_t>(st.num_sampled);
     stats_.preemptions += static_cast<uint64_t>(st.num_preempted);
+    stats_.spec_drafts += static_cast<uint64_t>(st.spec_drafts);
+    stats_.spec_draft_tokens += static_cast<uint64_t>(st.spec_draft_tokens);
+    stats_.spec_accepted_tokens += static_cast<uint64_t>(st.spec_accepted_tokens);
+    if (stats_.spec_accepted_per_position.size() < st.spec_accepted_per_position.size())
+      stats_.spec_accepted_per_position.resize(st.spec_accepted_per_position.size());
+    for (size_t j = 0; j < st.spec_accepted_per_position.size(); ++j)
+      stats_.spec_accepted_per_position[j] += static_cast<uint64_t>(st.spec_accepted_per_position[j]);
     stats_.num_running = st.num_running;
     stats_.num_waiting = st.num_waiting;
     stats_.kv = st.kv;

@@ -1,7 +1,7 @@
 // Engine: the one thread that owns all inference state (scheduler, KV pool, backend). Other threads
 // submit requests and aborts through a locked inbox and read per-request RequestStreams; the loop is
-// drain inbox -> schedule -> build the ragged batch -> forward -> sample -> update -> publish ->
-// record stats. Created by the server's main (or the bench / tests) with a backend and a pool that
+// drain inbox -> schedule -> (draft) -> build the ragged batch -> forward -> sample (or verify
+// drafts) -> update -> publish -> record stats. Created by the server's main (or the bench / tests) with a backend and a pool that
 // it then uses from its own thread only, until stop().
 #pragma once
 #include <atomic>
@@ -17,6 +17,7 @@
 #include "scheduler/engine_api.h"
 #include "scheduler/kv_pool.h"
 #include "scheduler/scheduler.h"
+#include "scheduler/speculator.h"
 
 namespace ds4 {
 
@@ -33,8 +34,9 @@ class Engine {
  public:
   using StepObserver = std::function<void(const StepStats&)>;
 
-  // backend and kv must outlive the engine; after start() only the engine thread touches them.
-  Engine(Backend& backend, KvPool& kv, EngineConfig config);
+  // backend and kv (and speculator, when given: speculative decoding) must outlive the engine; after
+  // start() only the engine thread touches them.
+  Engine(Backend& backend, KvPool& kv, EngineConfig config, Speculator* speculator = nullptr);
   ~Engine();  // stop()
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -75,10 +77,12 @@ class Engine {
   void finish_removed(std::unique_ptr<Sequence> seq, FinishReason reason, const std::string& error,
                       int32_t stop_token = -1);
   void record(const StepStats& step);
+  static void record_speculation(const SpecStepStats& spec, StepStats& st);
   std::shared_ptr<RequestStream> rejected(RequestId id, const std::string& why);
 
   Backend& backend_;
   KvPool& kv_;
+  Speculator* speculator_;
   EngineConfig config_;
   Scheduler scheduler_;
   StepObserver observer_;

@@ -32,6 +32,7 @@ struct GenerationRequest {
   bool logprobs = false;                // report each sampled token's log-probability
   int top_logprobs = 0;                 // 0..kMaxTopLogprobs most likely alternatives per token
   EngineClock::time_point arrival_time{};  // default (epoch): set to the time of submit()
+  bool speculative = true;              // false: never draft for this request (opt-out of MTP speculation)
 };
 
 enum class FinishReason : uint8_t { kNone, kStop, kLength, kAbort, kError };
@@ -143,6 +144,13 @@ struct StepStats {
   int num_waiting = 0;          // queued sequences after planning
   double schedule_us = 0, forward_us = 0, sample_us = 0, step_us = 0;
   KvUsage kv;                   // after the step
+  // Speculative decoding (scheduler/speculator.h); all zero when it is off.
+  int spec_draft_len = 0;               // drafts per sequence the policy chose for this step (K)
+  int spec_drafts = 0;                  // sequences that verified drafts
+  int64_t spec_draft_tokens = 0;        // draft tokens verified (they are in num_tokens too)
+  int64_t spec_accepted_tokens = 0;     // of which accepted
+  std::vector<int64_t> spec_accepted_per_position;  // [max draft]: drafts accepted at position j
+  double draft_us = 0;                  // drafting (MTP) time, inside step_us
 };
 
 // Cumulative counters and current gauges (a consistent snapshot).
@@ -156,6 +164,10 @@ struct EngineStats {
   uint64_t preemptions = 0;
   uint64_t prefix_cache_queried_tokens = 0;             // tokens looked up at admissions (re-admissions too)
   uint64_t prefix_cache_hit_tokens = 0;
+  uint64_t spec_drafts = 0;             // sequence steps that verified drafts
+  uint64_t spec_draft_tokens = 0;
+  uint64_t spec_accepted_tokens = 0;
+  std::vector<uint64_t> spec_accepted_per_position;  // [max draft]
   int num_running = 0;
   int num_waiting = 0;
   KvUsage kv;

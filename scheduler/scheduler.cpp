@@ -3,6 +3,7 @@
 // for running sequences with more left (partial prefills, recomputation), (3) admission of waiting
 // sequences in queue order while the budget, max_num_seqs and the KV pool allow. When a sequence
 // cannot grow, the last running sequence (lowest priority, newest) is preempted by recompute.
+// Decodes may reserve room for draft tokens; update() then takes the accepted drafts too.
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
@@ -106,11 +107,12 @@ int64_t Scheduler::chunk_size(const Sequence& seq, int64_t budget) const {
   return n;
 }
 
-void Scheduler::add_entry(ScheduledBatch& batch, Sequence* seq, int64_t n) {
+void Scheduler::add_entry(ScheduledBatch& batch, Sequence* seq, int64_t n, int64_t max_drafts) {
   ScheduledSequence e;
   e.seq = seq;
   e.start = seq->num_computed_tokens;
   e.num_tokens = n;
+  e.max_drafts = max_drafts;
   e.sample = e.start + n == seq->num_tokens();
   e.decode = n == 1 && e.sample && seq->num_generated() > 0;
   batch.entries.push_back(e);
@@ -124,7 +126,7 @@ void Scheduler::add_entry(ScheduledBatch& batch, Sequence* seq, int64_t n) {
 void Scheduler::preempt(Sequence* victim, ScheduledBatch& batch, int64_t& budget) {
   auto e = std::find_if(batch.entries.begin(), batch.entries.end(), [&](const auto& x) { return x.seq == victim; });
   if (e != batch.entries.end()) {
-    budget += e->num_tokens;
+    budget += e->num_tokens + e->max_drafts;
     batch.num_tokens -= e->num_tokens;
     (e->decode ? batch.decode_tokens : batch.prefill_tokens) -= e->num_tokens;
     batch.entries.erase(e);
@@ -149,20 +151,29 @@ bool Scheduler::make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& bat
   return true;
 }
 
+// Draft tokens a decode of seq may verify: the output it may still produce after the next token
+// (max_tokens, max_model_len), within the budget left after that token.
+int64_t Scheduler::draft_room(const Sequence& seq, int max_drafts, int64_t budget) const {
+  if (max_drafts <= 0 || !seq.request.speculative || seq.num_generated() < 1) return 0;
+  const int64_t more = std::min(seq.request.max_tokens - seq.num_generated(), config_.max_model_len - seq.num_tokens()) - 1;
+  return std::max<int64_t>(0, std::min({int64_t(max_drafts), more, budget - 1}));
+}
+
 // decodes: sequences with exactly one token left; otherwise the ones with more (chunked).
-void Scheduler::schedule_running(ScheduledBatch& batch, int64_t& budget, bool decodes) {
+void Scheduler::schedule_running(ScheduledBatch& batch, int64_t& budget, bool decodes, int max_drafts) {
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* seq = running_[i];
     const int64_t left = seq->num_tokens() - seq->num_computed_tokens;
     if (left < 1) fail("running sequence with nothing to compute");
     if ((left == 1) != decodes) continue;  // the two passes plan disjoint sets
     const int64_t n = decodes ? 1 : chunk_size(*seq, budget);
-    if (!make_room(seq, seq->num_computed_tokens + n, batch, budget)) {
+    const int64_t k = decodes ? draft_room(*seq, max_drafts, budget) : 0;
+    if (!make_room(seq, seq->num_computed_tokens + n + k, batch, budget)) {
       --i;  // seq was the last running sequence and left; nothing after it remains
       continue;
     }
-    add_entry(batch, seq, n);
-    budget -= n;
+    add_entry(batch, seq, n, k);
+    budget -= n + k;
   }
 }
 
@@ -188,11 +199,11 @@ void Scheduler::admit_waiting(ScheduledBatch& batch, int64_t& budget) {
   }
 }
 
-ScheduledBatch Scheduler::schedule() {
+ScheduledBatch Scheduler::schedule(int max_drafts) {
   ScheduledBatch batch;
   int64_t budget = config_.max_num_batched_tokens;
-  schedule_running(batch, budget, true);
-  schedule_running(batch, budget, false);
+  schedule_running(batch, budget, true, max_drafts);
+  schedule_running(batch, budget, false, 0);
   // After a preemption the pool is full: admitting now would only evict someone again.
   if (batch.num_preempted == 0) admit_waiting(batch, budget);
   return batch;
@@ -209,24 +220,41 @@ FinishReason Scheduler::finish_reason(const Sequence& seq, int32_t token) const 
 
 std::vector<SequenceUpdate> Scheduler::update(const ScheduledBatch& batch, std::span<SampledToken> sampled) {
   if (sampled.size() != batch.entries.size()) fail("update: sampled tokens do not match the batch");
+  std::vector<std::vector<SampledToken>> emitted(sampled.size());
+  for (size_t i = 0; i < sampled.size(); ++i)
+    if (batch.entries[i].sample) emitted[i].push_back(std::move(sampled[i]));
+  return update(batch, emitted);
+}
+
+std::vector<SequenceUpdate> Scheduler::update(const ScheduledBatch& batch, std::span<std::vector<SampledToken>> emitted) {
+  if (emitted.size() != batch.entries.size()) fail("update: emitted tokens do not match the batch");
   std::vector<SequenceUpdate> updates;
   const auto now = EngineClock::now();
   for (size_t i = 0; i < batch.entries.size(); ++i) {
     const ScheduledSequence& e = batch.entries[i];
     Sequence* seq = e.seq;
+    std::vector<SampledToken>& tokens = emitted[i];
     if (seq->num_computed_tokens != e.start) fail("update: sequence moved since schedule()");
-    seq->num_computed_tokens += e.num_tokens;
+    if (e.sample != !tokens.empty() || tokens.size() > e.drafts.size() + 1) fail("update: wrong number of tokens for an entry");
+    // Accepted drafts are computed positions: the pool publishes them with their ids, so every
+    // emitted id is appended first; the output then stops at a finishing token.
+    const size_t base = seq->tokens.size();
+    for (const SampledToken& t : tokens) seq->tokens.push_back(t.token);
+    seq->num_computed_tokens += e.num_tokens + (tokens.empty() ? 0 : static_cast<int64_t>(tokens.size()) - 1);
     kv_.computed(seq->id, seq->tokens, seq->num_computed_tokens);
+    seq->tokens.resize(base);
     if (!e.sample) continue;
     SequenceUpdate u;
     u.seq = seq;
-    u.has_token = true;
-    u.sampled = std::move(sampled[i]);
-    seq->tokens.push_back(u.sampled.token);
+    for (SampledToken& t : tokens) {
+      seq->tokens.push_back(t.token);
+      u.tokens.push_back(std::move(t));
+      u.finish = finish_reason(*seq, seq->tokens.back());
+      if (u.finish != FinishReason::kNone) break;
+    }
     seq->usage.completion_tokens = seq->num_generated();
     if (seq->timing.first_token == EngineClock::time_point{}) seq->timing.first_token = now;
-    u.finish = finish_reason(*seq, u.sampled.token);
-    if (u.finish == FinishReason::kStop) u.stop_token = u.sampled.token;
+    if (u.finish == FinishReason::kStop) u.stop_token = seq->tokens.back();
     if (u.finish != FinishReason::kNone) u.owned = take(seq);
     updates.push_back(std::move(u));
   }

@@ -2,8 +2,9 @@
 // prompt + generated), and the per-step plan: decodes of running sequences first, then chunked
 // prefill of partially computed and newly admitted ones, within max_num_batched_tokens and
 // max_num_seqs; admission only when the KV pool takes the whole sequence; preemption by recompute
-// (lowest priority, newest first; back to the front of the queue, output kept). No threads, no
-// model: the Engine calls schedule() and update() on its thread; tests drive it directly.
+// (lowest priority, newest first; back to the front of the queue, output kept); room for draft
+// tokens on decodes (speculative decoding), and several tokens per step from verified drafts. No
+// threads, no model: the Engine calls schedule() and update() on its thread; tests drive it directly.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -44,13 +45,17 @@ struct Sequence {
   int64_t num_generated() const { return num_tokens() - num_prompt_tokens; }
 };
 
-// One sequence's share of a step: tokens [start, start + num_tokens) of seq->tokens.
+// One sequence's share of a step: tokens [start, start + num_tokens) of seq->tokens, then (decodes
+// only, speculative decoding) up to max_drafts draft tokens the pool has room for.
 struct ScheduledSequence {
   Sequence* seq = nullptr;
   int64_t start = 0;
   int64_t num_tokens = 0;
   bool sample = false;  // the chunk reaches the end of the sequence: a token is sampled from it
   bool decode = false;  // the one token fed is the sequence's last sampled token
+  int64_t max_drafts = 0;            // draft positions reserved (KV room and step budget)
+  std::vector<int32_t> drafts;       // set by the speculator: <= max_drafts tokens to verify
+  std::vector<int32_t> fed_tokens;   // with drafts: the chunk's token, then the drafts (what is fed)
 };
 
 struct ScheduledBatch {
@@ -58,6 +63,7 @@ struct ScheduledBatch {
   int64_t num_tokens = 0;
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
+  int64_t draft_tokens = 0;  // drafts fed (also in num_tokens; set by the speculator)
   int num_preempted = 0;
   uint64_t prefix_queried_tokens = 0;  // tokens looked up in the prefix cache at admissions (re-admissions too)
   uint64_t prefix_hit_tokens = 0;
@@ -71,12 +77,11 @@ struct SampledToken {
   SampledLogprobs logprobs;
 };
 
-// A sequence's new token and/or finish after update(). `owned` holds a finished sequence (the
+// A sequence's new tokens and/or finish after update(). `owned` holds a finished sequence (the
 // scheduler no longer knows it); otherwise seq stays owned by the scheduler.
 struct SequenceUpdate {
   Sequence* seq = nullptr;
-  bool has_token = false;
-  SampledToken sampled;
+  std::vector<SampledToken> tokens;  // emitted this step, in order (accepted drafts, then one sampled)
   FinishReason finish = FinishReason::kNone;
   int32_t stop_token = -1;
   std::unique_ptr<Sequence> owned;
@@ -95,12 +100,18 @@ class Scheduler {
   // Removes everything (shutdown), freeing all KV.
   std::vector<std::unique_ptr<Sequence>> remove_all();
 
-  // Plans one step. Pointers in the batch stay valid until update().
-  ScheduledBatch schedule();
+  // Plans one step. Pointers in the batch stay valid until update(). max_drafts > 0: every decode of
+  // a request that allows speculation also reserves room (KV and budget) for up to that many drafts,
+  // fewer where max_tokens, max_model_len or the budget leave less.
+  ScheduledBatch schedule(int max_drafts = 0);
   // Applies a step's results: advances counters, appends sampled tokens (sampled is parallel to
   // batch.entries), finishes sequences on EOS / stop ids / max_tokens / max_model_len and frees
   // their KV. Returns one update per sampled entry.
   std::vector<SequenceUpdate> update(const ScheduledBatch& batch, std::span<SampledToken> sampled);
+  // The same with several tokens per entry: for an entry that fed drafts, the accepted drafts then
+  // the token sampled after them (its KV, already rolled back, holds start + num_tokens + accepted
+  // positions); otherwise one token (sample) or none. Tokens after a finishing one are dropped.
+  std::vector<SequenceUpdate> update(const ScheduledBatch& batch, std::span<std::vector<SampledToken>> emitted);
 
   size_t num_running() const { return running_.size(); }
   size_t num_waiting() const { return waiting_.size(); }
@@ -110,11 +121,12 @@ class Scheduler {
   const std::vector<Sequence*>& waiting() const { return waiting_; }  // queue order
 
  private:
-  void schedule_running(ScheduledBatch& batch, int64_t& budget, bool decodes);
+  void schedule_running(ScheduledBatch& batch, int64_t& budget, bool decodes, int max_drafts);
+  int64_t draft_room(const Sequence& seq, int max_drafts, int64_t budget) const;
   void admit_waiting(ScheduledBatch& batch, int64_t& budget);
   bool make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& batch, int64_t& budget);
   void preempt(Sequence* victim, ScheduledBatch& batch, int64_t& budget);
-  void add_entry(ScheduledBatch& batch, Sequence* seq, int64_t num_tokens);
+  void add_entry(ScheduledBatch& batch, Sequence* seq, int64_t num_tokens, int64_t max_drafts = 0);
   void insert_running(Sequence* seq);
   void insert_waiting(Sequence* seq, bool at_front_of_priority);
   FinishReason finish_reason(const Sequence& seq, int32_t token) const;

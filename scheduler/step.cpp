@@ -24,9 +24,28 @@ ForwardBatch build_forward_batch(const ScheduledBatch& batch, KvPool& kv) {
     SequenceKv& state = kv.kv(e.seq->id);
     if (state.num_tokens() != e.start) fail("KV state position differs from the scheduled start");
     if (e.num_tokens < 1 || e.start + e.num_tokens > e.seq->num_tokens()) fail("scheduled chunk out of range");
-    fb.sequences.push_back({&state, std::span<const int32_t>(e.seq->tokens).subspan(e.start, e.num_tokens), false});
+    if (e.drafts.empty()) {
+      fb.sequences.push_back({&state, std::span<const int32_t>(e.seq->tokens).subspan(e.start, e.num_tokens), false});
+      continue;
+    }
+    // A decode with drafts: logits after every fed token, and a tail the verifier may roll back.
+    if (!e.decode || static_cast<int64_t>(e.drafts.size()) > e.max_drafts ||
+        e.fed_tokens.size() != e.drafts.size() + 1 || e.fed_tokens[0] != e.seq->tokens[e.start])
+      fail("drafts on an entry that is not a decode with room for them");
+    fb.sequences.push_back({&state, e.fed_tokens, true, true});
   }
   return fb;
+}
+
+SampledToken sample_entry(const ScheduledSequence& e, std::span<const float> row, int64_t generated_index) {
+  const GenerationRequest& r = e.seq->request;
+  SampledToken s;
+  s.token = sample_token(row, r.sampling, static_cast<uint64_t>(generated_index));
+  if (r.logprobs || r.top_logprobs > 0) {
+    s.has_logprobs = true;
+    s.logprobs = compute_logprobs(row, s.token, r.top_logprobs);
+  }
+  return s;
 }
 
 std::vector<SampledToken> sample_batch(const ScheduledBatch& batch, const ForwardOutput& out) {
@@ -37,13 +56,7 @@ std::vector<SampledToken> sample_batch(const ScheduledBatch& batch, const Forwar
     if (!e.sample) continue;
     if (out.n_rows[i] < 1) fail("no logits row for a sampled sequence");
     const std::span<const float> row(out.row(i, out.n_rows[i] - 1), static_cast<size_t>(out.n_vocab));
-    const GenerationRequest& r = e.seq->request;
-    SampledToken& s = sampled[i];
-    s.token = sample_token(row, r.sampling, static_cast<uint64_t>(e.seq->num_generated()));
-    if (r.logprobs || r.top_logprobs > 0) {
-      s.has_logprobs = true;
-      s.logprobs = compute_logprobs(row, s.token, r.top_logprobs);
-    }
+    sampled[i] = sample_entry(e, row, e.seq->num_generated());
   }
   return sampled;
 }

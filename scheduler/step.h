@@ -11,8 +11,13 @@
 namespace ds4 {
 
 // One SequenceInput per entry: tokens [start, start + num_tokens) over the pool's state of the
-// sequence, which must be at position `start` (checked; a mismatch is a programmer error).
+// sequence, which must be at position `start` (checked; a mismatch is a programmer error). An entry
+// with drafts feeds its fed_tokens speculatively with logits for every token.
 ForwardBatch build_forward_batch(const ScheduledBatch& batch, KvPool& kv);
+
+// The token (and logprobs when asked) the entry's request draws from one logits row, as its
+// generated token number `generated_index` (the counter of its RNG).
+SampledToken sample_entry(const ScheduledSequence& entry, std::span<const float> row, int64_t generated_index);
 
 // Parallel to batch.entries: a token (and logprobs when asked) for each entry with sample == true,
 // drawn from its last logits row with step = the sequence's number of generated tokens, so the

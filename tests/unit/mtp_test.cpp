@@ -1,4 +1,5 @@
-// MTP draft module forward (MODEL.md 3.2): shapes and determinism on the demo model, and a case
+// MTP draft module forward (MODEL.md 3.2): shapes and determinism on the demo model, runs of
+// several inputs batch-invariant, and a case
 // checked by hand: with e_proj = 0, h_proj = I and a block whose outputs are zero, the draft
 // logits are output · RMSNorm(v) when every stream of the previous state equals v.
 #include <gtest/gtest.h>
@@ -33,8 +34,8 @@ TEST(Mtp, ShapesAndDeterminismOnDemoModel) {
     int32_t token = prompt.back();
     std::vector<float> all;
     for (int i = 0; i < steps; ++i) {
-      const MtpInput in{&mkv, token, state.data()};
-      const ForwardOutput out = backend.forward_mtp(mtp, std::span<const MtpInput>(&in, 1));
+      const DraftRun in{&mkv, std::span<const int32_t>(&token, 1), state};
+      const ForwardOutput out = backend.forward_mtp(mtp, std::span<const DraftRun>(&in, 1));
       EXPECT_EQ(out.logits.size(), size_t(c.n_vocab));
       EXPECT_EQ(out.final_states.size(), state.size());
       for (float x : out.logits) EXPECT_TRUE(std::isfinite(x));
@@ -50,6 +51,44 @@ TEST(Mtp, ShapesAndDeterminismOnDemoModel) {
   // Recursive drafts see their own earlier rows: step 2 differs from step 1.
   EXPECT_NE(std::vector<float>(a.begin(), a.begin() + c.n_vocab),
             std::vector<float>(a.begin() + c.n_vocab, a.begin() + 2 * c.n_vocab));
+}
+
+// A run of several inputs in one call, beside another sequence's run, gives bit for bit what the
+// inputs give one call at a time (the speculator's catch-up runs rely on it).
+TEST(Mtp, RunsAreBatchInvariant) {
+  auto model = load_model(std::string(DS4_BINARY_DIR) + "/models/tiny-q2.gguf");
+  auto mtp_file = GgufFile::open(std::string(DS4_BINARY_DIR) + "/models/tiny-q2-mtp.gguf");
+  const MtpWeights mtp = bind_mtp_weights(*mtp_file, model->config);
+  const ModelConfig& c = model->config;
+  CpuBackend backend(c, model->weights);
+  const ModelConfig mc = mtp_kv_config(c);
+  const int64_t width = int64_t(c.hc_count) * c.n_embd;
+  std::vector<float> states(3 * width);
+  for (size_t i = 0; i < states.size(); ++i) states[i] = std::sin(0.013f * float(i)) * 2.0f;
+  const std::vector<int32_t> tokens{7, 300, 4242};
+
+  ContiguousKv one(mc), other(mc), batched(mc), other_batched(mc);
+  for (ContiguousKv* k : {&one, &other, &batched, &other_batched}) k->restart_raw_window(40);
+  std::vector<float> last_logits, last_state;
+  for (int j = 0; j < 3; ++j) {
+    const DraftRun in{&one, std::span<const int32_t>(&tokens[j], 1), std::span<const float>(&states[j * width], width)};
+    const ForwardOutput out = backend.forward_mtp(mtp, std::span<const DraftRun>(&in, 1));
+    last_logits = out.logits;
+    last_state = out.final_states;
+  }
+  const DraftRun solo{&other, std::span<const int32_t>(&tokens[1], 1), std::span<const float>(&states[0], width)};
+  const ForwardOutput other_out = backend.forward_mtp(mtp, std::span<const DraftRun>(&solo, 1));
+
+  const DraftRun runs[2] = {{&other_batched, std::span<const int32_t>(&tokens[1], 1), std::span<const float>(&states[0], width)},
+                            {&batched, tokens, states}};
+  const ForwardOutput out = backend.forward_mtp(mtp, runs);
+  ASSERT_EQ(out.n_rows, (std::vector<int64_t>{1, 1}));
+  EXPECT_EQ(std::vector<float>(out.row(1), out.row(1) + c.n_vocab), last_logits);
+  EXPECT_EQ(std::vector<float>(out.final_states.begin() + width, out.final_states.end()), last_state);
+  EXPECT_EQ(std::vector<float>(out.row(0), out.row(0) + c.n_vocab), other_out.logits);
+  EXPECT_EQ(batched.num_tokens(), 43);
+  for (int64_t p = 40; p < 43; ++p)
+    for (int d = 0; d < c.head_dim; ++d) ASSERT_EQ(batched.raw_row(0, p)[d], one.raw_row(0, p)[d]) << p;
 }
 
 // In-memory F32 tensors for the hand-checked case.
@@ -124,8 +163,9 @@ TEST(Mtp, HandCheckedIdentityBlock) {
   std::vector<float> v(E), prev(H);
   for (uint64_t d = 0; d < E; ++d) v[d] = std::cos(0.11f * float(d)) + 0.2f;
   for (int s = 0; s < c.hc_count; ++s) std::copy(v.begin(), v.end(), prev.begin() + s * E);
-  const MtpInput in{&kv, 5, prev.data()};
-  const ForwardOutput out = backend.forward_mtp(m, std::span<const MtpInput>(&in, 1));
+  const int32_t token = 5;
+  const DraftRun in{&kv, std::span<const int32_t>(&token, 1), prev};
+  const ForwardOutput out = backend.forward_mtp(m, std::span<const DraftRun>(&in, 1));
 
   // Expected: logits = output · RMSNorm(v)
   double ss = 0;
