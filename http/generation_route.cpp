@@ -5,6 +5,9 @@
 // request is aborted in the engine (its KV freed at the next step) unless it already finished.
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <random>
 
 #include "http/generation_prepare.h"
@@ -215,7 +218,7 @@ net::awaitable<void> Relay::pump() {
       co_await on_chunk(chunk);
       continue;
     }
-    waker_->timer.expires_after(std::chrono::seconds(state_.options.limits.heartbeat_seconds));
+    waker_->timer.expires_after(std::chrono::milliseconds(state_.options.limits.heartbeat_ms));
     auto [ec] = co_await waker_->timer.async_wait(kAwaitable);
     const auto cs = co_await net::this_coro::cancellation_state;
     if (cs.cancelled() != net::cancellation_type::none) co_return;  // the client went away
@@ -225,19 +228,26 @@ net::awaitable<void> Relay::pump() {
 }
 
 // Completes when the client has closed its side (or reset the connection). A client that sends
-// more data (a pipelined request) is alive: then this waits until cancelled.
+// more data (a pipelined request) is alive: then this waits until cancelled. Readiness can be
+// reported without data (Asio completes a wait speculatively after earlier reads), so the peek
+// never blocks, and a spurious wake-up backs off briefly instead of spinning.
 net::awaitable<void> Relay::watch_client() {
   auto& socket = stream_.socket();
+  net::steady_timer backoff(co_await net::this_coro::executor);
   for (;;) {
     auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, kAwaitable);
     if (ec == net::error::operation_aborted) co_return;
     char byte;
-    boost::system::error_code peek_ec;
-    const size_t n = socket.receive(net::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
-    if (ec || peek_ec || n == 0) co_return;  // closed or reset
-    net::steady_timer forever(co_await net::this_coro::executor, net::steady_timer::time_point::max());
-    co_await forever.async_wait(kAwaitable);
-    co_return;
+    const ssize_t n = ec ? 0 : ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) co_return;  // closed or reset
+    if (n > 0) {  // a pipelined request: the client is there
+      backoff.expires_at(net::steady_timer::time_point::max());
+      co_await backoff.async_wait(kAwaitable);
+      co_return;
+    }
+    backoff.expires_after(std::chrono::milliseconds(50));
+    auto [bec] = co_await backoff.async_wait(kAwaitable);
+    if (bec) co_return;
   }
 }
 

@@ -64,7 +64,7 @@ bool apply(ServerOptions& o, const std::string& opt, const std::string& v) {
   else if (opt == "--io-threads") o.io_threads = static_cast<int>(parse_int(opt, v, 1, 256));
   else if (opt == "--max-body-bytes") l.max_body_bytes = static_cast<uint64_t>(parse_int(opt, v, 1024, 1ll << 40));
   else if (opt == "--read-timeout") l.read_timeout_seconds = static_cast<int>(parse_int(opt, v, 1, 86400));
-  else if (opt == "--heartbeat") l.heartbeat_seconds = static_cast<int>(parse_int(opt, v, 1, 3600));
+  else if (opt == "--heartbeat") l.heartbeat_ms = static_cast<int>(parse_double(opt, v, 0.01, 3600) * 1000);
   else if (opt == "--drain-timeout") l.drain_timeout_seconds = static_cast<int>(parse_int(opt, v, 0, 86400));
   else if (opt == "--reasoning-effort") {
     const auto e = parse_reasoning_effort(v);

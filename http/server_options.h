@@ -16,7 +16,7 @@ struct HttpLimits {
   int read_timeout_seconds = 60;          // to receive a whole request (header and body)
   int write_timeout_seconds = 60;         // for one write to a slow client
   int idle_timeout_seconds = 120;         // keep-alive connection with no request
-  int heartbeat_seconds = 10;             // SSE comment while no token arrives
+  int heartbeat_ms = 10000;               // SSE comment while no token arrives
   int drain_timeout_seconds = 30;         // SIGTERM: how long in-flight requests may finish
   int max_connections = 1024;
 };

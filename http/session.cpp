@@ -2,6 +2,8 @@
 // (Expect: 100-continue honoured), CORS, API-key check, routing, and the reply write. Runs as a
 // coroutine on its own strand (spawned by http_server.cpp). Every request is counted in
 // ds4serve_http_requests_total by route and status once the model service exists.
+#include <cstdio>
+
 #include "http/auth.h"
 #include "http/session.h"
 
@@ -129,9 +131,28 @@ ResponseContext context_for(ServerState& state, const Request& req) {
   return ctx;
 }
 
-void record(ServerState& state, std::string_view path, unsigned status, Clock::time_point start) {
+void record(ServerState& state, const Request& req, std::string_view path, unsigned status, Clock::time_point start) {
   const double s = std::chrono::duration<double>(Clock::now() - start).count();
   if (ModelService* service = state.service.load()) service->metrics().record_http(route_name(path), int(status), s);
+  char line[64];
+  std::snprintf(line, sizeof line, " %u %.1f ms", status, s * 1e3);
+  state.log(std::string(req.method_string()) + " " + std::string(path) + line);
+}
+
+// After refusing a request whose body is still arriving (413, 431, malformed): close our side and
+// read and discard what the client still sends for a while, so that it finishes writing and then
+// reads the reply instead of failing with a broken pipe (a "lingering close").
+net::awaitable<void> lingering_close(Stream& stream) {
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.expires_after(std::chrono::seconds(5));
+  std::vector<char> sink(64 * 1024);
+  size_t total = 0;
+  while (total < (size_t{256} << 20)) {
+    auto [rec, n] = co_await stream.async_read_some(net::buffer(sink), kAwaitable);
+    if (rec) break;
+    total += n;
+  }
 }
 
 }  // namespace
@@ -169,7 +190,7 @@ net::awaitable<void> run_session(tcp::socket socket, ServerState& state) {
     if (early) {
       ResponseContext ctx;
       ctx.keep_alive = false;
-      co_await write_reply(stream, ctx, std::move(*early));
+      if (co_await write_reply(stream, ctx, std::move(*early))) co_await lingering_close(stream);
       break;
     }
     const std::string_view target = req.target();
@@ -184,7 +205,7 @@ net::awaitable<void> run_session(tcp::socket socket, ServerState& state) {
       result.status = result.reply.status;
     }
     if (!result.written && result.ok) result.ok = co_await write_reply(stream, ctx, std::move(result.reply));
-    record(state, path, result.status, start);
+    record(state, req, path, result.status, start);
     if (!result.ok || !ctx.keep_alive || result.reply.close) break;
   }
   beast::error_code ec;
