@@ -75,6 +75,8 @@ class KvCacheManager::View final : public SequenceKv {
   float* frontier_score(int layer, bool indexer) override {
     return frontier(layer, placement(layer).frontier_score_offset[indexer]);
   }
+  const KvCacheManager& manager() const { return m_; }
+  KvSeqId id() const { return s_.id; }
 
  private:
   KvCacheManager& m_;
@@ -255,6 +257,12 @@ SequenceKv& KvCacheManager::sequence_kv(KvSeqId seq) { return *get(seq, "sequenc
 
 std::span<const int32_t> KvCacheManager::block_table(KvSeqId seq) const { return get(seq, "block_table").table; }
 int64_t KvCacheManager::slot(KvSeqId seq) const { return get(seq, "slot").slot; }
+
+std::optional<KvSeqId> KvCacheManager::id_of(const SequenceKv& kv) const {
+  const auto* view = dynamic_cast<const View*>(&kv);
+  if (!view || &view->manager() != this) return std::nullopt;
+  return view->id();
+}
 
 void KvCacheManager::init_slot(int64_t slot) {
   const KvGeometry& g = layout_.geometry;

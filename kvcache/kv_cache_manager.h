@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -86,6 +87,9 @@ class KvCacheManager {
   // and its slot index in the slot region.
   std::span<const int32_t> block_table(KvSeqId seq) const;
   int64_t slot(KvSeqId seq) const;
+  // The sequence whose sequence_kv() view `kv` is, when it belongs to this manager (a device
+  // backend maps the SequenceKv of a batch back to its block table and slot); else nullopt.
+  std::optional<KvSeqId> id_of(const SequenceKv& kv) const;
 
   KvCacheUsage usage() const;
   const KvPoolLayout& layout() const { return layout_; }

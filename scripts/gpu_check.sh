@@ -17,7 +17,7 @@ bundle() {
   local build=${1:-build-cuda}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  local tests=(cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test)
+  local tests=(cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test cuda_kv_test)
   cmake --build "$build" -j2 --target "${tests[@]}" cuda_bench cuda_model_bench ds4serve-model
   local out="$build/gpu-bundle"
   rm -rf "$out" && mkdir -p "$out/lib"
@@ -52,7 +52,7 @@ run() {
   export DS4_BINARY_DIR="$work" DS4_SOURCE_DIR="$PWD"
   local summary="$out/summary.txt"
   : >"$summary"
-  for t in cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test; do
+  for t in cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test cuda_kv_test; do
     t0=$SECONDS
     timeout 400 "$b/$t" --gtest_color=no >"$out/$t.log" 2>&1
     local rc=$?

@@ -92,7 +92,8 @@ CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaB
   select_device(options_.device);
   DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : int64_t(options_.max_seqs) * 16;
-  kv_ = std::make_unique<CudaKvPool>(config_, options_.max_seqs, blocks);
+  kv_ = options_.kv_manager ? std::make_unique<CudaKvPool>(config_, *options_.kv_manager)
+                            : std::make_unique<CudaKvPool>(config_, options_.max_seqs, blocks);
   std::vector<double> freq;
   for (bool compressed : {false, true}) {
     const RopeFrequencies f = rope_frequencies(config_, compressed);
@@ -108,29 +109,30 @@ CudaBackend::~CudaBackend() {
 }
 
 std::unique_ptr<CudaSequenceKv> CudaBackend::new_sequence() {
-  auto seq = kv_->new_sequence(stream_);
-  DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return seq;
+  return kv_->new_sequence();
 }
 
 namespace {
 
-// The batch's sequences as this backend's KV handles, after validation and reservation.
-std::vector<CudaSequenceKv*> validate_batch(const ModelConfig& c, const ForwardBatch& batch, const CudaKvPool* pool) {
-  std::vector<CudaSequenceKv*> seqs;
+// The batch's sequences with their slots and block tables, after validation and reservation.
+std::vector<CudaBackend::SeqRef> validate_batch(const ModelConfig& c, const ForwardBatch& batch, const CudaKvPool& pool) {
+  std::vector<CudaBackend::SeqRef> seqs;
   std::set<const SequenceKv*> seen;
   if (batch.sequences.empty()) invalid_batch("empty batch");
   for (const SequenceInput& in : batch.sequences) {
-    auto* kv = dynamic_cast<CudaSequenceKv*>(in.kv);
-    if (!kv || kv->pool() != pool) invalid_batch("sequence KV state does not come from this backend's new_sequence()");
-    if (!seen.insert(kv).second) invalid_batch("the same sequence appears twice in one batch");
+    CudaBackend::SeqRef ref;
+    ref.kv = in.kv;
+    if (!in.kv || !pool.address(*in.kv, ref.slot, ref.blocks))
+      invalid_batch("sequence KV state is neither from new_sequence() nor from the backend's KV manager");
+    if (!seen.insert(in.kv).second) invalid_batch("the same sequence appears twice in one batch");
     if (in.tokens.empty()) invalid_batch("sequence without tokens");
     for (int32_t t : in.tokens)
       if (t < 0 || t >= c.n_vocab) invalid_batch("token id " + std::to_string(t) + " out of range");
-    const int64_t end = kv->num_tokens() + static_cast<int64_t>(in.tokens.size());
+    const int64_t end = in.kv->num_tokens() + static_cast<int64_t>(in.tokens.size());
     if (end > INT32_MAX) invalid_batch("position beyond 2^31");
-    if (!kv->reserve(end)) invalid_batch("KV pool out of blocks");
-    seqs.push_back(kv);
+    if (!in.kv->reserve(end)) invalid_batch("KV pool out of blocks");
+    pool.address(*in.kv, ref.slot, ref.blocks);  // the table may have grown
+    seqs.push_back(ref);
   }
   return seqs;
 }
@@ -138,7 +140,7 @@ std::vector<CudaSequenceKv*> validate_batch(const ModelConfig& c, const ForwardB
 }  // namespace
 
 // Host side of the plan: every index array, appended to one int32 vector (offsets recorded).
-CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs,
+CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const std::vector<SeqRef>& seqs,
                                               PlanOffsets& off) {
   const ModelConfig& c = config_;
   std::vector<int32_t>& h = scratch_->plan_host;
@@ -151,9 +153,9 @@ CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const 
     const SequenceInput& in = batch.sequences[s];
     first.push_back(static_cast<int32_t>(tok.size()));
     count.push_back(static_cast<int32_t>(in.tokens.size()));
-    start.push_back(static_cast<int32_t>(seqs[s]->num_tokens()));
-    slot.push_back(seqs[s]->slot());
-    max_blocks = std::max<int>(max_blocks, static_cast<int>(seqs[s]->blocks().size()));
+    start.push_back(static_cast<int32_t>(seqs[s].kv->num_tokens()));
+    slot.push_back(static_cast<int32_t>(seqs[s].slot));
+    max_blocks = std::max<int>(max_blocks, static_cast<int>(seqs[s].blocks.size()));
     for (size_t i = 0; i < in.tokens.size(); ++i) {
       tok.push_back(in.tokens[i]);
       pos.push_back(start.back() + static_cast<int32_t>(i));
@@ -162,7 +164,7 @@ CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const 
   }
   plan.n_tokens = static_cast<int64_t>(tok.size());
   std::vector<int32_t> table(seqs.size() * max_blocks, 0);
-  for (size_t s = 0; s < seqs.size(); ++s) std::copy(seqs[s]->blocks().begin(), seqs[s]->blocks().end(), table.begin() + s * max_blocks);
+  for (size_t s = 0; s < seqs.size(); ++s) std::copy(seqs[s].blocks.begin(), seqs[s].blocks.end(), table.begin() + s * max_blocks);
   auto push = [&h](const std::vector<int32_t>& v) {
     const size_t at = h.size();
     h.insert(h.end(), v.begin(), v.end());
@@ -220,7 +222,7 @@ CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const 
   return plan;
 }
 
-CudaBackend::Plan CudaBackend::build_plan(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs) {
+CudaBackend::Plan CudaBackend::build_plan(const ForwardBatch& batch, const std::vector<SeqRef>& seqs) {
   PlanOffsets off;
   Plan plan = build_plan_host(batch, seqs, off);
   const std::vector<int32_t>& h = scratch_->plan_host;
@@ -275,7 +277,7 @@ void CudaBackend::size_scratch(const Plan& plan) {
 }
 
 ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
-  const std::vector<CudaSequenceKv*> seqs = validate_batch(config_, batch, kv_.get());
+  const std::vector<SeqRef> seqs = validate_batch(config_, batch, *kv_);
   const Plan plan = build_plan(batch, seqs);
   size_scratch(plan);
   embed(plan);
@@ -287,7 +289,7 @@ ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
   head(plan, out);
   last_logit_rows_ = plan.n_logit_rows;
   for (size_t s = 0; s < seqs.size(); ++s)
-    seqs[s]->set_num_tokens(seqs[s]->num_tokens() + static_cast<int64_t>(batch.sequences[s].tokens.size()));
+    seqs[s].kv->set_num_tokens(seqs[s].kv->num_tokens() + static_cast<int64_t>(batch.sequences[s].tokens.size()));
   return out;
 }
 

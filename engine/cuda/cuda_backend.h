@@ -1,6 +1,7 @@
 // CudaBackend: the forward pass of engine/forward.h on one GPU, op for op the CPU reference
 // (engine/cpu_backend.h) with every op a kernel of kernels/cuda: weights as stored in the GGUF
-// (DeviceWeights), KV state in a device pool (CudaKvPool; sequences come from new_sequence()),
+// (DeviceWeights), KV state in the kvcache/ paged pool on the device (CudaKvPool: an own one whose
+// sequences come from new_sequence(), or the scheduler's KvCacheManager),
 // ragged batches of sequences at different positions, routed experts grouped so each selected
 // expert's weights are read once per call. Results do not depend on what else is in the batch.
 // Owned and called by one thread (the engine thread); each forward() synchronises its stream.
@@ -25,6 +26,9 @@ struct CudaBackendOptions {
   int device = 0;
   int max_seqs = 64;            // KV slots (sequences alive at once)
   int64_t kv_blocks = 0;        // KV blocks of 256 positions in total; 0: max_seqs × 16 (4096 tokens each)
+  // The scheduler's paged pool (kvcache/ over make_cuda_kv_storage, f32 rows) instead of an own
+  // one; then batches carry its sequence_kv() views and max_seqs / kv_blocks are unused.
+  KvCacheManager* kv_manager = nullptr;
   DeviceWeights::Progress progress;  // weight upload progress (optional)
 };
 
@@ -38,15 +42,23 @@ class CudaBackend final : public Backend {
   // Makes options.device current; throws LoadError when no CUDA device is usable.
   static void select_device(int device);
   ~CudaBackend() override;
-  // Every sequence of the batch must come from this backend's new_sequence().
+  // Every sequence of the batch must come from this backend's new_sequence() or be a view of
+  // options.kv_manager.
   ForwardOutput forward(const ForwardBatch& batch) override;
-  // KV state for a new sequence, or null when every slot is in use.
+  // KV state for a new sequence of the own pool, or null when every slot is in use.
   std::unique_ptr<CudaSequenceKv> new_sequence();
 
   // Samples one token per logit row of the last forward() on the GPU (kernels/cuda/sample.h):
   // rows[i] for logit row i, in ForwardOutput order; the same tokens as engine/sampler.h up to
   // the sampler's stated tolerance. rows.size() must equal the last forward's logit rows.
   std::vector<int32_t> sample(std::span<const cuda::SampleRow> rows);
+
+  // A batch sequence resolved to its place in the pool.
+  struct SeqRef {
+    SequenceKv* kv = nullptr;
+    int64_t slot = 0;
+    std::span<const int32_t> blocks;
+  };
 
   uint64_t weight_bytes() const { return weights_dev_.bytes(); }
   uint64_t kv_bytes() const { return kv_->bytes(); }
@@ -55,8 +67,8 @@ class CudaBackend final : public Backend {
   struct Plan;
   struct PlanOffsets;
   struct Scratch;
-  Plan build_plan_host(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs, PlanOffsets& off);
-  Plan build_plan(const ForwardBatch& batch, const std::vector<CudaSequenceKv*>& seqs);
+  Plan build_plan_host(const ForwardBatch& batch, const std::vector<SeqRef>& seqs, PlanOffsets& off);
+  Plan build_plan(const ForwardBatch& batch, const std::vector<SeqRef>& seqs);
   void size_scratch(const Plan& plan);
   // y[t] = W · x[t] for t < n_tokens (a plain, ungrouped product).
   void matmul_rows(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t n_tokens);

@@ -1,181 +1,208 @@
-// Device KV pool and per-sequence handles (see cuda_kv.h).
+// The kvcache/ pool in device memory and its addressing for the CUDA kernels (see cuda_kv.h).
 #include "engine/cuda/cuda_kv.h"
 
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 
+#include "engine/kv_geometry.h"
 #include "engine/load_error.h"
 #include "kernels/cuda/ops.h"
 
 namespace ds4 {
 namespace {
 
-using cuda::kKvBlockPositions;
-
-[[noreturn]] void kv_fail(const char* what, int layer, int64_t index) {
-  std::fprintf(stderr, "%s:%d: CudaSequenceKv: %s (layer %d, index %lld)\n", __FILE__, __LINE__, what, layer,
-               static_cast<long long>(index));
+[[noreturn]] void kv_fail(const char* what, long long a, long long b) {
+  std::fprintf(stderr, "%s:%d: CUDA KV: %s (%lld, %lld)\n", __FILE__, __LINE__, what, a, b);
   std::abort();
 }
 
-size_t floats(int64_t n) { return sizeof(float) * static_cast<size_t>(n); }
+float* as_f32(std::byte* p) { return reinterpret_cast<float*>(p); }
+
+int64_t floats_of(int64_t bytes, const char* what) {
+  if (bytes % static_cast<int64_t>(sizeof(float)) != 0) throw LoadError(std::string("CUDA KV: ") + what + " is not whole floats");
+  return bytes / static_cast<int64_t>(sizeof(float));
+}
+
+// Device regions of a pool layout. The backend's stream does not synchronise with the legacy
+// default stream, so copy and fill wait for their own completion.
+class CudaKvStorage final : public KvStorage {
+ public:
+  explicit CudaKvStorage(const KvPoolLayout& layout) {
+    size_t free_bytes = 0, total_bytes = 0;
+    DS4_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const int64_t need = layout.total_bytes();
+    if (need > static_cast<int64_t>(free_bytes))
+      throw LoadError("CUDA KV pool: needs " + std::to_string(need >> 20) + " MiB, the device has " +
+                      std::to_string(free_bytes >> 20) + " MiB free");
+    for (int r = 0; r < layout.num_regions(); ++r) {
+      const auto bytes = static_cast<size_t>(layout.region_bytes(r));
+      regions_.emplace_back(bytes);
+      DS4_CUDA_CHECK(cudaMemset(regions_.back().get(), 0, bytes));
+    }
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  std::byte* region(int r) override { return regions_.at(static_cast<size_t>(r)).as<std::byte>(); }
+  bool host_accessible() const override { return false; }
+  void copy(int dst_region, int64_t dst_offset, int src_region, int64_t src_offset, int64_t bytes) override {
+    if (bytes <= 0) return;
+    DS4_CUDA_CHECK(cudaMemcpyAsync(region(dst_region) + dst_offset, region(src_region) + src_offset,
+                                   static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice, nullptr));
+    DS4_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+  void fill_f32(int r, int64_t offset, int64_t count, float value) override {
+    cuda::fill(as_f32(region(r) + offset), count, value, nullptr);
+    DS4_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+
+ private:
+  std::vector<cuda::DeviceBuffer> regions_;
+};
+
+// The manager's geometry must be this model's (any raw ring of at least the window).
+void check_geometry(const ModelConfig& c, const KvPoolLayout& L) {
+  const KvGeometry want = kv_geometry(c);
+  const KvGeometry& g = L.geometry;
+  bool same = g.head_dim == want.head_dim && g.indexer_dim == want.indexer_dim && g.window == want.window &&
+              g.raw_ring_rows >= g.window && g.block_tokens == cuda::kKvBlockPositions && g.n_layers() == want.n_layers();
+  for (int il = 0; same && il < g.n_layers(); ++il)
+    same = g.layers[il].ratio == want.layers[il].ratio && g.layers[il].indexer == want.layers[il].indexer;
+  if (!same) throw LoadError("CUDA KV: the pool's geometry is not this model's");
+  if (L.layout != KvLayout::kF32)
+    throw LoadError(std::string("CUDA KV: the backend reads f32 rows, the pool stores ") + layout_name(L.layout));
+}
 
 }  // namespace
 
-CudaKvPool::CudaKvPool(const ModelConfig& c, int max_seqs, int64_t n_blocks)
-    : config_(c), max_seqs_(max_seqs), layers_(c.n_layer) {
-  if (max_seqs <= 0 || n_blocks <= 0) throw LoadError("CudaKvPool: need at least one slot and one block");
-  for (int il = 0; il < c.n_layer; ++il) {
-    const int ratio = c.compress_ratio(il);
-    Layer& l = layers_[il];
-    l.raw.grow(floats(int64_t(max_seqs) * c.sliding_window * c.head_dim));
-    if (ratio == 0) continue;
-    if (kKvBlockPositions % ratio != 0)
-      throw LoadError("CudaKvPool: compress ratio " + std::to_string(ratio) + " of layer " + std::to_string(il) +
-                      " does not divide the KV block of " + std::to_string(kKvBlockPositions) + " positions");
-    const int64_t rows = n_blocks * (kKvBlockPositions / ratio);
-    l.comp.grow(floats(rows * c.head_dim));
-    const int64_t frontier = int64_t(max_seqs) * frontier_rows(ratio) * frontier_width(ratio, c.head_dim);
-    l.frontier_kv[0].grow(floats(frontier));
-    l.frontier_score[0].grow(floats(frontier));
-    if (c.attention_kind(il) != AttentionKind::kCompressedSparse) continue;
-    l.index.grow(floats(rows * c.indexer_dim));
-    const int64_t idx_frontier = int64_t(max_seqs) * frontier_rows(ratio) * frontier_width(ratio, c.indexer_dim);
-    l.frontier_kv[1].grow(floats(idx_frontier));
-    l.frontier_score[1].grow(floats(idx_frontier));
-  }
-  for (int s = max_seqs - 1; s >= 0; --s) free_slots_.push_back(s);
-  for (int64_t b = n_blocks - 1; b >= 0; --b) free_blocks_.push_back(static_cast<int32_t>(b));
+std::unique_ptr<KvStorage> make_cuda_kv_storage(const KvPoolLayout& layout) {
+  return std::make_unique<CudaKvStorage>(layout);
 }
 
-uint64_t CudaKvPool::bytes() const {
-  uint64_t total = 0;
-  for (const Layer& l : layers_) {
-    total += l.raw.bytes() + l.comp.bytes() + l.index.bytes();
-    for (int i = 0; i < 2; ++i) total += l.frontier_kv[i].bytes() + l.frontier_score[i].bytes();
+KvPoolLayout cuda_kv_layout(const ModelConfig& config, int64_t n_blocks, int64_t max_seqs, int64_t n_snapshots) {
+  try {
+    return layout_kv_pool(kv_geometry(config), KvLayout::kF32, n_blocks, max_seqs, n_snapshots);
+  } catch (const std::invalid_argument& e) {
+    throw LoadError(std::string("CUDA KV pool: ") + e.what());
   }
-  return total;
 }
+
+CudaKvPool::CudaKvPool(const ModelConfig& config, int max_seqs, int64_t n_blocks) : config_(config) {
+  if (max_seqs <= 0 || n_blocks <= 0) throw LoadError("CudaKvPool: need at least one slot and one block");
+  const KvPoolLayout layout = cuda_kv_layout(config, n_blocks, max_seqs, 0);
+  owned_ = std::make_unique<KvCacheManager>(layout, make_cuda_kv_storage(layout));
+  manager_ = owned_.get();
+  slot_stride_floats_ = floats_of(layout.sizes.slot_bytes, "the slot size");
+}
+
+CudaKvPool::CudaKvPool(const ModelConfig& config, KvCacheManager& manager) : config_(config), manager_(&manager) {
+  check_geometry(config, manager.layout());
+  slot_stride_floats_ = floats_of(manager.layout().sizes.slot_bytes, "the slot size");
+}
+
+CudaKvPool::~CudaKvPool() = default;
 
 uint64_t CudaKvPool::block_bytes(const ModelConfig& c) {
-  uint64_t total = 0;
-  for (int il = 0; il < c.n_layer; ++il) {
-    const int ratio = c.compress_ratio(il);
-    if (ratio == 0) continue;
-    const int64_t rows = kKvBlockPositions / ratio;
-    total += floats(rows * c.head_dim);
-    if (c.attention_kind(il) == AttentionKind::kCompressedSparse) total += floats(rows * c.indexer_dim);
-  }
-  return total;
+  return static_cast<uint64_t>(kv_byte_sizes(kv_geometry(c), KvLayout::kF32).block_bytes);
 }
 
 uint64_t CudaKvPool::slot_bytes(const ModelConfig& c) {
-  uint64_t total = 0;
-  for (int il = 0; il < c.n_layer; ++il) {
-    total += floats(int64_t(c.sliding_window) * c.head_dim);
-    const int ratio = c.compress_ratio(il);
-    if (ratio == 0) continue;
-    total += 2 * floats(int64_t(frontier_rows(ratio)) * frontier_width(ratio, c.head_dim));
-    if (c.attention_kind(il) == AttentionKind::kCompressedSparse)
-      total += 2 * floats(int64_t(frontier_rows(ratio)) * frontier_width(ratio, c.indexer_dim));
-  }
-  return total;
+  return static_cast<uint64_t>(kv_byte_sizes(kv_geometry(c), KvLayout::kF32).slot_bytes);
 }
 
-std::unique_ptr<CudaSequenceKv> CudaKvPool::new_sequence(cudaStream_t stream) {
-  if (free_slots_.empty()) return nullptr;
-  const int slot = free_slots_.back();
-  free_slots_.pop_back();
-  for (int il = 0; il < config_.n_layer; ++il) {
-    const int ratio = config_.compress_ratio(il);
-    if (ratio == 0) continue;
-    for (int i = 0; i < 2; ++i) {
-      if (!layers_[il].frontier_kv[i].get()) continue;
-      const int dim = i == 0 ? config_.head_dim : config_.indexer_dim;
-      const int64_t n = int64_t(frontier_rows(ratio)) * frontier_width(ratio, dim);
-      cuda::fill(layers_[il].frontier_kv[i].as<float>() + slot * n, n, 0.0f, stream);
-      cuda::fill(layers_[il].frontier_score[i].as<float>() + slot * n, n, kEmptyScore, stream);
-    }
-  }
-  return std::unique_ptr<CudaSequenceKv>(new CudaSequenceKv(this, slot));
+std::byte* CudaKvPool::slot_region() const { return manager_->storage().region(manager_->layout().slot_region()); }
+
+std::unique_ptr<CudaSequenceKv> CudaKvPool::new_sequence() {
+  if (!owned_) kv_fail("new_sequence on a pool over the scheduler's manager", 0, 0);
+  const KvSeqId id = next_id_++;
+  if (manager_->add_sequence(id, {}, 0, 0) != KvStatus::kOk) return nullptr;
+  return std::unique_ptr<CudaSequenceKv>(new CudaSequenceKv(this, id));
 }
 
 cuda::LayerKv CudaKvPool::layer(int il) const {
-  const Layer& l = layers_.at(il);
+  const KvPoolLayout& L = manager_->layout();
+  if (il < 0 || il >= static_cast<int>(L.layers.size())) kv_fail("no such layer", il, 0);
+  const KvLayerPlacement& pl = L.layers[il];
   cuda::LayerKv kv;
-  kv.raw = l.raw.as<float>();
-  kv.comp = l.comp.as<float>();
-  kv.index = l.index.as<float>();
-  kv.window = config_.sliding_window;
-  kv.head_dim = config_.head_dim;
-  kv.indexer_dim = config_.indexer_dim;
-  kv.ratio = config_.compress_ratio(il);
-  kv.rows_per_block = kv.ratio > 0 ? kKvBlockPositions / kv.ratio : 0;
+  kv.window = L.geometry.window;
+  kv.head_dim = L.geometry.head_dim;
+  kv.indexer_dim = L.geometry.indexer_dim;
+  kv.ratio = L.geometry.layers[il].ratio;
+  kv.raw = as_f32(slot_region() + pl.raw_offset);
+  kv.raw_ring_rows = L.geometry.raw_ring_rows;
+  kv.raw_slot_stride = slot_stride_floats_;
+  if (pl.comp_pool >= 0) {
+    const KvRowPool& p = L.row_pools[pl.comp_pool];
+    kv.comp = as_f32(manager_->storage().region(pl.comp_pool) + pl.comp_pool_layer * p.layer_stride_bytes);
+    kv.rows_per_block = p.rows_per_block;
+    kv.comp_block_stride = floats_of(p.block_stride_bytes, "a block stride");
+  }
+  if (pl.index_pool >= 0) {
+    const KvRowPool& p = L.row_pools[pl.index_pool];
+    kv.index = as_f32(manager_->storage().region(pl.index_pool) + pl.index_pool_layer * p.layer_stride_bytes);
+    kv.index_block_stride = floats_of(p.block_stride_bytes, "a block stride");
+  }
   return kv;
 }
 
 float* CudaKvPool::frontier(int il, bool indexer, bool score) const {
-  const Layer& l = layers_.at(il);
-  return (score ? l.frontier_score : l.frontier_kv)[indexer ? 1 : 0].as<float>();
+  const KvLayerPlacement& pl = manager_->layout().layers.at(static_cast<size_t>(il));
+  const int64_t offset = score ? pl.frontier_score_offset[indexer] : pl.frontier_kv_offset[indexer];
+  return offset < 0 ? nullptr : as_f32(slot_region() + offset);
 }
 
-bool CudaKvPool::take_blocks(size_t count, std::vector<int32_t>& blocks) {
-  if (free_blocks_.size() < count) return false;
-  for (size_t i = 0; i < count; ++i) {
-    blocks.push_back(free_blocks_.back());
-    free_blocks_.pop_back();
+bool CudaKvPool::address(const SequenceKv& kv, int64_t& slot, std::span<const int32_t>& blocks) const {
+  KvSeqId id = 0;
+  if (const auto* own = dynamic_cast<const CudaSequenceKv*>(&kv); own && own->pool_ == this) {
+    id = own->id_;
+  } else if (const auto found = manager_->id_of(kv)) {
+    id = *found;
+  } else {
+    return false;
   }
+  slot = manager_->slot(id);
+  blocks = manager_->block_table(id);
   return true;
 }
 
-void CudaKvPool::release(int slot, const std::vector<int32_t>& blocks) {
-  free_slots_.push_back(slot);
-  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) free_blocks_.push_back(*it);
-}
+CudaSequenceKv::~CudaSequenceKv() { pool_->manager_->free(id_); }
 
-CudaSequenceKv::~CudaSequenceKv() { pool_->release(slot_, blocks_); }
-
-bool CudaSequenceKv::reserve(int64_t n_tokens) {
-  const size_t needed = static_cast<size_t>((n_tokens + kKvBlockPositions - 1) / kKvBlockPositions);
-  if (needed <= blocks_.size()) return true;
-  return pool_->take_blocks(needed - blocks_.size(), blocks_);
-}
+int64_t CudaSequenceKv::num_tokens() const { return view().num_tokens(); }
+void CudaSequenceKv::set_num_tokens(int64_t n) { view().set_num_tokens(n); }
+bool CudaSequenceKv::reserve(int64_t n_tokens) { return view().reserve(n_tokens); }
 
 float* CudaSequenceKv::raw_row(int layer, int64_t pos) {
   if (pos < 0) kv_fail("negative raw position", layer, pos);
   const cuda::LayerKv kv = pool_->layer(layer);
-  return kv.raw + (int64_t(slot_) * kv.window + pos % kv.window) * kv.head_dim;
+  return kv.raw + pool_->manager_->slot(id_) * kv.raw_slot_stride + (pos % kv.raw_ring_rows) * kv.head_dim;
 }
 
 float* CudaSequenceKv::comp_row(int layer, int64_t c) {
   const cuda::LayerKv kv = pool_->layer(layer);
-  if (kv.ratio == 0 || c < 0 || c / kv.rows_per_block >= static_cast<int64_t>(blocks_.size()))
+  const std::span<const int32_t> blocks = pool_->manager_->block_table(id_);
+  if (!kv.comp || c < 0 || c / kv.rows_per_block >= static_cast<int64_t>(blocks.size()))
     kv_fail("compressed row not reserved", layer, c);
-  return kv.comp + (int64_t(blocks_[c / kv.rows_per_block]) * kv.rows_per_block + c % kv.rows_per_block) * kv.head_dim;
+  return kv.comp + blocks[c / kv.rows_per_block] * kv.comp_block_stride + (c % kv.rows_per_block) * kv.head_dim;
 }
 
 float* CudaSequenceKv::index_row(int layer, int64_t c) {
   const cuda::LayerKv kv = pool_->layer(layer);
-  if (!kv.index || c < 0 || c / kv.rows_per_block >= static_cast<int64_t>(blocks_.size()))
+  const std::span<const int32_t> blocks = pool_->manager_->block_table(id_);
+  if (!kv.index || c < 0 || c / kv.rows_per_block >= static_cast<int64_t>(blocks.size()))
     kv_fail("indexer row not reserved", layer, c);
-  return kv.index + (int64_t(blocks_[c / kv.rows_per_block]) * kv.rows_per_block + c % kv.rows_per_block) *
-                        kv.indexer_dim;
+  return kv.index + blocks[c / kv.rows_per_block] * kv.index_block_stride + (c % kv.rows_per_block) * kv.indexer_dim;
 }
 
 float* CudaSequenceKv::frontier_kv(int layer, bool indexer) {
-  const ModelConfig& c = pool_->config();
   float* f = pool_->frontier(layer, indexer, false);
   if (!f) kv_fail("layer has no such compressor", layer, indexer);
-  const int ratio = c.compress_ratio(layer);
-  return f + int64_t(slot_) * frontier_rows(ratio) * frontier_width(ratio, indexer ? c.indexer_dim : c.head_dim);
+  return f + pool_->manager_->slot(id_) * pool_->slot_stride_floats_;
 }
 
 float* CudaSequenceKv::frontier_score(int layer, bool indexer) {
-  const ModelConfig& c = pool_->config();
   float* f = pool_->frontier(layer, indexer, true);
   if (!f) kv_fail("layer has no such compressor", layer, indexer);
-  const int ratio = c.compress_ratio(layer);
-  return f + int64_t(slot_) * frontier_rows(ratio) * frontier_width(ratio, indexer ? c.indexer_dim : c.head_dim);
+  return f + pool_->manager_->slot(id_) * pool_->slot_stride_floats_;
 }
 
 }  // namespace ds4

@@ -1,61 +1,77 @@
-// Device-resident KV state of the CUDA backend, laid out like the paged pool of DESIGN.md so the
-// kvcache/ pool's block tables can replace it: compressed and indexer rows live in blocks of
-// kKvBlockPositions positions (rows_per_block = 256 / ratio per layer) shared by all layers and
-// addressed through each sequence's block table; the raw-window ring and the compressor
-// frontiers live in a per-sequence slot. CudaSequenceKv implements SequenceKv; its row pointers
-// are DEVICE addresses (read them with cudaMemcpy). Owned and used by the engine thread only.
+// The CUDA backend's KV state is the kvcache/ paged pool (KvCacheManager: block tables, slots,
+// prefix cache with boundary snapshots) with its regions in device memory (make_cuda_kv_storage)
+// and f32 rows. CudaKvPool turns the pool's layout into device addresses and strides for the
+// kernels (cuda::LayerKv, frontiers) and maps a batch's SequenceKv to its slot and block table.
+// It either owns a manager (CudaBackend::new_sequence: tests, benches) or uses one the scheduler
+// owns (PagedKvPool over a device storage). CudaSequenceKv is a sequence of an owning pool; its row
+// pointers are DEVICE addresses. Owned and used by the engine thread only.
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/model_config.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kvcache/kv_cache_manager.h"
 #include "kvcache/sequence_kv.h"
 
 namespace ds4 {
 
 class CudaSequenceKv;
 
+// Device memory for every region of the layout (zeroed); copy and fill run on the device and
+// complete before returning. Throws LoadError when the device lacks the memory.
+std::unique_ptr<KvStorage> make_cuda_kv_storage(const KvPoolLayout& layout);
+
+// The pool layout the CUDA backend plans for a model: f32 rows, raw ring = the sliding window.
+KvPoolLayout cuda_kv_layout(const ModelConfig& config, int64_t n_blocks, int64_t max_seqs, int64_t n_snapshots);
+
 class CudaKvPool {
  public:
-  // max_seqs slots; n_blocks blocks of kKvBlockPositions positions in total. Throws LoadError when
-  // a compress ratio does not divide the block size.
+  // Owns a manager over device storage: max_seqs slots, n_blocks blocks, no prefix snapshots.
   CudaKvPool(const ModelConfig& config, int max_seqs, int64_t n_blocks);
-  // A fresh sequence (frontiers reset), or null when every slot is in use.
-  std::unique_ptr<CudaSequenceKv> new_sequence(cudaStream_t stream);
+  // Uses `manager` (must outlive this pool). Throws LoadError when its geometry is not this
+  // model's or its rows are not f32. The kernels need its storage on the device; host storage is
+  // accepted only so address arithmetic can be checked without a GPU.
+  CudaKvPool(const ModelConfig& config, KvCacheManager& manager);
+  ~CudaKvPool();
+
+  // A fresh sequence of the owned manager (frontiers reset), or null when every slot is in use.
+  // Aborts on a pool over an external manager (the scheduler admits sequences there).
+  std::unique_ptr<CudaSequenceKv> new_sequence();
   cuda::LayerKv layer(int il) const;
-  float* frontier(int il, bool indexer, bool score) const;
+  float* frontier(int il, bool indexer, bool score) const;  // slot 0's frontier; slots frontier_slot_stride() apart
+  int64_t frontier_slot_stride() const { return slot_stride_floats_; }
+  // Slot and block table of a batch sequence; false when kv belongs to neither this pool's
+  // CudaSequenceKv handles nor its manager's views.
+  bool address(const SequenceKv& kv, int64_t& slot, std::span<const int32_t>& blocks) const;
+
   const ModelConfig& config() const { return config_; }
-  int64_t free_blocks() const { return static_cast<int64_t>(free_blocks_.size()); }
-  uint64_t bytes() const;
-  // Device bytes one block adds (compressed and indexer rows of kKvBlockPositions positions over
-  // all layers) and one slot adds (raw-window rings and compressor frontiers): capacity planning.
+  KvCacheManager& manager() { return *manager_; }
+  uint64_t bytes() const { return static_cast<uint64_t>(manager_->layout().total_bytes()); }
+  // Device bytes one block adds (compressed and indexer rows of 256 positions over all layers) and
+  // one slot adds (raw-window rings and compressor frontiers): capacity planning.
   static uint64_t block_bytes(const ModelConfig& config);
   static uint64_t slot_bytes(const ModelConfig& config);
 
  private:
   friend class CudaSequenceKv;
-  struct Layer {
-    cuda::DeviceBuffer raw, comp, index;
-    cuda::DeviceBuffer frontier_kv[2], frontier_score[2];  // [0] attention, [1] indexer
-  };
-  void release(int slot, const std::vector<int32_t>& blocks);
-  bool take_blocks(size_t count, std::vector<int32_t>& blocks);
+  std::byte* slot_region() const;
 
   ModelConfig config_;
-  int max_seqs_;
-  std::vector<Layer> layers_;
-  std::vector<int> free_slots_;
-  std::vector<int32_t> free_blocks_;
+  std::unique_ptr<KvCacheManager> owned_;
+  KvCacheManager* manager_ = nullptr;
+  int64_t slot_stride_floats_ = 0;
+  KvSeqId next_id_ = 1;
 };
 
 class CudaSequenceKv final : public SequenceKv {
  public:
   ~CudaSequenceKv() override;
-  int64_t num_tokens() const override { return n_tokens_; }
-  void set_num_tokens(int64_t n) override { n_tokens_ = n; }
+  int64_t num_tokens() const override;
+  void set_num_tokens(int64_t n) override;
   bool reserve(int64_t n_tokens) override;
   // Device addresses (see the file comment).
   float* raw_row(int layer, int64_t pos) override;
@@ -65,16 +81,14 @@ class CudaSequenceKv final : public SequenceKv {
   float* frontier_score(int layer, bool indexer) override;
 
   const CudaKvPool* pool() const { return pool_; }
-  int slot() const { return slot_; }
-  const std::vector<int32_t>& blocks() const { return blocks_; }
+  KvSeqId id() const { return id_; }
 
  private:
   friend class CudaKvPool;
-  CudaSequenceKv(CudaKvPool* pool, int slot) : pool_(pool), slot_(slot) {}
+  CudaSequenceKv(CudaKvPool* pool, KvSeqId id) : pool_(pool), id_(id) {}
+  SequenceKv& view() const { return pool_->manager_->sequence_kv(id_); }
   CudaKvPool* pool_;
-  int slot_;
-  std::vector<int32_t> blocks_;
-  int64_t n_tokens_ = 0;
+  KvSeqId id_;
 };
 
 }  // namespace ds4

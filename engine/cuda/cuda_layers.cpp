@@ -131,6 +131,7 @@ void CudaBackend::compressed_rows(const Plan& plan, int il, bool indexer) {
   cp.ratio = ratio, cp.row_dim = dim, cp.kv_proj = kv_buf, cp.gate_proj = gate_buf;
   cp.ape = ape.data, cp.ape_type = ape.type, cp.ape_row_bytes = ape.row_bytes;
   cp.frontier_kv = kv_->frontier(il, indexer, false), cp.frontier_score = kv_->frontier(il, indexer, true);
+  cp.frontier_slot_stride = kv_->frontier_slot_stride();
   cp.emit_index = rp.emit_index, cp.pooled = pooled;
   cuda::compressor_update(plan.batch, cp, stream_);
 
@@ -142,6 +143,7 @@ void CudaBackend::compressed_rows(const Plan& plan, int il, bool indexer) {
   fp.freq = rope_freq_.as<double>() + c.rope_dim / 2, fp.n_pairs = c.rope_dim / 2;
   fp.indexer = indexer, fp.quantize = options_.forward.quantize_kv;
   fp.store = indexer ? kv.index : kv.comp, fp.rows_per_block = kv.rows_per_block;
+  fp.block_stride = indexer ? kv.index_block_stride : kv.comp_block_stride;
   cuda::compressed_finish(plan.batch, fp, stream_);
 }
 
@@ -163,7 +165,8 @@ void CudaBackend::indexer_select(const Plan& plan, int il) {
   sp.tokens = plan.sel_tokens, sp.n_sel = plan.n_sel, sp.q = s.idx_q, sp.w = s.idx_w;
   sp.heads = static_cast<int>(heads), sp.dim = static_cast<int>(dim), sp.ratio = 4;
   sp.scale = 1.0f / std::sqrt(static_cast<float>(dim) * static_cast<float>(heads));
-  sp.index = kv.index, sp.rows_per_block = kv.rows_per_block, sp.scores = s.idx_scores, sp.max_rows = plan.max_sel_rows;
+  sp.index = kv.index, sp.rows_per_block = kv.rows_per_block, sp.block_stride = kv.index_block_stride;
+  sp.scores = s.idx_scores, sp.max_rows = plan.max_sel_rows;
   cuda::indexer_scores(plan.batch, sp, stream_);
   cuda::TopKParams tp;
   tp.tokens = plan.sel_tokens, tp.n_sel = plan.n_sel, tp.scores = s.idx_scores, tp.max_rows = plan.max_sel_rows;

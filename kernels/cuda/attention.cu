@@ -17,10 +17,15 @@ namespace {
 constexpr int kThreads = 256;
 constexpr size_t kMaxAttentionSmem = 200 * 1024;
 
-__device__ __forceinline__ float* block_row(const StepBatch& b, float* store, int rows_per_block, int dim, int seq,
-                                            int64_t c) {
+__device__ __forceinline__ float* block_row(const StepBatch& b, float* store, int rows_per_block, int64_t block_stride,
+                                            int dim, int seq, int64_t c) {
   const int64_t block = b.block_table[static_cast<int64_t>(seq) * b.max_blocks + c / rows_per_block];
-  return store + (block * rows_per_block + c % rows_per_block) * dim;
+  return store + block * block_stride + (c % rows_per_block) * dim;
+}
+
+// Ring row of position pos in slot `slot` (LayerKv with its strides resolved).
+__device__ __forceinline__ float* raw_ring_row(const LayerKv& kv, int slot, int64_t pos) {
+  return kv.raw + static_cast<int64_t>(slot) * kv.raw_slot_stride + (pos % kv.raw_ring_rows) * kv.head_dim;
 }
 
 __global__ void quantize_raw_rows_kernel(RawRowParams p) {
@@ -43,8 +48,7 @@ __global__ void store_raw_window_kernel(StepBatch b, LayerKv kv, const float* ra
   const int s = b.token_seq[t];
   const int64_t pos = b.token_pos[t], end = static_cast<int64_t>(b.seq_start[s]) + b.seq_count[s];
   if (pos < end - kv.window) return;
-  const int64_t row = static_cast<int64_t>(b.seq_slot[s]) * kv.window + pos % kv.window;
-  kv.raw[row * kv.head_dim + d] = rawq[id];
+  raw_ring_row(kv, b.seq_slot[s], pos)[d] = rawq[id];
 }
 
 // Element c of row phi of the compressor's position bias (any non-IQ2 weight format).
@@ -85,8 +89,9 @@ __global__ void compressor_kernel(StepBatch b, CompressorParams p) {
   if (j >= p.row_dim) return;
   const int s = blockIdx.x, R = p.ratio, D = p.row_dim;
   const int W = (R == 4 ? 2 : 1) * D, rows = R == 4 ? 8 : R;
-  float* fkv = p.frontier_kv + static_cast<int64_t>(b.seq_slot[s]) * rows * W;
-  float* fsc = p.frontier_score + static_cast<int64_t>(b.seq_slot[s]) * rows * W;
+  const int64_t slot_stride = p.frontier_slot_stride > 0 ? p.frontier_slot_stride : static_cast<int64_t>(rows) * W;
+  float* fkv = p.frontier_kv + static_cast<int64_t>(b.seq_slot[s]) * slot_stride;
+  float* fsc = p.frontier_score + static_cast<int64_t>(b.seq_slot[s]) * slot_stride;
   const int first = b.seq_first[s], count = b.seq_count[s];
   const int64_t start = b.seq_start[s];
   const int n_cols = R == 4 ? 2 : 1;
@@ -154,7 +159,7 @@ __global__ void compressed_finish_kernel(StepBatch b, CompressedFinishParams p) 
       __syncthreads();
     }
   }
-  float* dst = block_row(b, p.store, p.rows_per_block, D, p.emit_seq[e], p.emit_row[e]);
+  float* dst = block_row(b, p.store, p.rows_per_block, p.block_stride, D, p.emit_seq[e], p.emit_row[e]);
   for (int i = threadIdx.x; i < D; i += blockDim.x) dst[i] = finish_row[i];
 }
 
@@ -190,7 +195,7 @@ __global__ void indexer_scores_kernel(StepBatch b, IndexerScoreParams p) {
        c < p.max_rows && c < (static_cast<int64_t>(blockIdx.y) + 1) * kScoreRowsPerBlock; c += kThreads / 32) {
     float score = -INFINITY;
     if (c < n_visible) {
-      const float* k_row = block_row(b, const_cast<float*>(p.index), p.rows_per_block, p.dim, s, c);
+      const float* k_row = block_row(b, const_cast<float*>(p.index), p.rows_per_block, p.block_stride, p.dim, s, c);
       double total = 0.0;
       for (int h = 0; h < p.heads; ++h) {
         double d = 0.0;
@@ -286,11 +291,10 @@ __global__ void attention_kernel(StepBatch b, LayerKv kv, AttentionParams p) {
     const float* row;
     if (r < n_raw) {
       const int64_t qp = lo + r;
-      row = qp < start ? kv.raw + (static_cast<int64_t>(b.seq_slot[s]) * kv.window + qp % kv.window) * hd
-                       : p.rawq + (t - (pos - qp)) * hd;
+      row = qp < start ? raw_ring_row(kv, b.seq_slot[s], qp) : p.rawq + (t - (pos - qp)) * hd;
     } else {
       const int64_t c = sel >= 0 ? p.selected[static_cast<int64_t>(sel) * p.top_k + (r - n_raw)] : r - n_raw;
-      row = block_row(b, kv.comp, kv.rows_per_block, hd, s, c);
+      row = block_row(b, kv.comp, kv.rows_per_block, kv.comp_block_stride, hd, s, c);
     }
     rows[r] = row;
   }
@@ -339,9 +343,20 @@ void quantize_raw_rows(const RawRowParams& p, cudaStream_t stream) {
   DS4_CUDA_LAUNCH_CHECK("quantize_raw_rows_kernel");
 }
 
-void store_raw_window(const StepBatch& b, const LayerKv& kv, const float* rawq, cudaStream_t stream) {
-  DS4_LAUNCH_REQUIRE(kv.window > 0 && kv.raw && rawq, "cuda::store_raw_window", "missing ring or rows");
+// kv with the dense defaults of its strides filled in (attention.h).
+static LayerKv resolved(LayerKv kv, const char* kernel) {
+  if (kv.raw_ring_rows == 0) kv.raw_ring_rows = kv.window;
+  DS4_LAUNCH_REQUIRE(kv.raw_ring_rows >= kv.window, kernel, "raw ring smaller than the window");
+  if (kv.raw_slot_stride == 0) kv.raw_slot_stride = static_cast<int64_t>(kv.raw_ring_rows) * kv.head_dim;
+  if (kv.comp_block_stride == 0) kv.comp_block_stride = static_cast<int64_t>(kv.rows_per_block) * kv.head_dim;
+  if (kv.index_block_stride == 0) kv.index_block_stride = static_cast<int64_t>(kv.rows_per_block) * kv.indexer_dim;
+  return kv;
+}
+
+void store_raw_window(const StepBatch& b, const LayerKv& kv_in, const float* rawq, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(kv_in.window > 0 && kv_in.raw && rawq, "cuda::store_raw_window", "missing ring or rows");
   if (b.n_tokens == 0) return;
+  const LayerKv kv = resolved(kv_in, "cuda::store_raw_window");
   store_raw_window_kernel<<<blocks_for(b.n_tokens * kv.head_dim), kThreads, 0, stream>>>(b, kv, rawq);
   DS4_CUDA_LAUNCH_CHECK("store_raw_window_kernel");
 }
@@ -361,8 +376,10 @@ void compressor_update(const StepBatch& b, const CompressorParams& p, cudaStream
   DS4_CUDA_LAUNCH_CHECK("compressor_kernel");
 }
 
-void compressed_finish(const StepBatch& b, const CompressedFinishParams& p, cudaStream_t stream) {
+void compressed_finish(const StepBatch& b, const CompressedFinishParams& p_in, cudaStream_t stream) {
   const char* k = "cuda::compressed_finish";
+  CompressedFinishParams p = p_in;
+  if (p.block_stride == 0) p.block_stride = static_cast<int64_t>(p.rows_per_block) * p.row_dim;
   DS4_LAUNCH_REQUIRE(p.row_dim > 0 && p.n_pairs > 0 && 2 * p.n_pairs <= p.row_dim && p.rows_per_block > 0, k, "bad shape");
   DS4_LAUNCH_REQUIRE(!p.indexer || (p.row_dim >= 32 && (p.row_dim & (p.row_dim - 1)) == 0), k,
                      "indexer rows must be a power of two >= 32 wide");
@@ -387,8 +404,10 @@ void fp8_rows(float* x, int64_t n_rows, int64_t row_stride, int nope_dim, cudaSt
   DS4_CUDA_LAUNCH_CHECK("fp8_rows_kernel");
 }
 
-void indexer_scores(const StepBatch& b, const IndexerScoreParams& p, cudaStream_t stream) {
+void indexer_scores(const StepBatch& b, const IndexerScoreParams& p_in, cudaStream_t stream) {
   const char* k = "cuda::indexer_scores";
+  IndexerScoreParams p = p_in;
+  if (p.block_stride == 0) p.block_stride = static_cast<int64_t>(p.rows_per_block) * p.dim;
   DS4_LAUNCH_REQUIRE(p.heads > 0 && p.dim > 0 && p.ratio > 0 && p.rows_per_block > 0 && p.max_rows > 0, k, "bad shape");
   if (p.n_sel == 0) return;
   const size_t smem = sizeof(float) * (static_cast<size_t>(p.heads) * p.dim + p.heads);
@@ -406,8 +425,9 @@ void indexer_top_k(const StepBatch& b, const TopKParams& p, cudaStream_t stream)
   DS4_CUDA_LAUNCH_CHECK("topk_kernel");
 }
 
-void attention(const StepBatch& b, const LayerKv& kv, const AttentionParams& p, cudaStream_t stream) {
+void attention(const StepBatch& b, const LayerKv& kv_in, const AttentionParams& p, cudaStream_t stream) {
   const char* k = "cuda::attention";
+  const LayerKv kv = resolved(kv_in, k);
   DS4_LAUNCH_REQUIRE(p.heads > 0 && kv.head_dim > 0 && kv.window > 0 && p.max_rows > 0, k, "bad shape");
   DS4_LAUNCH_REQUIRE(kv.ratio == 0 || kv.rows_per_block > 0, k, "compressed layer without block geometry");
   DS4_LAUNCH_REQUIRE(!p.sel_of_token || (p.selected && p.top_k > 0), k, "selection without rows");

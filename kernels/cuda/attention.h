@@ -31,14 +31,19 @@ struct StepBatch {
   int max_blocks = 0;
 };
 
-// One layer's KV storage.
+// One layer's KV storage. Strides are in floats; 0 means dense (the value in brackets), so the
+// same kernels address the kvcache/ pool's layout (slots and blocks interleaving all layers).
 struct LayerKv {
-  float* raw = nullptr;           // [n_slots, window, head_dim]: position p at row p % window
-  float* comp = nullptr;          // [n_blocks · rows_per_block, head_dim] (ratio > 0)
-  float* index = nullptr;         // [n_blocks · rows_per_block, indexer_dim] (ratio 4)
+  float* raw = nullptr;           // slot s's ring at raw + s · raw_slot_stride: position p at row p % raw_ring_rows
+  float* comp = nullptr;          // block b's rows at comp + b · comp_block_stride (ratio > 0)
+  float* index = nullptr;         // block b's rows at index + b · index_block_stride (ratio 4)
   int window = 0, head_dim = 0, indexer_dim = 0;
   int ratio = 0;                  // 0: raw window only
   int rows_per_block = 0;         // kKvBlockPositions / ratio
+  int raw_ring_rows = 0;          // ring rows per slot, >= window [window]
+  int64_t raw_slot_stride = 0;    // [raw_ring_rows · head_dim]
+  int64_t comp_block_stride = 0;  // [rows_per_block · head_dim]
+  int64_t index_block_stride = 0; // [rows_per_block · indexer_dim]
 };
 
 // rawq[t] = kv[t] with the raw-row storage quantisation (FP8 on [0, nope) + f16 rounding of all
@@ -66,8 +71,9 @@ struct CompressorParams {
   const uint8_t* ape = nullptr;     // weights [ratio rows of width values]
   GgmlType ape_type = GgmlType::F16;
   uint64_t ape_row_bytes = 0;
-  float* frontier_kv = nullptr;     // [n_slots, frontier rows, width]
-  float* frontier_score = nullptr;
+  float* frontier_kv = nullptr;     // slot s at frontier_kv + s · frontier_slot_stride: [frontier rows, width]
+  float* frontier_score = nullptr;  // same geometry
+  int64_t frontier_slot_stride = 0; // floats [frontier rows · width]
   const int32_t* emit_index = nullptr;  // [T] row of pooled, or -1
   float* pooled = nullptr;              // [n_emit, row_dim]
 };
@@ -91,6 +97,7 @@ struct CompressedFinishParams {
   bool quantize = true;
   float* store = nullptr;            // LayerKv::comp or ::index
   int rows_per_block = 0;
+  int64_t block_stride = 0;          // floats between blocks [rows_per_block · row_dim]
 };
 void compressed_finish(const StepBatch& b, const CompressedFinishParams& p, cudaStream_t stream);
 
@@ -110,6 +117,7 @@ struct IndexerScoreParams {
   float scale = 0.0f;
   const float* index = nullptr;     // LayerKv::index
   int rows_per_block = 0;
+  int64_t block_stride = 0;         // floats between blocks [rows_per_block · dim]
   float* scores = nullptr;          // [n_sel, max_rows]
   int64_t max_rows = 0;             // ≥ every n_visible
 };
