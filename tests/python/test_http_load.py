@@ -97,9 +97,12 @@ def test_32_streaming_clients_half_killed(tmp_path):
             aborted = metric(m, "ds4serve_request_success_total", finished_reason="abort")
             aborted0 = metric(before, "ds4serve_request_success_total", finished_reason="abort")
             if all(c.done.is_set() for c in killers) and aborted - aborted0 == len(killers) and used_after_kill is None:
-                time.sleep(0.3)  # at least one more engine step
-                if not any(c.done.is_set() for c in survivors):
+                # Two more engine steps: the aborts reached the engine and the stats were refreshed.
+                steps0 = metric(m, "ds4serve_engine_steps_total")
+                while metric(m, "ds4serve_engine_steps_total") < steps0 + 2 and time.time() < deadline:
+                    time.sleep(0.02)
                     m = parse_metrics(server.metrics())
+                if not any(c.done.is_set() for c in survivors):
                     used_after_kill = metric(m, "ds4serve_kv_blocks", state="used")
                     running_after = metric(m, "ds4serve_num_requests_running")
             time.sleep(0.05)
