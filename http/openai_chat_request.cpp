@@ -29,7 +29,7 @@ MaybeError read_content(const Element& v, const std::string& param, std::string&
     if (part.type() != element_type::OBJECT) return wrong_type(p, "an object", part);
     if (part["type"].get(type)) return invalid_param(p + ".type", "'" + p + ".type' is required");
     if (type != "text" && type != "input_text")
-      return unsupported(p + ".type", "Content parts of type '" + std::string(type) +
+      return unsupported(p + ".type", "'" + p + ".type': content parts of type '" + std::string(type) +
                                           "' are not supported (the model reads text only)");
     if (part["text"].get(text)) return invalid_param(p + ".text", "'" + p + ".text' must be a string");
     if (i > 1) out += '\n';
