@@ -14,6 +14,7 @@ Once it prints "serving", try from another terminal:
 
   curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32, "stream": true}'
+  (add "reasoning_effort": "none" for an answer without the reasoning part)
   curl http://127.0.0.1:8000/metrics
 
 USAGE
