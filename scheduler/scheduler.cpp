@@ -167,8 +167,9 @@ void Scheduler::schedule_running(ScheduledBatch& batch, int64_t& budget, bool de
     if (left < 1) fail("running sequence with nothing to compute");
     if ((left == 1) != decodes) continue;  // the two passes plan disjoint sets
     const int64_t n = decodes ? 1 : chunk_size(*seq, budget);
-    const int64_t k = decodes ? draft_room(*seq, max_drafts, budget) : 0;
-    if (!make_room(seq, seq->num_computed_tokens + n + k, batch, budget)) {
+    int64_t k = decodes ? draft_room(*seq, max_drafts, budget) : 0;
+    if (k > 0 && !kv_.grow(seq->id, seq->num_computed_tokens + n + k)) k = 0;  // drafts never preempt anyone
+    if (!make_room(seq, seq->num_computed_tokens + n, batch, budget)) {
       --i;  // seq was the last running sequence and left; nothing after it remains
       continue;
     }

@@ -2,10 +2,14 @@
 // prompt / output lengths at once to an Engine (CPU backend over the paged KV pool, or, where built
 // with CUDA, the CUDA backend over its device KV), and prints prefill and decode tokens/s, step times, batch sizes, time to first token, preemptions
 // and KV use. The GPU issues use it with their backend; timings here are measurements, not checks.
+// Speculative decoding (CPU backend): --mtp FILE drafts with the MTP module, --mtp-draft K drafts per
+// sequence and step at most; --mtp-oracle RATE first runs without speculation to learn each
+// request's tokens, then forces drafts to them at that rate (speed against acceptance).
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <numeric>
 #include <random>
 #include <string>
@@ -13,10 +17,12 @@
 #include "engine/cpu_backend.h"
 #include "engine/kv_geometry.h"
 #include "engine/model.h"
+#include "engine/mtp_draft.h"
 #include "engine/tokenizer.h"
 #include "scheduler/budget_kv_pool.h"
 #include "scheduler/engine.h"
 #include "scheduler/paged_kv_pool.h"
+#include "scheduler/speculator.h"
 #ifdef DS4_BENCH_CUDA
 #include "engine/cuda/cuda_backend.h"
 #endif
@@ -29,9 +35,16 @@ constexpr const char* kUsage =
     "usage: ds4serve-bench [--model FILE] [--requests N] [--prompt-len P | --prompt-range MIN:MAX]\n"
     "                      [--output-len O] [--shared-prefix L] [--max-num-seqs S] [--max-batched-tokens T]\n"
     "                      [--chunk C] [--kv-blocks B] [--kv-slots S] [--threads N] [--temperature T] [--seed S]\n"
-    "                      [--backend cpu|cuda]\n"
+    "                      [--backend cpu|cuda] [--mtp FILE] [--mtp-draft K] [--mtp-oracle RATE]\n"
+    "                      [--mtp-policy adaptive|fixed] [--mtp-pairing next|same]\n"
     "  N requests arrive together; prompts are random token ids (the first L shared), outputs ignore EOS.\n"
-    "  --kv-blocks  paged pool size in 256-token blocks (default: room for every request at once)\n";
+    "  --kv-blocks  paged pool size in 256-token blocks (default: room for every request at once)\n"
+    "  --mtp FILE   speculative decoding with this MTP draft module (CPU backend); --mtp-draft K (default 3)\n"
+    "  --mtp-oracle RATE  (greedy) a first pass without speculation records every request's tokens; the\n"
+    "               measured pass forces each draft to the right token with probability RATE (with --mtp the\n"
+    "               MTP still runs, for its cost; without it drafts are free). Prints both passes.\n"
+    "  --mtp-policy adaptive: K per step from batch size and measured acceptance (default); fixed: always K\n"
+    "  --mtp-pairing next: state i with token i+1 (paper, default); same: state i with token i (ds4)\n";
 
 struct BenchOptions {
   std::string model = DS4_DEMO_MODEL_PATH;
@@ -48,6 +61,12 @@ struct BenchOptions {
   float temperature = 0.0f;
   uint64_t seed = 1;
   std::string backend = "cpu";
+  std::string mtp;          // MTP GGUF ("" : none)
+  int mtp_draft = 3;
+  double mtp_oracle = -1;   // < 0: no oracle
+  bool mtp_adaptive = true;
+  MtpPairing mtp_pairing = MtpPairing::kNextToken;
+  bool speculative() const { return !mtp.empty() || mtp_oracle >= 0; }
 };
 
 long long parse_int(const char* s, const char* what) {
@@ -86,6 +105,20 @@ BenchOptions parse(int argc, char** argv) {
     else if (a == "--temperature") o.temperature = std::strtof(v, nullptr);
     else if (a == "--seed") o.seed = parse_int(v, "--seed");
     else if (a == "--backend") o.backend = v;
+    else if (a == "--mtp") o.mtp = v;
+    else if (a == "--mtp-draft") o.mtp_draft = int(parse_int(v, "--mtp-draft"));
+    else if (a == "--mtp-oracle") {
+      char* end = nullptr;
+      o.mtp_oracle = std::strtod(v, &end);
+      if (end == v || *end || !(o.mtp_oracle >= 0.0 && o.mtp_oracle <= 1.0)) throw LoadError("--mtp-oracle wants a rate in [0, 1]");
+    }
+    else if (a == "--mtp-policy") {
+      if (std::string(v) != "adaptive" && std::string(v) != "fixed") throw LoadError("--mtp-policy must be adaptive or fixed");
+      o.mtp_adaptive = std::string(v) == "adaptive";
+    }
+    else if (a == "--mtp-pairing") {
+      if (!parse_pairing(v, o.mtp_pairing)) throw LoadError("--mtp-pairing must be next or same");
+    }
     else throw LoadError("unknown option " + a);
   }
   if (o.requests < 1 || o.output_len < 1) throw LoadError("--requests and --output-len must be >= 1");
@@ -94,6 +127,8 @@ BenchOptions parse(int argc, char** argv) {
   if (o.max_num_seqs == 0) o.max_num_seqs = o.requests;
   if (o.kv_slots == 0) o.kv_slots = o.max_num_seqs;
   if (o.backend != "cpu" && o.backend != "cuda") throw LoadError("--backend must be cpu or cuda");
+  if (o.mtp_draft < 1 || o.mtp_draft > 16) throw LoadError("--mtp-draft must be in [1, 16]");
+  if (o.mtp_oracle >= 0 && o.temperature > 0) throw LoadError("--mtp-oracle measures greedy decoding (--temperature 0)");
   return o;
 }
 
@@ -125,6 +160,28 @@ double pct(std::vector<double> v, double q) {
 double mean(const std::vector<double>& v) { return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / v.size(); }
 double ms(EngineClock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+void report_speculation(const EngineStats& e, const std::vector<StepStats>& steps, double step_s) {
+  if (e.spec_draft_tokens == 0 && e.spec_drafts == 0) return;
+  double draft_s = 0;
+  std::map<int, int> k_hist;
+  for (const StepStats& s : steps) {
+    draft_s += s.draft_us / 1e6;
+    if (s.decode_tokens > 0) k_hist[s.spec_draft_len] += 1;
+  }
+  std::printf("speculation: %llu verifications, %llu draft tokens, %llu accepted (%.1f%%), %.2f tokens per verification;"
+              " drafting %.0f%% of step time\n",
+              (unsigned long long)e.spec_drafts, (unsigned long long)e.spec_draft_tokens,
+              (unsigned long long)e.spec_accepted_tokens,
+              e.spec_draft_tokens ? 100.0 * double(e.spec_accepted_tokens) / double(e.spec_draft_tokens) : 0.0,
+              e.spec_drafts ? 1.0 + double(e.spec_accepted_tokens) / double(e.spec_drafts) : 0.0,
+              step_s > 0 ? 100.0 * draft_s / step_s : 0.0);
+  std::printf("  accepted per position:");
+  for (uint64_t a : e.spec_accepted_per_position) std::printf(" %llu", (unsigned long long)a);
+  std::printf("\n  K chosen (steps with decodes):");
+  for (const auto& [k, n] : k_hist) std::printf(" K=%d x%d", k, n);
+  std::printf("\n");
+}
+
 void report(const EngineStats& engine, const std::vector<StepStats>& steps, const std::vector<StreamChunk>& finals,
             double wall_s) {
   double prefill_tok = 0, prefill_s = 0, decode_tok = 0, decode_s = 0, forward_s = 0, step_s = 0;
@@ -140,7 +197,7 @@ void report(const EngineStats& engine, const std::vector<StepStats>& steps, cons
       prefill_tok += double(s.prefill_tokens);
       prefill_s += s.step_us / 1e6;
     } else {
-      decode_tok += double(s.decode_tokens);
+      decode_tok += double(s.num_sampled);  // with speculation a decode may emit several tokens
       decode_s += s.step_us / 1e6;
       decode_batch.push_back(double(s.num_seqs));
     }
@@ -175,6 +232,7 @@ void report(const EngineStats& engine, const std::vector<StepStats>& steps, cons
   std::printf("prefix cache: %lld of %lld prompt tokens at first admission; %llu of %llu tokens over all admissions\n",
               (long long)cached, (long long)prompt_tokens, (unsigned long long)engine.prefix_cache_hit_tokens,
               (unsigned long long)engine.prefix_cache_queried_tokens);
+  report_speculation(engine, steps, step_s);
 }
 
 // The backend and the pool it runs on (the pool is destroyed first: its states may belong to the backend).
@@ -210,44 +268,109 @@ EngineParts make_parts(const BenchOptions& o, const Model& model, int64_t blocks
 #endif
 }
 
+// One pass: a fresh backend and pool, every request submitted at once, read to the end.
+struct PassResult {
+  std::vector<StreamChunk> finals;
+  std::vector<std::vector<int32_t>> outputs;
+  std::vector<StepStats> steps;
+  EngineStats stats;
+  double wall_s = 0;
+};
+
+PassResult run_pass(const BenchOptions& o, const Model& model, const MtpModule* mtp, int64_t blocks,
+                    const std::vector<GenerationRequest>& requests, const SpeculativeConfig* spec_config, bool banner) {
+  const ModelConfig& c = model.config;
+  EngineParts parts = make_parts(o, model, blocks);
+  std::unique_ptr<CpuMtpDraftModel> draft;
+  std::unique_ptr<Speculator> spec;
+  if (spec_config) {
+    auto* cpu = dynamic_cast<CpuBackend*>(parts.backend.get());
+    if (mtp && !cpu) throw LoadError("--mtp: MTP drafting runs on the CPU backend only (the CUDA part is not built yet)");
+    if (mtp) draft = std::make_unique<CpuMtpDraftModel>(*cpu, c, mtp->weights);
+    try {
+      spec = std::make_unique<Speculator>(*spec_config, *parts.backend, draft.get(), c.n_vocab, -1);
+    } catch (const std::invalid_argument& e) {
+      throw LoadError(e.what());
+    }
+  }
+  EngineConfig config{.scheduler = {.max_num_seqs = o.max_num_seqs, .max_num_batched_tokens = o.max_batched_tokens,
+                                    .max_prefill_chunk_tokens = o.chunk},
+                      .context_length = c.context_length, .eos_token_id = -1, .n_vocab = c.n_vocab,
+                      .max_queued_requests = requests.size() + 1};
+  Engine engine(*parts.backend, *parts.pool, config, spec.get());
+  PassResult r;
+  engine.set_step_observer([&](const StepStats& s) { r.steps.push_back(s); });  // read after stop()
+  if (banner)
+    std::printf("ds4serve-bench: model %s (%d layers, vocab %d), %s; %d requests x prompt %d..%d (shared %d) "
+                "+ output %d; max_num_seqs %d, max_batched_tokens %lld; %lld KV blocks x %lld tokens, %d slots\n",
+                c.name.c_str(), c.n_layer, c.n_vocab, parts.description.c_str(), o.requests, o.prompt_min, o.prompt_max,
+                o.shared_prefix, o.output_len, o.max_num_seqs, (long long)o.max_batched_tokens, (long long)blocks,
+                (long long)kKvBlockTokens, o.kv_slots);
+  engine.start();
+  const auto t0 = EngineClock::now();
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const GenerationRequest& q : requests) streams.push_back(engine.submit(q));
+  r.finals.resize(streams.size());
+  r.outputs.resize(streams.size());
+  for (size_t i = 0; i < streams.size(); ++i) {
+    StreamChunk chunk;
+    while (!r.finals[i].finished()) {
+      if (!streams[i]->wait_for(chunk, std::chrono::seconds(1))) continue;
+      r.outputs[i].insert(r.outputs[i].end(), chunk.tokens.begin(), chunk.tokens.end());
+      r.finals[i] = std::move(chunk);
+    }
+    if (r.finals[i].finish_reason != FinishReason::kLength)
+      throw LoadError("request " + std::to_string(i) + " ended with " + finish_reason_name(r.finals[i].finish_reason) +
+                      ": " + r.finals[i].error);
+  }
+  r.wall_s = std::chrono::duration<double>(EngineClock::now() - t0).count();
+  engine.stop();
+  r.stats = engine.stats();
+  return r;
+}
+
+SpeculativeConfig speculative_config(const BenchOptions& o) {
+  return SpeculativeConfig{.max_draft = o.mtp_draft, .adaptive = o.mtp_adaptive, .pairing = o.mtp_pairing};
+}
+
 int run(const BenchOptions& o) {
   const auto model = load_model(o.model);
   const ModelConfig& c = model->config;
   const int64_t block_tokens = kKvBlockTokens;
-  const int64_t per_request_blocks = (o.prompt_max + o.output_len + block_tokens - 1) / block_tokens;
+  const int64_t per_request_blocks = (o.prompt_max + o.output_len + o.mtp_draft + block_tokens) / block_tokens;
   const int64_t blocks = o.kv_blocks > 0 ? o.kv_blocks : per_request_blocks * o.requests;
-  EngineParts parts = make_parts(o, *model, blocks);
-  EngineConfig config{.scheduler = {.max_num_seqs = o.max_num_seqs, .max_num_batched_tokens = o.max_batched_tokens,
-                                    .max_prefill_chunk_tokens = o.chunk},
-                      .context_length = c.context_length, .eos_token_id = -1, .n_vocab = c.n_vocab};
-  Engine engine(*parts.backend, *parts.pool, config);
-  std::vector<StepStats> steps;  // appended on the engine thread, read after stop()
-  engine.set_step_observer([&](const StepStats& s) { steps.push_back(s); });
-
-  std::printf("ds4serve-bench: model %s (%d layers, vocab %d), %s; %d requests x prompt %d..%d (shared %d) "
-              "+ output %d; max_num_seqs %d, max_batched_tokens %lld; %lld KV blocks x %lld tokens, %d slots\n",
-              c.name.c_str(), c.n_layer, c.n_vocab, parts.description.c_str(), o.requests, o.prompt_min, o.prompt_max,
-              o.shared_prefix, o.output_len, o.max_num_seqs, (long long)o.max_batched_tokens, (long long)blocks,
-              (long long)block_tokens, o.kv_slots);
-  std::vector<GenerationRequest> requests = make_requests(o, c.n_vocab);
-  engine.start();
-  const auto t0 = EngineClock::now();
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (GenerationRequest& r : requests) streams.push_back(engine.submit(std::move(r)));
-  std::vector<StreamChunk> finals(streams.size());
-  for (size_t i = 0; i < streams.size(); ++i) {
-    StreamChunk chunk;
-    while (!finals[i].finished()) {
-      // Tokens are dropped as they come: only the final usage and timing matter here.
-      if (streams[i]->wait_for(chunk, std::chrono::seconds(1))) finals[i] = std::move(chunk);
-    }
-    if (finals[i].finish_reason != FinishReason::kLength)
-      throw LoadError("request " + std::to_string(i) + " ended with " + finish_reason_name(finals[i].finish_reason) +
-                      ": " + finals[i].error);
+  const std::unique_ptr<MtpModule> mtp = o.mtp.empty() ? nullptr : load_mtp(o.mtp, c);
+  const std::vector<GenerationRequest> requests = make_requests(o, c.n_vocab);
+  if (!o.speculative()) {
+    const PassResult r = run_pass(o, *model, nullptr, blocks, requests, nullptr, true);
+    report(r.stats, r.steps, r.finals, r.wall_s);
+    return 0;
   }
-  const double wall_s = std::chrono::duration<double>(EngineClock::now() - t0).count();
-  engine.stop();
-  report(engine.stats(), steps, finals, wall_s);
+  SpeculativeConfig sc = speculative_config(o);
+  std::map<std::vector<int32_t>, std::vector<int32_t>> truth;  // prompt -> output of the plain pass
+  if (o.mtp_oracle >= 0) {
+    std::printf("== pass 1: no speculation (the oracle's reference tokens)\n");
+    const PassResult plain = run_pass(o, *model, nullptr, blocks, requests, nullptr, true);
+    report(plain.stats, plain.steps, plain.finals, plain.wall_s);
+    for (size_t i = 0; i < requests.size(); ++i) truth[requests[i].prompt_tokens] = plain.outputs[i];
+    sc.oracle = [&truth](const Sequence& seq, int64_t index) -> int32_t {
+      const auto it = truth.find(std::vector<int32_t>(seq.tokens.begin(), seq.tokens.begin() + seq.num_prompt_tokens));
+      const int64_t g = index - seq.num_prompt_tokens;
+      return it == truth.end() || g < 0 || g >= int64_t(it->second.size()) ? -1 : it->second[g];
+    };
+    sc.oracle_acceptance = o.mtp_oracle;
+  }
+  std::printf("== %sspeculative decoding: %s, K <= %d (%s policy), %s pairing\n", o.mtp_oracle >= 0 ? "pass 2: " : "",
+              o.mtp_oracle >= 0 ? ("oracle drafts at " + std::to_string(o.mtp_oracle) + (mtp ? " (MTP run for its cost)" : " (free drafts)")).c_str()
+                                : ("MTP " + o.mtp).c_str(),
+              o.mtp_draft, o.mtp_adaptive ? "adaptive" : "fixed", pairing_name(o.mtp_pairing));
+  const PassResult r = run_pass(o, *model, mtp.get(), blocks, requests, &sc, o.mtp_oracle < 0);
+  report(r.stats, r.steps, r.finals, r.wall_s);
+  if (o.mtp_oracle >= 0) {
+    size_t same = 0;
+    for (size_t i = 0; i < requests.size(); ++i) same += r.outputs[i] == truth[requests[i].prompt_tokens];
+    std::printf("outputs identical to pass 1: %zu of %zu requests\n", same, requests.size());
+  }
   return 0;
 }
 

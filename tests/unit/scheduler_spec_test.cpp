@@ -205,6 +205,68 @@ TEST(Speculation, OracleForcesTheChosenAcceptance) {
   }
 }
 
+// Room for drafts: within max_tokens, max_model_len and the step budget, only for requests that
+// allow it, and never by preempting another sequence (drafts are optional).
+TEST(Speculation, DraftRoomRespectsLimitsAndNeverPreempts) {
+  auto pool = spec_fake_pool(/*blocks=*/5, /*block_tokens=*/4);
+  Scheduler sched(SchedulerConfig{.max_num_seqs = 8, .max_num_batched_tokens = 64, .max_model_len = 100}, *pool, -1);
+  auto add = [&](RequestId id, int prompt_len, int64_t max_tokens, bool speculative) {
+    auto seq = std::make_unique<Sequence>();
+    seq->id = id;
+    for (int i = 0; i < prompt_len; ++i) seq->tokens.push_back(i % 7);
+    seq->request.max_tokens = max_tokens;
+    seq->request.sampling.temperature = 0.0f;
+    seq->request.speculative = speculative;
+    sched.add(std::move(seq));
+  };
+  add(1, 7, 10, true);   // 2 blocks for 8 positions: 4 more drafts need a third block
+  add(2, 7, 2, true);    // max_tokens 2: after its first token, at most 0 drafts
+  add(3, 3, 10, false);  // opted out
+  ScheduledBatch prefill = sched.schedule(4);
+  ASSERT_EQ(prefill.entries.size(), 3u);
+  for (const auto& e : prefill.entries) EXPECT_EQ(e.max_drafts, 0);  // prefills never draft
+  std::vector<SampledToken> first(3);
+  for (auto& t : first) t.token = 1;
+  for (auto& e : prefill.entries) dynamic_cast<SpecFakeKv&>(pool->kv(e.seq->id)).history.assign(e.num_tokens, 0);
+  sched.update(prefill, first);
+  // 5 blocks: seq 1 holds 2, seq 2 holds 2, seq 3 holds 1 -> no block left for seq 1's drafts.
+  ScheduledBatch step = sched.schedule(4);
+  ASSERT_EQ(step.entries.size(), 3u);
+  EXPECT_EQ(step.num_preempted, 0);
+  for (const auto& e : step.entries) EXPECT_EQ(e.max_drafts, 0) << "sequence " << e.seq->id;
+  EXPECT_EQ(step.num_tokens, 3);
+}
+
+// Drafts reserved for a decode of a sequence with a 3-token prompt and its first token sampled.
+int64_t drafts_reserved(int64_t max_batched_tokens, int64_t max_model_len, int64_t max_tokens, int k) {
+  auto pool = spec_fake_pool(100, 4);
+  Scheduler sched(SchedulerConfig{.max_num_seqs = 8, .max_num_batched_tokens = max_batched_tokens, .max_model_len = max_model_len},
+                  *pool, -1);
+  auto seq = std::make_unique<Sequence>();
+  seq->id = 1;
+  seq->tokens.assign(3, 5);
+  seq->request.max_tokens = max_tokens;
+  seq->request.sampling.temperature = 0.0f;
+  sched.add(std::move(seq));
+  ScheduledBatch prefill = sched.schedule(k);
+  EXPECT_EQ(prefill.entries.size(), 1u);
+  dynamic_cast<SpecFakeKv&>(pool->kv(1)).history.assign(3, 0);
+  std::vector<SampledToken> first(1);
+  first[0].token = 1;
+  sched.update(prefill, first);
+  const ScheduledBatch step = sched.schedule(k);
+  EXPECT_EQ(step.num_tokens, 1);  // drafts are counted when drafted, not when reserved
+  return step.entries.at(0).max_drafts;
+}
+
+TEST(Speculation, DraftRoomWithinLimitsAndBudget) {
+  EXPECT_EQ(drafts_reserved(64, 100, 10, 6), 6);
+  EXPECT_EQ(drafts_reserved(64, 100, 10, 0), 0);
+  EXPECT_EQ(drafts_reserved(64, 100, 4, 6), 2);  // 1 generated, 1 next: 2 more at most
+  EXPECT_EQ(drafts_reserved(64, 7, 10, 6), 2);   // 4 positions used, 7 allowed: next + 2
+  EXPECT_EQ(drafts_reserved(4, 100, 10, 6), 3);  // budget 4: the token and 3 drafts
+}
+
 // Pearson chi-square of counts against expected probabilities, cells with expected < 5 merged.
 double chi_square(const std::map<std::vector<int32_t>, int>& counts, const std::map<std::vector<int32_t>, double>& probs,
                   int n, int& dof) {
