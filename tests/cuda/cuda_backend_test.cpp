@@ -175,8 +175,8 @@ TEST(CudaBackend, SmallModelTeacherForcing) {
   if (FILE* f = std::fopen(path.c_str(), "rb")) std::fclose(f);
   else GTEST_SKIP() << path << " not present (scripts/gpu_check.sh run generates it)";
   const std::unique_ptr<Model> m = load_model(path);
-  teacher_forcing(*m, 320, false, 1e-4);
-  teacher_forcing(*m, 320, true, 0.0);
+  teacher_forcing(*m, 512, false, 1e-4);
+  teacher_forcing(*m, 512, true, 0.0);
 }
 
 // Greedy tokens after a prompt, one decode step at a time.
