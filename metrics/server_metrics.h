@@ -1,10 +1,9 @@
-// ServerMetrics: every Prometheus family ds4serve exports, in one prometheus-cpp registry, and
-// the text exposition (format 0.0.4) served by the HTTP layer's own /metrics route. The vLLM
-// families keep vLLM's meaning, type, unit and buckets under the ds4serve_ prefix (so dashboards
-// translate by renaming vllm: to ds4serve_, except iteration_tokens_total -> iteration_tokens, see the
-// .cpp); ours add engine-step, expert, weight-traffic, KV-block
-// and HTTP families. Thread-safe: the HTTP threads and the engine bridge record concurrently.
-// Every series carries model_name. Called by http/ (requests, tokens, HTTP) and the engine bridge.
+// ServerMetrics: every Prometheus family ds4serve exports, in one prometheus-cpp registry, and the
+// text exposition (format 0.0.4) served by the HTTP layer's own /metrics route. vLLM's families keep
+// their meaning, type, unit and buckets under the ds4serve_ prefix (dashboards translate by renaming
+// vllm: to ds4serve_; the one exception, iteration_tokens, is explained in the .cpp); ours add engine
+// step, expert, weight-traffic, KV-block and HTTP families. Every series carries model_name.
+// Thread-safe: HTTP threads and the engine's step observer record concurrently. Used by http/.
 #pragma once
 #include <cstdint>
 #include <functional>
