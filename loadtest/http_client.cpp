@@ -157,6 +157,7 @@ class StreamingRequest : public std::enable_shared_from_this<StreamingRequest> {
     double t = now_s();
     if (ec == http::error::need_buffer) ec = {};
     size_t got = sizeof body_buf_ - parser_->get().body().size;
+    body_bytes_ += got;
     if (got > 0) handle_bytes(std::string_view(body_buf_, got), t);
     if (ec) return transport_error(ec);
     if (parser_->is_done()) return body_done(t);
@@ -228,6 +229,7 @@ class StreamingRequest : public std::enable_shared_from_this<StreamingRequest> {
       return finish(ErrorKind::kTimeout,
                     std::string("request timeout while ") + kStageNames[static_cast<int>(stage_)] +
                         (reused_ ? " (reused connection)" : " (new connection)") + ", after " +
+                        std::to_string(body_bytes_) + " body bytes and " +
                         std::to_string(record_.token_times_s.size()) + " token events",
                     false);
     }
@@ -286,6 +288,7 @@ class StreamingRequest : public std::enable_shared_from_this<StreamingRequest> {
   bool reused_ = false;
   bool retried_ = false, cancelled_ = false, finished_ = false, saw_done_ = false;
   bool error_status_ = false;
+  uint64_t body_bytes_ = 0;   // response body bytes received (for error details)
   std::string not_sse_type_;  // set when a 200 answer is not an event stream
   std::string other_body_;    // first bytes of an error or non-SSE body
   ErrorKind stream_error_ = ErrorKind::kNone;
