@@ -11,16 +11,16 @@
 #include <vector>
 
 #include "engine/cpu_backend.h"
-#include "engine/kv_state.h"
+#include "engine/kv_geometry.h"
 #include "engine/load_error.h"
 #include "engine/tokenizer_tables.h"
-#include "scheduler/budget_kv_pool.h"
+#include "scheduler/paged_kv_pool.h"
 
 namespace ds4::http {
 
 namespace {
 
-constexpr int64_t kBlockTokens = 256;  // DESIGN.md: one logical KV block = 256 positions
+constexpr double kSnapshotFraction = 0.05;  // of the KV budget kept for prefix-cache resume points
 
 std::string gib(double bytes) {
   char buf[32];
@@ -55,16 +55,14 @@ void preload_file(const std::string& path, const ModelService::Log& log) {
   log(line);
 }
 
-// Bytes of one 256-position KV block in the f32 contiguous state: compressed rows of every
-// compressed layer plus indexer rows of the ratio-4 layers.
-int64_t block_bytes(const ModelConfig& c) {
-  int64_t floats = 0;
-  for (int l = 0; l < c.n_layer; ++l) {
-    const int ratio = c.compress_ratio(l);
-    if (ratio <= 0) continue;
-    floats += (kBlockTokens / ratio) * (c.head_dim + (ratio == 4 ? c.indexer_dim : 0));
-  }
-  return std::max<int64_t>(floats * 4, 1);
+// The KV budget: as given, or room for max_num_seqs sequences at full context (f32 rows, what the
+// CPU backend reads), plus the share the pool keeps for prefix-cache resume points.
+int64_t kv_budget_bytes(const ModelConfig& config, const ServiceOptions& o, int64_t ctx) {
+  if (o.kv_memory_gib > 0) return static_cast<int64_t>(o.kv_memory_gib * double(1ull << 30));
+  const KvByteSizes sizes = kv_byte_sizes(kv_geometry(config), KvLayout::kF32);
+  const int64_t blocks_per_seq = (ctx + sizes.block_tokens - 1) / sizes.block_tokens;
+  const double per_seq = double(sizes.slot_bytes) + double(blocks_per_seq) * double(sizes.block_bytes);
+  return static_cast<int64_t>(per_seq * double(o.max_num_seqs) / (1.0 - kSnapshotFraction)) + sizes.snapshot_bytes;
 }
 
 }  // namespace
@@ -88,14 +86,9 @@ void ModelService::build_engine(const Log& log) {
   const ModelConfig& config = model_->config;
   backend_ = std::make_unique<CpuBackend>(config, model_->weights, ForwardOptions{}, options_.cpu_threads);
   const int64_t ctx = options_.ctx > 0 ? std::min<int64_t>(options_.ctx, config.context_length) : config.context_length;
-  const int64_t blocks_per_seq = (ctx + kBlockTokens - 1) / kBlockTokens;
-  int64_t blocks = blocks_per_seq * options_.max_num_seqs;
-  if (options_.kv_memory_gib > 0) {
-    const int64_t budget = static_cast<int64_t>(options_.kv_memory_gib * double(1ull << 30)) / block_bytes(config);
-    blocks = std::max(budget, blocks_per_seq);  // at least one full-context sequence
-  }
-  pool_ = std::make_unique<BudgetKvPool>(blocks, kBlockTokens, options_.max_num_seqs,
-                                         [&config] { return std::make_unique<ContiguousKv>(config); });
+  const int64_t budget = kv_budget_bytes(config, options_, ctx);
+  pool_ = make_host_paged_pool(config, budget, options_.max_num_seqs, kSnapshotFraction);
+  const KvUsage kv = pool_->usage();
   EngineConfig ec;
   ec.scheduler.max_num_seqs = options_.max_num_seqs;
   ec.scheduler.max_num_batched_tokens = options_.max_num_batched_tokens;
@@ -107,14 +100,14 @@ void ModelService::build_engine(const Log& log) {
   MetricsConfig mc;
   mc.model_name = served_name_;
   mc.max_model_len = engine_->max_model_len();
-  mc.kv_block_size_tokens = kBlockTokens;
-  mc.kv_num_blocks = blocks;
-  mc.prefix_caching = false;  // BudgetKvPool has no prefix cache
+  mc.kv_block_size_tokens = kv.block_tokens;
+  mc.kv_num_blocks = kv.total_blocks;
+  mc.prefix_caching = true;
   metrics_ = std::make_unique<ServerMetrics>(mc);
   wire_metrics();
   engine_->start();
-  log("KV pool: " + std::to_string(blocks) + " blocks of " + std::to_string(kBlockTokens) + " positions (" +
-      gib(double(blocks) * double(block_bytes(config))) + "), max " + std::to_string(options_.max_num_seqs) +
+  log("KV pool: " + gib(double(budget)) + ", " + std::to_string(kv.total_blocks) + " blocks of " +
+      std::to_string(kv.block_tokens) + " positions with prefix caching, max " + std::to_string(options_.max_num_seqs) +
       " sequences, context " + std::to_string(engine_->max_model_len()) + " tokens");
 }
 
@@ -126,6 +119,10 @@ void ModelService::wire_metrics() {
     sample.num_sequences = s.num_seqs;
     sample.num_tokens = s.num_tokens;
     sample.generated_tokens = s.num_sampled;
+    sample.spec_drafts = s.spec_drafts;
+    sample.spec_draft_tokens = s.spec_draft_tokens;
+    sample.spec_accepted_tokens = s.spec_accepted_tokens;
+    sample.spec_accepted_per_position = s.spec_accepted_per_position;
     m->record_step(sample);
   });
   Engine* e = engine_.get();

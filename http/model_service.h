@@ -21,7 +21,7 @@
 
 namespace ds4 {
 class CpuBackend;
-class BudgetKvPool;
+class PagedKvPool;
 }  // namespace ds4
 
 namespace ds4::http {
@@ -32,7 +32,7 @@ struct ServiceOptions {
   int64_t ctx = 0;                    // max prompt + output positions per request; 0: the model's
   int max_num_seqs = 32;
   int64_t max_num_batched_tokens = 2048;
-  double kv_memory_gib = 0;           // KV budget; 0: room for max_num_seqs full-context sequences
+  double kv_memory_gib = 0;           // KV budget (paged pool, prefix cache); 0: room for every sequence at full context
   int cpu_threads = 0;                // 0: all cores
   ReasoningEffort default_effort = ReasoningEffort::kHigh;
 };
@@ -67,7 +67,7 @@ class ModelService {
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<CpuBackend> backend_;
-  std::unique_ptr<BudgetKvPool> pool_;
+  std::unique_ptr<PagedKvPool> pool_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<Engine> engine_;
   ToolCallReplay replay_;
