@@ -48,8 +48,9 @@ std::string positive_double(const std::string& flag, const std::string& v, doubl
 
 using Handler = std::function<std::string(const std::string&)>;
 
-std::map<std::string, Handler> handlers(Options* o, bool* saw_conc, bool* saw_rate) {
-  std::map<std::string, Handler> h;
+using Handlers = std::map<std::string, Handler>;
+
+void add_target_and_load_flags(Handlers& h, Options* o, bool* saw_conc, bool* saw_rate) {
   h["--url"] = [o](const std::string& v) { o->url = v; return std::string(); };
   h["--model"] = [o](const std::string& v) { o->workload.model = v; return std::string(); };
   h["--api-key"] = [o](const std::string& v) { o->api_key = v; return std::string(); };
@@ -93,6 +94,9 @@ std::map<std::string, Handler> handlers(Options* o, bool* saw_conc, bool* saw_ra
   h["--duration"] = [o](const std::string& v) { return positive_double("--duration", v, &o->duration_s); };
   h["--warmup"] = [o](const std::string& v) { return positive_int("--warmup", v, 0, &o->warmup); };
   h["--timeout"] = [o](const std::string& v) { return positive_double("--timeout", v, &o->timeout_s); };
+}
+
+void add_workload_and_output_flags(Handlers& h, Options* o) {
   h["--input-tokens"] = [o](const std::string& v) { return parse_length_spec(v, "--input-tokens", 1, &o->workload.input); };
   h["--output-tokens"] = [o](const std::string& v) { return parse_length_spec(v, "--output-tokens", 1, &o->workload.output); };
   h["--dataset"] = [o](const std::string& v) { o->workload.dataset_path = v; return std::string(); };
@@ -142,7 +146,6 @@ std::map<std::string, Handler> handlers(Options* o, bool* saw_conc, bool* saw_ra
     o->progress = v;
     return std::string();
   };
-  return h;
 }
 
 std::string finish(Options* o, bool saw_conc, bool saw_rate) {
@@ -174,7 +177,9 @@ std::string parse_options(const std::vector<std::string>& args, const std::strin
   *out = Options{};
   out->api_key = env_key;
   bool saw_conc = false, saw_rate = false;
-  auto h = handlers(out, &saw_conc, &saw_rate);
+  Handlers h;
+  add_target_and_load_flags(h, out, &saw_conc, &saw_rate);
+  add_workload_and_output_flags(h, out);
   for (size_t i = 1; i < args.size(); ++i) {
     std::string flag = args[i], value;
     bool has_value = false;
