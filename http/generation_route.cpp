@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <random>
+#include <cstdio>
 
 #include "http/generation_prepare.h"
 #include "http/session.h"
@@ -32,12 +32,12 @@ struct Waker : std::enable_shared_from_this<Waker> {
   }
 };
 
-std::string random_id(const char* prefix) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static const char* hex = "0123456789abcdef";
-  std::string id = prefix;
-  for (int i = 0; i < 24; ++i) id += hex[rng() & 15];
-  return id;
+// "chatcmpl-" / "cmpl-" + 24 hex digits from the service's seed generator (unique per request).
+std::string request_id(const char* prefix, ModelService& service) {
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "%016llx%08llx", static_cast<unsigned long long>(service.next_seed()),
+                static_cast<unsigned long long>(service.next_seed() & 0xffffffffull));
+  return prefix + std::string(hex);
 }
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
@@ -297,7 +297,7 @@ net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state
       error = invalid_param("", why);
   }
   if (error) co_return RouteResult{error_reply(*error), false, true, static_cast<unsigned>(error->status)};
-  prep.setup.id = random_id(chat ? "chatcmpl-" : "cmpl-");
+  prep.setup.id = request_id(chat ? "chatcmpl-" : "cmpl-", service);
   prep.setup.created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch()).count();
 
