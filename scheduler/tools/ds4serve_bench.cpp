@@ -14,6 +14,8 @@
 #include <random>
 #include <string>
 
+#include <sys/resource.h>
+
 #include "engine/cpu_backend.h"
 #include "engine/kv_geometry.h"
 #include "engine/model.h"
@@ -268,14 +270,29 @@ EngineParts make_parts(const BenchOptions& o, const Model& model, int64_t blocks
 #endif
 }
 
+// CPU time of the process so far (s). On a shared machine tokens per CPU-s are steadier than per
+// wall-s (the pool's workers block, they do not spin).
+double process_cpu_s() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 // One pass: a fresh backend and pool, every request submitted at once, read to the end.
 struct PassResult {
+  double cpu_s = 0;  // user + system time of the process (all threads) during the pass
   std::vector<StreamChunk> finals;
   std::vector<std::vector<int32_t>> outputs;
   std::vector<StepStats> steps;
   EngineStats stats;
   double wall_s = 0;
 };
+
+void report_cpu(const PassResult& r) {
+  int64_t out = 0;
+  for (const StreamChunk& f : r.finals) out += f.usage.completion_tokens;
+  std::printf("cpu: %.2f s user+sys over the pass: %.1f output tok per CPU-s\n", r.cpu_s, r.cpu_s > 0 ? double(out) / r.cpu_s : 0.0);
+}
 
 PassResult run_pass(const BenchOptions& o, const Model& model, const MtpModule* mtp, int64_t blocks,
                     const std::vector<GenerationRequest>& requests, const SpeculativeConfig* spec_config, bool banner) {
@@ -306,6 +323,7 @@ PassResult run_pass(const BenchOptions& o, const Model& model, const MtpModule* 
                 c.name.c_str(), c.n_layer, c.n_vocab, parts.description.c_str(), o.requests, o.prompt_min, o.prompt_max,
                 o.shared_prefix, o.output_len, o.max_num_seqs, (long long)o.max_batched_tokens, (long long)blocks,
                 (long long)kKvBlockTokens, o.kv_slots);
+  const double cpu0 = process_cpu_s();
   engine.start();
   const auto t0 = EngineClock::now();
   std::vector<std::shared_ptr<RequestStream>> streams;
@@ -325,6 +343,7 @@ PassResult run_pass(const BenchOptions& o, const Model& model, const MtpModule* 
   }
   r.wall_s = std::chrono::duration<double>(EngineClock::now() - t0).count();
   engine.stop();
+  r.cpu_s = process_cpu_s() - cpu0;
   r.stats = engine.stats();
   return r;
 }
@@ -344,6 +363,7 @@ int run(const BenchOptions& o) {
   if (!o.speculative()) {
     const PassResult r = run_pass(o, *model, nullptr, blocks, requests, nullptr, true);
     report(r.stats, r.steps, r.finals, r.wall_s);
+    report_cpu(r);
     return 0;
   }
   SpeculativeConfig sc = speculative_config(o);
@@ -352,6 +372,7 @@ int run(const BenchOptions& o) {
     std::printf("== pass 1: no speculation (the oracle's reference tokens)\n");
     const PassResult plain = run_pass(o, *model, nullptr, blocks, requests, nullptr, true);
     report(plain.stats, plain.steps, plain.finals, plain.wall_s);
+    report_cpu(plain);
     for (size_t i = 0; i < requests.size(); ++i) truth[requests[i].prompt_tokens] = plain.outputs[i];
     sc.oracle = [&truth](const Sequence& seq, int64_t index) -> int32_t {
       const auto it = truth.find(std::vector<int32_t>(seq.tokens.begin(), seq.tokens.begin() + seq.num_prompt_tokens));
@@ -366,6 +387,7 @@ int run(const BenchOptions& o) {
               o.mtp_draft, o.mtp_adaptive ? "adaptive" : "fixed", pairing_name(o.mtp_pairing));
   const PassResult r = run_pass(o, *model, mtp.get(), blocks, requests, &sc, o.mtp_oracle < 0);
   report(r.stats, r.steps, r.finals, r.wall_s);
+  report_cpu(r);
   if (o.mtp_oracle >= 0) {
     size_t same = 0;
     for (size_t i = 0; i < requests.size(); ++i) same += r.outputs[i] == truth[requests[i].prompt_tokens];
