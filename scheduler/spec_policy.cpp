@@ -91,7 +91,7 @@ double SpecPolicy::step_cost_us(int num_seqs, int k) const {
 
 int SpecPolicy::choose(int num_seqs) {
   if (!config_.adaptive || config_.max_draft == 0) return config_.max_draft;
-  if (!cost_model_ready()) return config_.max_draft;  // measure first (rows differ between steps)
+  if (!cost_model_ready()) return 1;  // measure first, cheaply (rows differ between steps)
   int best_k = 0;
   double best = expected_tokens(0) / step_cost_us(num_seqs, 0);
   for (int k = 1; k <= config_.max_draft; ++k) {

@@ -6,7 +6,9 @@
 //   B * (1 + sum_{j<=K} prod_{i<=j} alpha_i) / (target(B * (1 + K)) + drafting(B, K)).
 // Speculation pays while the fixed cost a dominates (small batches) and stops paying when rows
 // cost (large batches) or acceptance is low. While K = 0 nothing is measured, so every
-// probe_interval steps one step probes K = 1. Deterministic given its inputs (no clock inside).
+// probe_interval steps one step probes K = 1; before the cost model has data it uses K = 1 too, and
+// deeper positions are tried once the first ones look good (their prior is a coin flip).
+// Deterministic given its inputs (no clock inside).
 // Owned by the Speculator; engine thread only.
 #pragma once
 #include <cstdint>

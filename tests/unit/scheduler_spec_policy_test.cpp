@@ -56,7 +56,7 @@ TEST(SpecPolicy, AcceptanceEstimatePerPosition) {
 
 TEST(SpecPolicy, MeasuresBeforeDecidingThenSpeculatesWhenFixedCostDominates) {
   SpecPolicy p({.max_draft = 4});
-  EXPECT_EQ(p.choose(1), 4);  // no cost model yet
+  EXPECT_EQ(p.choose(1), 1);  // no cost model yet: measure with one draft
   feed_costs(p, /*fixed=*/10000, /*per_row=*/20, /*draft call*/ 300, 2);
   feed_acceptance(p, 0.8, 4);
   ASSERT_TRUE(p.cost_model_ready());
