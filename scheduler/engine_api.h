@@ -134,7 +134,7 @@ struct KvUsage {
 struct StepStats {
   uint64_t step = 0;
   int num_seqs = 0;             // sequences in the forward batch
-  int64_t num_tokens = 0;       // tokens computed (prefill + decode)
+  int64_t num_tokens = 0;       // tokens computed (prefill + decode + verified drafts)
   int64_t prefill_tokens = 0;   // prompt tokens and recomputed tokens
   int64_t decode_tokens = 0;    // one per sequence that fed its last sampled token
   int num_sampled = 0;          // tokens sampled this step

@@ -1,9 +1,10 @@
-// Speculative decoding through the real Engine with fakes (spec_fakes.h): greedy outputs are token
-// for token those of the plain engine for every draft quality, K, input pairing and batch shape,
-// with EOS / stop ids / max_tokens cutting accepted drafts, under preemption, with per-request
-// opt-out and in oracle mode; sampled outputs follow the target's exact joint distribution
-// (fixed-seed chi-square over every 4-token continuation of a 4-token vocabulary, with and without
-// sampling filters); the statistics add up.
+// Speculative decoding through the real Engine with fakes (spec_fakes.h): greedy outputs (and
+// logprobs) are token for token those of the plain engine for every draft quality, K, input
+// pairing and batch shape, with EOS / stop ids / max_tokens cutting accepted drafts, under
+// preemption, with per-request opt-out and in oracle mode; the draft room respects the limits and
+// never preempts; sampled outputs follow the target's exact joint distribution (fixed-seed
+// chi-square over every 4-token continuation of a 4-token vocabulary, with and without sampling
+// filters); the statistics add up.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -36,6 +37,7 @@ struct RunOptions {
 
 struct RunResult {
   std::vector<std::vector<int32_t>> outputs;
+  std::vector<std::vector<SampledLogprobs>> logprobs;
   std::vector<FinishReason> reasons;
   EngineStats stats;
   std::vector<StepStats> steps;
@@ -60,6 +62,7 @@ RunResult run(const std::vector<GenerationRequest>& requests, const RunOptions& 
   for (const GenerationRequest& q : requests) streams.push_back(engine.submit(q));
   for (auto& s : streams) {
     std::vector<int32_t> tokens;
+    std::vector<SampledLogprobs> logprobs;
     StreamChunk c, last;
     while (!last.finished()) {
       if (!s->wait_for(c, 30s)) {
@@ -67,10 +70,12 @@ RunResult run(const std::vector<GenerationRequest>& requests, const RunOptions& 
         break;
       }
       tokens.insert(tokens.end(), c.tokens.begin(), c.tokens.end());
+      logprobs.insert(logprobs.end(), c.logprobs.begin(), c.logprobs.end());
       last = c;
       if (last.finished()) EXPECT_EQ(last.usage.completion_tokens, int64_t(tokens.size()));
     }
     r.outputs.push_back(tokens);
+    r.logprobs.push_back(std::move(logprobs));
     r.reasons.push_back(last.finish_reason);
   }
   engine.stop();
@@ -158,6 +163,29 @@ TEST(Speculation, GreedyMatchesPlainUnderPreemptionAndAdaptiveK) {
   expect_stats_add_up(r);
   o.adaptive = true;
   expect_same(reference, run(reqs, o));
+}
+
+// Accepted drafts carry the logprobs of their own verification row: the same as the plain run's.
+TEST(Speculation, LogprobsOfAcceptedDraftsMatchPlain) {
+  RunOptions plain{.speculate = false};
+  std::vector<GenerationRequest> reqs = greedy_requests(8, plain.vocab, 41);
+  for (auto& r : reqs) {
+    r.logprobs = true;
+    r.top_logprobs = 3;
+  }
+  const RunResult reference = run(reqs, plain);
+  const RunResult r = run(reqs, RunOptions{.noise = 1.0f, .max_draft = 3});
+  expect_same(reference, r);
+  EXPECT_GT(r.stats.spec_accepted_tokens, 0u);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ASSERT_EQ(r.logprobs[i].size(), r.outputs[i].size());
+    ASSERT_EQ(reference.logprobs[i].size(), r.logprobs[i].size());
+    for (size_t t = 0; t < r.logprobs[i].size(); ++t) {
+      EXPECT_EQ(r.logprobs[i][t].logprob, reference.logprobs[i][t].logprob);
+      ASSERT_EQ(r.logprobs[i][t].top.size(), 3u);
+      for (int k = 0; k < 3; ++k) EXPECT_EQ(r.logprobs[i][t].top[k].token, reference.logprobs[i][t].top[k].token);
+    }
+  }
 }
 
 TEST(Speculation, PerRequestOptOut) {
