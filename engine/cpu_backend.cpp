@@ -59,6 +59,32 @@ void check_kv_quantization_shapes(const ModelConfig& c) {
                     ") a power of two >= 32; run this model with it off");
 }
 
+int64_t view_bytes(const TensorView& t) {
+  return t.present() ? static_cast<int64_t>(t.ne1 * t.ne2 * t.row_bytes) : 0;
+}
+
+// Bytes of every weight a pass reads in full: all but the routed experts (read per distinct
+// expert) and the embedding (one row per token).
+int64_t dense_weight_bytes(const Weights& w) {
+  static constexpr TensorView LayerWeights::*kDense[] = {
+      &LayerWeights::hc_attn_fn, &LayerWeights::hc_attn_scale, &LayerWeights::hc_attn_base,
+      &LayerWeights::attn_norm, &LayerWeights::attn_q_a, &LayerWeights::attn_q_a_norm, &LayerWeights::attn_q_b,
+      &LayerWeights::attn_kv, &LayerWeights::attn_kv_a_norm, &LayerWeights::attn_sinks,
+      &LayerWeights::attn_output_a, &LayerWeights::attn_output_b, &LayerWeights::attn_compressor_ape,
+      &LayerWeights::attn_compressor_kv, &LayerWeights::attn_compressor_gate, &LayerWeights::attn_compressor_norm,
+      &LayerWeights::indexer_attn_q_b, &LayerWeights::indexer_proj, &LayerWeights::indexer_compressor_ape,
+      &LayerWeights::indexer_compressor_kv, &LayerWeights::indexer_compressor_gate,
+      &LayerWeights::indexer_compressor_norm, &LayerWeights::hc_ffn_fn, &LayerWeights::hc_ffn_scale,
+      &LayerWeights::hc_ffn_base, &LayerWeights::ffn_norm, &LayerWeights::ffn_gate_inp, &LayerWeights::exp_probs_b,
+      &LayerWeights::ffn_gate_shexp, &LayerWeights::ffn_up_shexp, &LayerWeights::ffn_down_shexp,
+  };
+  int64_t total = view_bytes(w.output) + view_bytes(w.output_norm) + view_bytes(w.output_hc_fn) +
+                  view_bytes(w.output_hc_base) + view_bytes(w.output_hc_scale);
+  for (const LayerWeights& lw : w.layers)
+    for (auto member : kDense) total += view_bytes(lw.*member);
+  return total;
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options, int threads)
@@ -69,6 +95,7 @@ CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, Forwar
       rope_plain_(rope_frequencies(config, false)),
       rope_compressed_(rope_frequencies(config, true)) {
   if (options_.quantize_kv) check_kv_quantization_shapes(config);
+  dense_weight_bytes_ = dense_weight_bytes(weights);
 }
 
 ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
@@ -84,11 +111,12 @@ ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
     dequantize_row(weights_.token_embd.type, weights_.token_embd.row(tokens[t].token), s, n);
     for (int h = 1; h < c.hc_count; ++h) std::copy_n(s, n, s + h * n);
   }
+  ForwardCounters counters;
   for (int il = 0; il < c.n_layer; ++il) {
     const LayerWeights& lw = weights_.layers[il];
     const int ratio = c.compress_ratio(il);
     const LayerContext ctx{c, lw, options_, pool_, ratio == 0 ? rope_plain_ : rope_compressed_, il, ratio,
-                           c.is_hash_layer(il), c.swiglu_clamp[il], tokens, kv, undo};
+                           c.is_hash_layer(il), c.swiglu_clamp[il], tokens, kv, undo, &counters};
     run_with_hc(ctx, lw.hc_attn_fn, lw.hc_attn_scale, lw.hc_attn_base, states, attention_sublayer);
     run_with_hc(ctx, lw.hc_ffn_fn, lw.hc_ffn_scale, lw.hc_ffn_base, states, moe_sublayer);
   }
@@ -96,6 +124,8 @@ ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
   // Rows that want logits.
   ForwardOutput out;
   out.n_vocab = c.n_vocab;
+  out.unique_experts = counters.unique_experts;
+  out.weight_bytes_read = dense_weight_bytes_ + counters.expert_bytes + T * static_cast<int64_t>(weights_.token_embd.row_bytes);
   std::vector<int64_t> rows;
   int64_t t0 = 0;
   for (size_t s = 0; s < batch.sequences.size(); ++s) {

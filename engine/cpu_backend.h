@@ -38,6 +38,7 @@ class CpuBackend final : public Backend {
   ForwardOptions options_;
   ThreadPool pool_;
   RopeFrequencies rope_plain_, rope_compressed_;
+  int64_t dense_weight_bytes_ = 0;  // every weight but the routed experts and the embedding
   // Undo logs of the last forward()'s speculative sequences (reused between steps).
   std::unordered_map<const SequenceKv*, KvUndoLog> undo_;
   std::vector<KvUndoLog*> prepare_undo(const ForwardBatch& batch);

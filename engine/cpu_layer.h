@@ -19,6 +19,12 @@ struct TokenRef {
   int32_t token;  // token id
 };
 
+// Per-pass counters the sub-layers add to (ForwardOutput::unique_experts / weight_bytes_read).
+struct ForwardCounters {
+  int64_t unique_experts = 0;
+  int64_t expert_bytes = 0;  // bytes of the distinct experts read
+};
+
 // Everything one sub-layer evaluation needs. Layer properties are explicit fields (not looked up
 // in the config by index) so the MTP block can run with its own (raw-window, learned routing).
 struct LayerContext {
@@ -37,6 +43,7 @@ struct LayerContext {
   // Per sequence: where to save rows before overwriting them (speculative inputs), else null.
   const std::vector<KvUndoLog*>& undo;
   KvUndoLog* undo_log(int seq) const { return undo.empty() ? nullptr : undo[seq]; }
+  ForwardCounters* counters = nullptr;  // what the pass read (may be null)
 };
 
 // Attention sub-layer: y[t] from x[t] ([n_tokens, n_embd] each), updating each sequence's KV.

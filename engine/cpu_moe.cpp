@@ -80,6 +80,15 @@ void moe_sublayer(const LayerContext& ctx, const float* x, float* y) {
     for (size_t k = 0; k < r.experts.size(); ++k) by_expert[r.experts[k]].push_back({t, r.weights[k]});
   }
   std::fill(y, y + T * n_embd, 0.0f);
+  if (ctx.counters) {
+    ctx.counters->unique_experts += static_cast<int64_t>(by_expert.size());
+    const auto bytes = [](const MatView& m) { return static_cast<int64_t>(m.n_out) * static_cast<int64_t>(m.row_bytes); };
+    for (const auto& entry : by_expert) {
+      const int e = entry.first;
+      ctx.counters->expert_bytes +=
+          bytes(w.ffn_gate_exps.expert(e)) + bytes(w.ffn_up_exps.expert(e)) + bytes(w.ffn_down_exps.expert(e));
+    }
+  }
   std::vector<float> xs, ws, out;
   for (const auto& [e, list] : by_expert) {
     xs.resize(list.size() * n_embd);

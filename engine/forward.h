@@ -36,6 +36,11 @@ struct ForwardOutput {
   std::vector<int64_t> first_row;  // per sequence: its first row in logits
   std::vector<int64_t> n_rows;     // per sequence: how many rows it has
   std::vector<float> final_states; // [n_rows, hc_count * n_embd]: final hyper-connection state (MTP input)
+  // What the pass read (for metrics): routed experts summed over layers (each counted once per
+  // pass however many tokens used it) and weight bytes (dense weights once, each distinct expert
+  // once, one embedding row per token). 0 when a backend does not report them.
+  int64_t unique_experts = 0;
+  int64_t weight_bytes_read = 0;
   const float* row(size_t seq, int64_t i = 0) const { return logits.data() + (first_row[seq] + i) * n_vocab; }
 };
 

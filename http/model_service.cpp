@@ -119,6 +119,8 @@ void ModelService::wire_metrics() {
     sample.num_sequences = s.num_seqs;
     sample.num_tokens = s.num_tokens;
     sample.generated_tokens = s.num_sampled;
+    sample.unique_experts = s.unique_experts;
+    sample.weight_bytes_read = s.weight_bytes_read;
     sample.spec_drafts = s.spec_drafts;
     sample.spec_draft_tokens = s.spec_draft_tokens;
     sample.spec_accepted_tokens = s.spec_accepted_tokens;

@@ -204,6 +204,8 @@ void Engine::step() {
   const auto t1 = EngineClock::now();
   const ForwardOutput out = backend_.forward(build_forward_batch(batch, kv_));
   const auto t2 = EngineClock::now();
+  st.unique_experts = out.unique_experts;
+  st.weight_bytes_read = out.weight_bytes_read;
   std::vector<SequenceUpdate> updates;
   if (speculator_) {
     std::vector<std::vector<SampledToken>> emitted = speculator_->verify(batch, out, kv_, micros(t1, t2));

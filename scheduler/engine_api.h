@@ -143,6 +143,8 @@ struct StepStats {
   int num_running = 0;          // admitted sequences after planning
   int num_waiting = 0;          // queued sequences after planning
   double schedule_us = 0, forward_us = 0, sample_us = 0, step_us = 0;
+  int64_t unique_experts = 0;     // routed experts the forward pass read, summed over layers
+  int64_t weight_bytes_read = 0;  // weight bytes the forward pass read (0: backend does not report)
   KvUsage kv;                   // after the step
   // Speculative decoding (scheduler/speculator.h); all zero when it is off.
   int spec_draft_len = 0;               // drafts per sequence the policy chose for this step (K)

@@ -158,3 +158,16 @@ def test_prometheus_scrapes_during_load(server, tmp_path):
             prom.query(concrete)  # raises on a PromQL error
     finally:
         prom.stop()
+
+
+def test_engine_reports_experts_and_weight_bytes(server):
+    # The CPU backend reports what each forward pass read: distinct routed experts (each at most
+    # once per layer per step) and weight bytes.
+    generate(server, 2, 4)
+    m = parse_metrics(server.metrics())
+    count = m[f'ds4serve_engine_unique_experts_per_step_count{{model_name="{MODEL_NAME}"}}']
+    total = m[f'ds4serve_engine_unique_experts_per_step_sum{{model_name="{MODEL_NAME}"}}']
+    assert count > 0
+    # demo model: 6 layers, 4 experts per token, 16 experts per layer
+    assert 6 * 4 <= total / count <= 6 * 16
+    assert m[f'ds4serve_engine_weight_bytes_read_total{{model_name="{MODEL_NAME}"}}'] > 35e6 * count

@@ -143,3 +143,33 @@ TEST(CpuForward, KvQuantizationStaysCloseToExact) {
 
 }  // namespace
 }  // namespace ds4
+
+namespace ds4 {
+namespace {
+
+// The pass reports what it read: each distinct routed expert once per layer, dense weights once.
+TEST(CpuForward, ReportsUniqueExpertsAndWeightBytes) {
+  const Model& m = demo_model();
+  const ModelConfig& c = m.config;
+  CpuBackend backend(c, m.weights);
+  ContiguousKv one(c), many(c);
+  const auto tokens = random_tokens(64, 9);
+  ForwardBatch single, batch;
+  single.sequences.push_back({&one, std::span<const int32_t>(tokens).subspan(0, 1), false});
+  batch.sequences.push_back({&many, tokens, false});
+  const ForwardOutput a = backend.forward(single);
+  const ForwardOutput b = backend.forward(batch);
+  EXPECT_EQ(a.unique_experts, int64_t(c.n_layer) * c.n_expert_used);  // one token: its own experts
+  EXPECT_GT(b.unique_experts, a.unique_experts);
+  EXPECT_LE(b.unique_experts, int64_t(c.n_layer) * c.n_expert);
+  // Bytes: more experts cost more, but far less than 64 single-token passes.
+  const int64_t expert_bytes = int64_t(m.weights.layers[0].ffn_gate_exps.ne1 * m.weights.layers[0].ffn_gate_exps.row_bytes +
+                                       m.weights.layers[0].ffn_up_exps.ne1 * m.weights.layers[0].ffn_up_exps.row_bytes +
+                                       m.weights.layers[0].ffn_down_exps.ne1 * m.weights.layers[0].ffn_down_exps.row_bytes);
+  EXPECT_EQ(b.weight_bytes_read - a.weight_bytes_read,
+            (b.unique_experts - a.unique_experts) * expert_bytes + 63 * int64_t(m.weights.token_embd.row_bytes));
+  EXPECT_GT(a.weight_bytes_read, int64_t(m.weights.output.ne1 * m.weights.output.row_bytes));
+}
+
+}  // namespace
+}  // namespace ds4
