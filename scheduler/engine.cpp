@@ -176,14 +176,25 @@ bool Engine::drain_inbox(bool wait_for_work) {
     if (stopping_) return false;
     items.swap(inbox_);
   }
+  bool aborted = false;
   for (InboxItem& item : items) {
     if (item.submit) {
       scheduler_.add(std::move(item.submit));
     } else if (auto seq = scheduler_.remove(item.abort_id)) {
       finish_removed(std::move(seq), FinishReason::kAbort, "");
+      aborted = true;
     }
   }
+  if (aborted) refresh_gauges();  // the engine may go idle now: do not leave stale gauges behind
   return true;
+}
+
+void Engine::refresh_gauges() {
+  const KvUsage kv = kv_.usage();
+  std::lock_guard lock(stats_mutex_);
+  stats_.num_running = static_cast<int>(scheduler_.num_running());
+  stats_.num_waiting = static_cast<int>(scheduler_.num_waiting());
+  stats_.kv = kv;
 }
 
 void Engine::step() {

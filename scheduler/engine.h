@@ -77,6 +77,7 @@ class Engine {
   void finish_removed(std::unique_ptr<Sequence> seq, FinishReason reason, const std::string& error,
                       int32_t stop_token = -1);
   void record(const StepStats& step);
+  void refresh_gauges();  // running / waiting / KV usage in stats_ without a step
   static void record_speculation(const SpecStepStats& spec, StepStats& st);
   std::shared_ptr<RequestStream> rejected(RequestId id, const std::string& why);
 

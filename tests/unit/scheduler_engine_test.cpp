@@ -161,6 +161,25 @@ TEST(Engine, AbortFinishesAtTheNextStepAndFreesBlocks) {
   EXPECT_EQ(f.engine.stats().requests_finished[int(FinishReason::kAbort)], 1u);
 }
 
+// An abort that leaves the engine idle still updates the gauges (no further step will).
+TEST(Engine, AbortWhileOtherwiseIdleRefreshesGauges) {
+  EngineFixture f(1000, 4, SchedulerConfig{.max_num_seqs = 4, .max_num_batched_tokens = 64});
+  f.engine.start();
+  auto victim = f.engine.submit(to_request({.prompt_len = 10, .max_tokens = 100000, .first_token = 3}));
+  StreamChunk c;
+  ASSERT_TRUE(victim->wait_for(c, 5s));  // running
+  f.engine.abort(victim->id());
+  std::vector<int32_t> tokens;
+  EXPECT_EQ(read_all(*victim, tokens).finish_reason, FinishReason::kAbort);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (f.engine.stats().num_running != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  const EngineStats st = f.engine.stats();
+  EXPECT_EQ(st.num_running, 0);
+  EXPECT_EQ(st.kv.used_blocks, 0);
+  f.engine.stop();
+}
+
 TEST(Engine, InvalidRequestsAreRefusedWithAReason) {
   EngineFixture f(64, 16, SchedulerConfig{.max_num_seqs = 4, .max_num_batched_tokens = 64});
   const auto refused = [&](GenerationRequest r, const std::string& words) {
