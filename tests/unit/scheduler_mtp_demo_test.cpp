@@ -195,7 +195,7 @@ TEST(MtpDemo, SampledContinuationsFollowTheModel) {
     g.sampling.temperature = 0.0f;
     greedy_path[prompt] = alone(g);
   }
-  const int n = 160;
+  const int n = 128;
   std::vector<GenerationRequest> reqs(n);
   for (int i = 0; i < n; ++i) {
     reqs[i].prompt_tokens = prompt;
