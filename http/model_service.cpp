@@ -96,7 +96,15 @@ void ModelService::build_engine(const Log& log) {
   ec.context_length = config.context_length;
   ec.eos_token_id = tokenizer_->chat_ids().eos;
   ec.n_vocab = config.n_vocab;
-  engine_ = std::make_unique<Engine>(*backend_, *pool_, ec);
+  if (!options_.mtp_path.empty()) {
+    log("loading MTP draft module " + options_.mtp_path);
+    mtp_ = load_mtp(options_.mtp_path, config);
+    draft_ = std::make_unique<CpuMtpDraftModel>(*backend_, config, mtp_->weights);
+    SpeculativeConfig sc;
+    sc.max_draft = options_.mtp_draft;
+    speculator_ = std::make_unique<Speculator>(sc, *backend_, draft_.get(), config.n_vocab, ec.eos_token_id);
+  }
+  engine_ = std::make_unique<Engine>(*backend_, *pool_, ec, speculator_.get());
   MetricsConfig mc;
   mc.model_name = served_name_;
   mc.max_model_len = engine_->max_model_len();

@@ -13,11 +13,13 @@
 #include <string_view>
 
 #include "engine/chat_template.h"
+#include "engine/mtp_draft.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "engine/tool_call_replay.h"
 #include "metrics/server_metrics.h"
 #include "scheduler/engine.h"
+#include "scheduler/speculator.h"
 
 namespace ds4 {
 class CpuBackend;
@@ -35,6 +37,8 @@ struct ServiceOptions {
   double kv_memory_gib = 0;           // KV budget (paged pool, prefix cache); 0: room for every sequence at full context
   int cpu_threads = 0;                // 0: all cores
   ReasoningEffort default_effort = ReasoningEffort::kHigh;
+  std::string mtp_path;               // "" -> no speculative decoding
+  int mtp_draft = 3;                  // most drafts per sequence and step
 };
 
 class ModelService {
@@ -69,6 +73,9 @@ class ModelService {
   std::unique_ptr<CpuBackend> backend_;
   std::unique_ptr<PagedKvPool> pool_;
   std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<MtpModule> mtp_;               // speculative decoding (null when off)
+  std::unique_ptr<CpuMtpDraftModel> draft_;
+  std::unique_ptr<Speculator> speculator_;
   std::unique_ptr<Engine> engine_;
   ToolCallReplay replay_;
   std::string served_name_;

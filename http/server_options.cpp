@@ -15,7 +15,7 @@ const char* const kServerUsage =
     "                [--max-num-seqs N] [--max-num-batched-tokens N] [--kv-memory GIB]\n"
     "                [--served-model-name NAME] [--cors-origin ORIGIN ...] [--threads N]\n"
     "                [--io-threads N] [--reasoning-effort none|high|max] [--max-body-bytes N]\n"
-    "                [--read-timeout S] [--heartbeat S] [--drain-timeout S]\n"
+    "                [--read-timeout S] [--heartbeat S] [--drain-timeout S] [--mtp FILE [--mtp-draft K]]\n"
     "  --model FILE              GGUF to serve (default: the built-in demo model)\n"
     "  --api-key KEY             require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize\n"
     "                            (repeatable; also read from DS4SERVE_API_KEY)\n"
@@ -23,7 +23,10 @@ const char* const kServerUsage =
     "  --kv-memory GIB           KV-cache budget in GiB (default: room for every sequence at full context)\n"
     "  --cors-origin ORIGIN      allow browser requests from ORIGIN ('*' for any; repeatable)\n"
     "  --threads N               CPU backend threads (default: all cores)\n"
-    "  --reasoning-effort E      default for chat requests that do not choose (default: high)\n";
+    "  --reasoning-effort E      default for chat requests that do not choose (default: high)\n"
+    "  --mtp FILE                MTP draft module (mtp.0.* GGUF): speculative decoding, exact\n"
+    "  --mtp-draft K             most draft tokens per sequence and step (default 3; K is adapted\n"
+    "                            per step, 0 included, from batch size and measured acceptance)\n";
 
 namespace {
 
@@ -59,6 +62,8 @@ bool apply(ServerOptions& o, const std::string& opt, const std::string& v) {
   else if (opt == "--max-num-batched-tokens") s.max_num_batched_tokens = parse_int(opt, v, 1, kMaxI32);
   else if (opt == "--kv-memory") s.kv_memory_gib = parse_double(opt, v, 1e-6, 1e6);
   else if (opt == "--served-model-name") s.served_model_name = v;
+  else if (opt == "--mtp") s.mtp_path = v;
+  else if (opt == "--mtp-draft") s.mtp_draft = static_cast<int>(parse_int(opt, v, 1, 16));
   else if (opt == "--cors-origin") o.cors_origins.push_back(v);
   else if (opt == "--threads") s.cpu_threads = static_cast<int>(parse_int(opt, v, 0, 4096));
   else if (opt == "--io-threads") o.io_threads = static_cast<int>(parse_int(opt, v, 1, 256));
