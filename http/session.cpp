@@ -27,7 +27,10 @@ bool needs_auth(std::string_view path) {
 
 Reply health_reply(ServerState& state) {
   if (state.draining) return error_reply(unavailable("The server is shutting down", "shutting_down", 5));
-  if (!state.service.load()) return error_reply(unavailable("The model is loading", "model_loading", 5));
+  ModelService* service = state.service.load();
+  if (!service) return error_reply(unavailable("The model is loading", "model_loading", 5));
+  if (const std::string failed = service->engine().fatal_error(); !failed.empty())
+    return error_reply(unavailable(failed, "engine_failed", 30));
   return json_reply("{\"status\":\"ok\"}");
 }
 

@@ -126,7 +126,7 @@ std::shared_ptr<RequestStream> Engine::submit(GenerationRequest request, Request
   {
     std::lock_guard lock(inbox_mutex_);
     if (stopping_) {
-      refused = "the engine is shutting down";
+      refused = fatal_error().empty() ? "the engine is shutting down" : fatal_error();
     } else if (unfinished_.load() >= config_.max_queued_requests) {
       refused = "too many requests in flight (at most " + std::to_string(config_.max_queued_requests) + ")";
     } else {
@@ -155,15 +155,35 @@ EngineStats Engine::stats() const {
 }
 
 void Engine::run_loop() {
-  while (drain_inbox(scheduler_.empty())) step();
-  for (auto& seq : scheduler_.remove_all()) finish_removed(std::move(seq), FinishReason::kAbort, "engine stopped");
+  FinishReason reason = FinishReason::kAbort;
+  std::string message = "engine stopped";
+  try {
+    while (drain_inbox(scheduler_.empty())) step();
+  } catch (const std::exception& e) {
+    // A backend failure (e.g. a device error) ends the engine: every request fails with the reason
+    // and later submits are refused; the server reports itself unhealthy.
+    message = std::string("engine failed: ") + e.what();
+    reason = FinishReason::kError;
+    {
+      std::lock_guard lock(inbox_mutex_);
+      stopping_ = true;
+    }
+    std::lock_guard lock(stats_mutex_);
+    fatal_error_ = message;
+  }
+  for (auto& seq : scheduler_.remove_all()) finish_removed(std::move(seq), reason, message);
   std::vector<InboxItem> items;
   {
     std::lock_guard lock(inbox_mutex_);
     items.swap(inbox_);
   }
   for (InboxItem& item : items)
-    if (item.submit) finish_removed(std::move(item.submit), FinishReason::kAbort, "engine stopped");
+    if (item.submit) finish_removed(std::move(item.submit), reason, message);
+}
+
+std::string Engine::fatal_error() const {
+  std::lock_guard lock(stats_mutex_);
+  return fatal_error_;
 }
 
 // Moves new requests into the scheduler and applies aborts, in arrival order. When the engine has

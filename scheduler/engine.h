@@ -61,6 +61,9 @@ class Engine {
 
   // Thread-safe snapshot.
   EngineStats stats() const;
+  // Non-empty once the backend failed: the engine thread has ended, every request finished with
+  // kError and this message, and submit() refuses new work.
+  std::string fatal_error() const;
   // The limit actually applied to prompt + output positions of one request.
   int64_t max_model_len() const { return config_.scheduler.max_model_len; }
 
@@ -93,6 +96,7 @@ class Engine {
   std::condition_variable inbox_cv_;
   std::vector<InboxItem> inbox_;
   bool stopping_ = false;
+  std::string fatal_error_;  // guarded by stats_mutex_; set when the backend failed
   bool started_ = false;
   std::atomic<RequestId> next_id_{1};
   std::atomic<size_t> unfinished_{0};  // submitted and not yet finished

@@ -180,6 +180,40 @@ TEST(Engine, AbortWhileOtherwiseIdleRefreshesGauges) {
   f.engine.stop();
 }
 
+// A backend that fails (a device error) after a few passes.
+class FailingBackend final : public Backend {
+ public:
+  ForwardOutput forward(const ForwardBatch& batch) override {
+    if (++calls_ > 3) throw std::runtime_error("device lost");
+    return inner_.forward(batch);
+  }
+
+ private:
+  FakeBackend inner_;
+  int calls_ = 0;
+};
+
+TEST(Engine, BackendFailureFailsRequestsAndRefusesNewOnes) {
+  FailingBackend backend;
+  FakePool pool(1000, 4);
+  Engine engine(backend, pool,
+                EngineConfig{.scheduler = SchedulerConfig{.max_num_seqs = 4, .max_num_batched_tokens = 64},
+                             .context_length = 100000, .n_vocab = 64});
+  engine.start();
+  auto s = engine.submit(to_request({.prompt_len = 5, .max_tokens = 100, .first_token = 1}));
+  std::vector<int32_t> tokens;
+  const StreamChunk last = read_all(*s, tokens);
+  EXPECT_EQ(last.finish_reason, FinishReason::kError);
+  EXPECT_NE(last.error.find("device lost"), std::string::npos) << last.error;
+  EXPECT_NE(engine.fatal_error().find("device lost"), std::string::npos);
+  std::vector<int32_t> none;
+  const StreamChunk refused = read_all(*engine.submit(to_request({.prompt_len = 5, .max_tokens = 4})), none);
+  EXPECT_EQ(refused.finish_reason, FinishReason::kError);
+  EXPECT_NE(refused.error.find("device lost"), std::string::npos) << refused.error;
+  engine.stop();
+  EXPECT_EQ(pool.usage().used_blocks, 0);
+}
+
 TEST(Engine, InvalidRequestsAreRefusedWithAReason) {
   EngineFixture f(64, 16, SchedulerConfig{.max_num_seqs = 4, .max_num_batched_tokens = 64});
   const auto refused = [&](GenerationRequest r, const std::string& words) {
