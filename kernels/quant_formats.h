@@ -98,6 +98,41 @@ inline float hsum_ps(__m256 v) {
 inline __m256i load_u8x8_epi32(const uint8_t* p) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
+
+// Row dequantise and dot product for a super-block format whose AVX2 decoder hands out 16 values
+// at a time: decode(block, sink) calls sink(at, w0, w1) with values [at, at + 16) as two vectors.
+// Shared by Q2_K and Q4_K so both accumulate in the same order.
+template <int kBlockBytes, typename Decode>
+void decode16_dequantize(Decode decode, const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kKValues; ++b, src += kBlockBytes, dst += kKValues)
+    decode(src, [dst](int at, __m256 w0, __m256 w1) {
+      _mm256_storeu_ps(dst + at, w0);
+      _mm256_storeu_ps(dst + at + 8, w1);
+    });
+}
+
+template <int kBlockBytes, typename Decode>
+float decode16_dot(Decode decode, const uint8_t* w, const float* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / kKValues; ++b, w += kBlockBytes, x += kKValues)
+    decode(w, [&acc0, &acc1, x](int at, __m256 w0, __m256 w1) {
+      acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + at), acc0);
+      acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + at + 8), acc1);
+    });
+  return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
 #endif
+
+// Scalar fallback dot of a super-block format: dequantise each block with its reference, then dot.
+template <int kBlockBytes>
+float dequantized_block_dot(void (*dequantize_ref)(const uint8_t*, float*, int64_t), const uint8_t* w,
+                            const float* x, int64_t n) {
+  float sum = 0.0f, block[kKValues];
+  for (int64_t b = 0; b < n / kKValues; ++b, w += kBlockBytes, x += kKValues) {
+    dequantize_ref(w, block, kKValues);
+    for (int i = 0; i < kKValues; ++i) sum += block[i] * x[i];
+  }
+  return sum;
+}
 
 }  // namespace ds4::quant

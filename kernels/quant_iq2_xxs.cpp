@@ -294,12 +294,7 @@ float iq2_xxs_dot(const uint8_t* w, const float* x, int64_t n) {
   }
   return hsum_ps(_mm256_add_ps(acc0, acc1));
 #else
-  float sum = 0.0f, block[kKValues];
-  for (int64_t blk = 0; blk < n / kKValues; ++blk, w += kIQ2XXSBytes, x += kKValues) {
-    iq2_xxs_dequantize_ref(w, block, kKValues);
-    for (int i = 0; i < kKValues; ++i) sum += block[i] * x[i];
-  }
-  return sum;
+  return dequantized_block_dot<kIQ2XXSBytes>(iq2_xxs_dequantize_ref, w, x, n);
 #endif
 }
 

@@ -91,11 +91,7 @@ inline void q2_k_decode(const uint8_t* block, Sink&& sink) {
 
 void q2_k_dequantize(const uint8_t* src, float* dst, int64_t n) {
 #ifdef __AVX2__
-  for (int64_t b = 0; b < n / kKValues; ++b, src += kQ2KBytes, dst += kKValues)
-    q2_k_decode(src, [dst](int at, __m256 w0, __m256 w1) {
-      _mm256_storeu_ps(dst + at, w0);
-      _mm256_storeu_ps(dst + at + 8, w1);
-    });
+  decode16_dequantize<kQ2KBytes>([](const uint8_t* b, auto&& sink) { q2_k_decode(b, sink); }, src, dst, n);
 #else
   q2_k_dequantize_ref(src, dst, n);
 #endif
@@ -103,20 +99,9 @@ void q2_k_dequantize(const uint8_t* src, float* dst, int64_t n) {
 
 float q2_k_dot(const uint8_t* w, const float* x, int64_t n) {
 #ifdef __AVX2__
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n / kKValues; ++b, w += kQ2KBytes, x += kKValues)
-    q2_k_decode(w, [&acc0, &acc1, x](int at, __m256 w0, __m256 w1) {
-      acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + at), acc0);
-      acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + at + 8), acc1);
-    });
-  return hsum_ps(_mm256_add_ps(acc0, acc1));
+  return decode16_dot<kQ2KBytes>([](const uint8_t* b, auto&& sink) { q2_k_decode(b, sink); }, w, x, n);
 #else
-  float sum = 0.0f, block[kKValues];
-  for (int64_t b = 0; b < n / kKValues; ++b, w += kQ2KBytes, x += kKValues) {
-    q2_k_dequantize_ref(w, block, kKValues);
-    for (int i = 0; i < kKValues; ++i) sum += block[i] * x[i];
-  }
-  return sum;
+  return dequantized_block_dot<kQ2KBytes>(q2_k_dequantize_ref, w, x, n);
 #endif
 }
 
