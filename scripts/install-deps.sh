@@ -10,6 +10,7 @@ debian_packages=(
   python3-venv zlib1g-dev libcurl4-openssl-dev
   prometheus
   gnuplot-nox
+  clang libclang-rt-14-dev llvm  # sanitizer and libFuzzer builds (scripts/sanitize.sh), llvm-symbolizer
 )
 missing=()
 for p in "${debian_packages[@]}"; do
