@@ -85,6 +85,7 @@ std::string forced_tool_call_text(const ChatRequest& req, bool thinking, bool& c
 
 std::optional<ApiError> prepare_chat(const PrepareContext& ctx, const ChatRequest& req, PreparedGeneration& out) {
   if (auto e = check_model(ctx, req.gen.model)) return e;
+  if (auto e = check_chat_limits(ctx.limits, req)) return e;
   const bool use_tools = req.tool_choice.kind != ToolChoiceKind::kNone && !req.tools.empty();
   const std::vector<std::string> no_tools;
   ChatRenderOptions options;
@@ -112,6 +113,7 @@ std::optional<ApiError> prepare_chat(const PrepareContext& ctx, const ChatReques
 std::optional<ApiError> prepare_completion(const PrepareContext& ctx, const CompletionRequest& req,
                                            PreparedGeneration& out) {
   if (auto e = check_model(ctx, req.gen.model)) return e;
+  if (auto e = check_generation_limits(ctx.limits, req.gen)) return e;
   const Tokenizer& tok = ctx.tokenizer;
   std::vector<int32_t>& tokens = out.request.prompt_tokens;
   if (req.prompt_is_tokens) {

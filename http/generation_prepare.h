@@ -13,6 +13,7 @@
 #include "engine/tokenizer.h"
 #include "engine/tool_call_replay.h"
 #include "http/openai_request.h"
+#include "http/request_limits.h"
 #include "http/response_builder.h"
 #include "scheduler/engine_api.h"
 
@@ -25,6 +26,7 @@ struct PrepareContext {
   ReasoningEffort default_effort = ReasoningEffort::kHigh;
   ToolCallReplay* replay = nullptr;
   uint64_t fresh_seed = 0;  // the seed of a request that gives none
+  RequestLimits limits{};   // the server's per-request limits (prepare_* refuse what breaks them)
 };
 
 struct PreparedGeneration {

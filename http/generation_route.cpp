@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "http/generation_prepare.h"
+#include "http/request_limits.h"
 #include "http/session.h"
 
 namespace ds4::http {
@@ -277,6 +278,7 @@ net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state
   PreparedGeneration prep;
   PrepareContext pctx{service.tokenizer(), service.served_name(), service.max_model_len(), service.default_effort(),
                       &service.replay(), service.next_seed()};
+  pctx.limits = state.options.hardening.request;
   std::optional<ApiError> error;
   std::vector<std::string> ignored;
   if (chat) {
@@ -300,6 +302,8 @@ net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state
   prep.setup.id = request_id(chat ? "chatcmpl-" : "cmpl-", service);
   prep.setup.created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch()).count();
+  if (state.options.hardening.log_prompts)  // --log-prompts only: prompts are private by default
+    state.log("prompt of " + prep.setup.id + ": " + loggable(service.tokenizer().decode(prep.request.prompt_tokens), 4096));
 
   Relay relay(stream, state, service, ctx, prep, arrival);
   if (prep.complete_without_generation) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "http/request_limits.h"
 #include "http/session.h"
 
 namespace ds4::http {
@@ -21,7 +22,7 @@ void ServerState::log_ignored_fields(const std::vector<std::string>& fields) {
       std::lock_guard lock(ignored_mutex_);
       if (ignored_logged_.size() >= 256 || !ignored_logged_.insert(f).second) continue;  // bounded, once each
     }
-    log("ignoring unknown request field '" + f + "' (logged once)");
+    log("ignoring unknown request field '" + loggable(f, 64) + "' (logged once)");
   }
 }
 

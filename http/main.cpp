@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
         parse_server_options(std::vector<std::string>(argv + 1, argv + argc), DS4_DEMO_MODEL_PATH, help);
     if (help) {
       std::fputs(kServerUsage, stdout);
+      std::fputs(kHardeningUsage, stdout);
       return 0;
     }
     return serve(options);

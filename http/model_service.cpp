@@ -96,6 +96,7 @@ void ModelService::build_engine(const Log& log) {
   ec.context_length = config.context_length;
   ec.eos_token_id = tokenizer_->chat_ids().eos;
   ec.n_vocab = config.n_vocab;
+  ec.max_queued_requests = static_cast<size_t>(options_.max_num_seqs) + static_cast<size_t>(options_.max_waiting);
   if (!options_.mtp_path.empty()) {
     log("loading MTP draft module " + options_.mtp_path);
     mtp_ = load_mtp(options_.mtp_path, config);

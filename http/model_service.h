@@ -33,6 +33,7 @@ struct ServiceOptions {
   std::string served_model_name;      // "" -> the GGUF's model name
   int64_t ctx = 0;                    // max prompt + output positions per request; 0: the model's
   int max_num_seqs = 32;
+  int max_waiting = 256;              // requests queued beyond max_num_seqs; more are refused (503)
   int64_t max_num_batched_tokens = 2048;
   double kv_memory_gib = 0;           // KV budget (paged pool, prefix cache); 0: room for every sequence at full context
   int cpu_threads = 0;                // 0: all cores

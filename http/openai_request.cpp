@@ -14,7 +14,6 @@ using simdjson::dom::element_type;
 namespace {
 
 constexpr int64_t kMaxSeed = std::numeric_limits<int64_t>::max();
-constexpr size_t kMaxStopStrings = 64;
 
 MaybeError read_stream_options(const Element& v, GenerationFields& g) {
   if (is_null(v)) return std::nullopt;
@@ -101,9 +100,7 @@ MaybeError read_generation_field(std::string_view key, const Element& v, Generat
     if (auto e = read_int(v, k, 1, kMaxSeed, i)) return e;
     if (i && (k == "max_completion_tokens" || !g.max_tokens)) g.max_tokens = *i;
   } else if (k == "stop") {
-    if (auto e = read_string_or_list(v, k, g.stop)) return e;
-    if (g.stop.size() > kMaxStopStrings)
-      return invalid_param(k, "'stop' may hold at most " + std::to_string(kMaxStopStrings) + " strings");
+    if (auto e = read_string_or_list(v, k, g.stop)) return e;  // counts and sizes: request_limits.h
   } else if (k == "stop_token_ids") {
     if (is_null(v)) return std::nullopt;
     if (auto e = read_token_ids(v, k, g.stop_token_ids)) return e;

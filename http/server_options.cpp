@@ -16,6 +16,7 @@ const char* const kServerUsage =
     "                [--served-model-name NAME] [--cors-origin ORIGIN ...] [--threads N]\n"
     "                [--io-threads N] [--reasoning-effort none|high|max] [--max-body-bytes N]\n"
     "                [--read-timeout S] [--heartbeat S] [--drain-timeout S] [--mtp FILE [--mtp-draft K]]\n"
+    "                [limits and access: see below]\n"
     "  --model FILE              GGUF to serve (default: the built-in demo model)\n"
     "  --api-key KEY             require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize\n"
     "                            (repeatable; also read from DS4SERVE_API_KEY)\n"
@@ -63,6 +64,7 @@ bool apply(ServerOptions& o, const std::string& opt, const std::string& v) {
   else if (opt == "--kv-memory") s.kv_memory_gib = parse_double(opt, v, 1e-6, 1e6);
   else if (opt == "--served-model-name") s.served_model_name = v;
   else if (opt == "--mtp") s.mtp_path = v;
+  else if (opt == "--max-waiting") s.max_waiting = static_cast<int>(parse_int(opt, v, 0, 1 << 20));
   else if (opt == "--mtp-draft") s.mtp_draft = static_cast<int>(parse_int(opt, v, 1, 16));
   else if (opt == "--cors-origin") o.cors_origins.push_back(v);
   else if (opt == "--threads") s.cpu_threads = static_cast<int>(parse_int(opt, v, 0, 4096));
@@ -76,12 +78,16 @@ bool apply(ServerOptions& o, const std::string& opt, const std::string& v) {
     if (!e) throw LoadError("--reasoning-effort: '" + v + "' is not one of none, low, medium, high, max");
     s.default_effort = *e;
   } else {
-    return false;
+    return apply_hardening_option(o, opt, v);
   }
   return true;
 }
 
 }  // namespace
+
+int64_t parse_int_option(const std::string& opt, const std::string& v, int64_t lo, int64_t hi) {
+  return parse_int(opt, v, lo, hi);
+}
 
 ServerOptions parse_server_options(const std::vector<std::string>& args, const std::string& default_model,
                                    bool& help) {
@@ -97,9 +103,10 @@ ServerOptions parse_server_options(const std::vector<std::string>& args, const s
       help = true;
       return o;
     }
+    if (!inline_value && apply_hardening_switch(o.hardening, opt)) continue;
     if (!inline_value) {
       if (i + 1 >= args.size()) {
-        const bool known = std::string(kServerUsage).find(opt + " ") != std::string::npos;
+        const bool known = (std::string(kServerUsage) + kHardeningUsage).find(opt + " ") != std::string::npos;
         throw LoadError(known ? "option " + opt + " needs a value" : "unknown option " + opt + " (see --help)");
       }
       value = args[i + 1];
@@ -111,6 +118,7 @@ ServerOptions parse_server_options(const std::vector<std::string>& args, const s
   if (const char* key = std::getenv("DS4SERVE_API_KEY"); key && *key) o.api_keys.emplace_back(key);
   for (const std::string& k : o.api_keys)
     if (k.empty()) throw LoadError("--api-key: an API key must not be empty");
+  check_hardening_options(o.hardening, !o.api_keys.empty());
   return o;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "http/hardening_options.h"
 #include "http/model_service.h"
 
 namespace ds4::http {
@@ -29,9 +30,13 @@ struct ServerOptions {
   std::vector<std::string> cors_origins;  // "*" allows any origin; empty: no CORS headers
   int io_threads = 2;
   HttpLimits limits;
+  HardeningOptions hardening;             // request limits, /health and /metrics access, prompt logging
 };
 
 extern const char* const kServerUsage;
+
+// An integer option value in [lo, hi]; throws LoadError naming the option.
+int64_t parse_int_option(const std::string& opt, const std::string& v, int64_t lo, int64_t hi);
 
 // argv without the program name. `default_model` is used when --model is not given.
 // Throws LoadError ("--port: '70000' is not a port number", ...). Sets help when -h/--help.

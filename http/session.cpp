@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "http/auth.h"
+#include "http/request_limits.h"
 #include "http/session.h"
 
 namespace ds4::http {
@@ -21,7 +22,11 @@ const char* route_name(std::string_view path) {
   return "other";
 }
 
-bool needs_auth(std::string_view path) {
+// /health and /metrics as --health-access / --metrics-access say (hardening_options.h).
+bool needs_auth(const ServerState& state, std::string_view path) {
+  const HardeningOptions& h = state.options.hardening;
+  if (path == "/health") return h.health_access == EndpointAccess::kKey;
+  if (path == "/metrics") return h.metrics_access == EndpointAccess::kKey;
   return path.rfind("/v1/", 0) == 0 || path == "/tokenize" || path == "/detokenize";
 }
 
@@ -52,7 +57,9 @@ Routed route(ServerState& state, const Request& req, std::string_view path) {
   const bool get = req.method() == bhttp::verb::get, post = req.method() == bhttp::verb::post;
   const std::string method(req.method_string()), target(path);
   if (req.method() == bhttp::verb::options) return {preflight_reply()};
-  if (needs_auth(path)) {
+  if (path == "/metrics" && state.options.hardening.metrics_access == EndpointAccess::kOff)
+    return {error_reply(route_not_found(method, target))};
+  if (needs_auth(state, path)) {
     const auto key = presented_api_key(req[bhttp::field::authorization], req["x-api-key"]);
     if (!api_key_allowed(state.options.api_keys, key))
       return {error_reply(unauthorized(key ? "Incorrect API key provided" : "Missing API key: send 'Authorization: Bearer <key>'"))};
@@ -74,26 +81,58 @@ Routed route(ServerState& state, const Request& req, std::string_view path) {
   return {Reply{}, true, r == "/v1/chat/completions"};
 }
 
-// Reads one request (header with the idle timeout, body with the read timeout). Returns the
-// reply to send instead when the request is malformed or too large (then the connection closes),
-// or nullopt with `closed` set when the peer went away.
+// A reply that refuses the request and closes the connection.
+Reply refusal(ApiError e) {
+  Reply r = error_reply(e);
+  r.close = true;
+  return r;
+}
+
+ApiError malformed(const std::string& why, int status = 400, std::string code = "malformed_request") {
+  ApiError e = invalid_json("Malformed HTTP request: " + why);
+  e.status = status;
+  e.code = std::move(code);
+  return e;
+}
+
+// Waits up to the idle timeout for the first byte of the next request (a kept-alive connection may
+// stay quiet that long); false when the peer closed or timed out.
+net::awaitable<bool> wait_for_request_start(Stream& stream, beast::flat_buffer& buffer, const HttpLimits& l) {
+  if (buffer.size() > 0) co_return true;  // a pipelined request is already here
+  stream.expires_after(std::chrono::seconds(l.idle_timeout_seconds));
+  auto [ec, n] = co_await stream.async_read_some(buffer.prepare(16 * 1024), kAwaitable);
+  buffer.commit(n);
+  co_return !ec && n > 0;
+}
+
+// The request's Transfer-Encoding, when the body framing is one this server does not read: only
+// chunked (as the last coding) is; anything else could be misread as the next request.
+std::optional<ApiError> unsupported_transfer_encoding(const bhttp::request_parser<bhttp::string_body>& parser) {
+  const std::string_view te = parser.get()[bhttp::field::transfer_encoding];
+  if (te.empty() || parser.chunked()) return std::nullopt;
+  return malformed("Transfer-Encoding '" + loggable(te, 64) + "' is not supported (only chunked)", 501,
+                   "unsupported_transfer_encoding");
+}
+
+// Reads one request: the first byte within the idle timeout, then the header within the header
+// timeout (a slow-loris client trickling its header is cut off), then the body within the read
+// timeout. Returns the reply to send instead when the request is malformed or too large (then the
+// connection closes), or nullopt with `closed` set when the peer went away.
 net::awaitable<std::optional<Reply>> read_request(Stream& stream, beast::flat_buffer& buffer, ServerState& state,
                                                   Request& out, bool& closed) {
   const HttpLimits& l = state.options.limits;
   bhttp::request_parser<bhttp::string_body> parser;
   parser.header_limit(l.max_header_bytes);
   parser.body_limit(l.max_body_bytes);
-  closed = false;
-  stream.expires_after(std::chrono::seconds(l.idle_timeout_seconds));
+  closed = !co_await wait_for_request_start(stream, buffer, l);
+  if (closed) co_return std::nullopt;
+  stream.expires_after(std::chrono::seconds(state.options.hardening.header_timeout_seconds));
   auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kAwaitable);
-  if (ec == bhttp::error::header_limit) {
-    ApiError e = invalid_json("Request headers exceed " + std::to_string(l.max_header_bytes) + " bytes");
-    e.status = 431;
-    e.code = "headers_too_large";
-    Reply r = error_reply(e);
-    r.close = true;
-    co_return r;
-  }
+  if (ec == bhttp::error::header_limit)
+    co_return refusal(malformed("headers exceed " + std::to_string(l.max_header_bytes) + " bytes", 431,
+                                "headers_too_large"));
+  if (!ec)
+    if (auto e = unsupported_transfer_encoding(parser)) co_return refusal(*e);
   if (!ec && parser.get()[bhttp::field::expect] == "100-continue") {
     bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, parser.get().version()};
     stream.expires_after(std::chrono::seconds(l.write_timeout_seconds));
@@ -105,21 +144,12 @@ net::awaitable<std::optional<Reply>> read_request(Stream& stream, beast::flat_bu
     auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kAwaitable);
     ec = bec;
   }
-  if (ec == bhttp::error::body_limit) {
-    Reply r = error_reply(body_too_large(l.max_body_bytes));
-    r.close = true;
-    co_return r;
-  }
+  if (ec == bhttp::error::body_limit) co_return refusal(body_too_large(l.max_body_bytes));
   if (ec) {
-    const bool gone = ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
-                      ec == net::error::connection_reset || ec == net::error::eof;
-    if (gone) {
-      closed = true;
-      co_return std::nullopt;
-    }
-    Reply r = error_reply(invalid_json("Malformed HTTP request: " + ec.message()));
-    r.close = true;
-    co_return r;
+    closed = ec == bhttp::error::end_of_stream || ec == beast::error::timeout || ec == net::error::connection_reset ||
+             ec == net::error::eof;
+    if (closed) co_return std::nullopt;
+    co_return refusal(malformed(ec.message()));
   }
   out = parser.release();
   co_return std::nullopt;
@@ -139,7 +169,7 @@ void record(ServerState& state, const Request& req, std::string_view path, unsig
   if (ModelService* service = state.service.load()) service->metrics().record_http(route_name(path), int(status), s);
   char line[64];
   std::snprintf(line, sizeof line, " %u %.1f ms", status, s * 1e3);
-  state.log(std::string(req.method_string()) + " " + std::string(path) + line);
+  state.log(std::string(req.method_string()) + " " + loggable(path, 200) + line);
 }
 
 // After refusing a request whose body is still arriving (413, 431, malformed): close our side and
