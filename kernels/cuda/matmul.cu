@@ -1,4 +1,7 @@
-// Dequantising mat-vec / mat-mat kernels of matmul.h. Layout of the work: a block of 8 warps
+// Dequantising mat-vec / mat-mat kernels of matmul.h: Q8_0, Q2_K, Q4_K, IQ2_XXS and F16 go to the
+// tensor-core kernel (mma_matmul.cu); this file keeps the CUDA-core kernel for F32 and BF16 (and a
+// grouped output projection whose groups are not multiples of 32 rows), and dequant_rows.
+// CUDA-core kernel layout: a block of 8 warps
 // covers 8/split output rows; the `split` warps of a row share its 32-unit chunks round robin
 // (split depends only on the matrix shape, never on the batch). A warp streams its chunks into a
 // 4-stage shared-memory ring with asynchronous aligned 16-byte copies (3 chunks in flight), then
@@ -8,9 +11,11 @@
 // result is the same whatever else is in the batch.
 #include "kernels/cuda/matmul.h"
 
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/mma_matmul.h"
 #include "kernels/cuda/quant_decode.cuh"
 
 namespace ds4::cuda {
@@ -250,6 +255,16 @@ std::string shape_text(int64_t n_in, int64_t n_out, GgmlType type) {
   return std::string(ggml_type_name(type)) + " [" + std::to_string(n_in) + ", " + std::to_string(n_out) + "]";
 }
 
+// DS4_CUDA_CORE_PRODUCTS=1 sends every product to the CUDA-core kernel (A/B checks of a whole
+// model against the tensor-core path); read once.
+bool cuda_cores_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("DS4_CUDA_CORE_PRODUCTS");
+    return v && *v && *v != '0';
+  }();
+  return forced;
+}
+
 }  // namespace
 
 bool cuda_type_supported(GgmlType type) {
@@ -278,6 +293,10 @@ void matmul(const MatmulParams& p, cudaStream_t stream) {
     DS4_LAUNCH_REQUIRE(p.group_count && p.grid_groups > 0 && p.grid_groups <= p.n_groups, k,
                        "group_list needs group_count and 0 < grid_groups <= n_groups");
   if (p.n_groups == 0 && p.n_tokens == 0) return;
+  if (!p.cuda_cores && !cuda_cores_forced() && mma_matmul_handles(p)) {
+    mma_matmul(p, stream);
+    return;
+  }
   const int64_t n_chunks = (p.n_in / kUnitValues + 31) / 32;
   const int split = choose_split(p.n_out, n_chunks, p.n_groups > 0);
   const int64_t rows_per_block = kWarps / split;

@@ -1,8 +1,9 @@
 // Dequantising matrix products on the GPU against weights stored as in the GGUF (F32, F16, BF16,
-// Q8_0, Q2_K, Q4_K, IQ2_XXS): y[t, o] = Σ_i W[o, i] · x[t, i] in f32 from the exactly decoded
-// weights (the CPU reference's numerics, kernels/cpu_ops.h matmul). One warp (or a fixed split of
-// warps) per output row streams the row once per tile of 8 tokens with 16-byte loads; every
-// token's sum is computed in the same order whatever the batch, so results are batch invariant.
+// Q8_0, Q2_K, Q4_K, IQ2_XXS): y[t, o] = Σ_i W[o, i] · x[t, i] within 1e-5·Σ|W·x| (the CPU dot
+// contract, kernels/cpu_ops.h matmul). Q8_0, Q2_K, Q4_K, IQ2_XXS and F16 run on the tensor cores
+// (mma_matmul.h: exact products, weights read once per 32 tokens); F32 and BF16 on CUDA cores (one
+// warp or a fixed split of warps per row, once per tile of 8 tokens). Every token's sum is computed
+// in the same order whatever the batch, so results are batch invariant (bit-identical).
 // Grouped mode (routed experts) runs one weight matrix per group over that group's token list.
 // Called by engine/cuda (CudaBackend), the GPU tests and the micro-benchmarks.
 #pragma once
@@ -41,6 +42,8 @@ struct MatmulParams {
   int64_t grid_groups = 0;
   const int32_t* x_rows = nullptr;         // device [total entries]
   const int32_t* y_rows = nullptr;         // device [total entries]
+  // Forces the CUDA-core kernel for every type (benchmarks and tests compare the two paths).
+  bool cuda_cores = false;
 };
 
 // Validates the shapes (aborting with the problem) and launches on `stream`.

@@ -1,8 +1,9 @@
 // GPU dequantisation and dequantising mat-vec / mat-mat (kernels/cuda/matmul.h) against the CPU
 // formats (kernels/quant.h): dequantised rows bit-exact; products within 1e-5·Σ|w·x| of an f64
 // reference (the CPU dot_row contract) for every format over a sweep of shapes, token counts that
-// cover partial tiles, split rows, grouped (expert) mode with empty groups and the grouped
-// output-projection mode; every token's result bit-identical whatever the batch around it.
+// cover partial tiles and passes, split-K (warps and clusters), grouped (expert) mode with empty
+// groups, the grouped output-projection mode and activations of any magnitude, on the tensor-core
+// path and the CUDA-core one; every token's result bit-identical whatever the batch around it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -67,21 +68,26 @@ TEST(CudaDequant, RowsAreBitExactForEveryFormat) {
   }
 }
 
-// Runs y = W·x on the GPU for n_tokens rows of x (stride n_in).
-std::vector<float> gpu_matmul(const HostMatrix& m, const DeviceArray<uint8_t>& w, const float* x_dev, int64_t n_tokens) {
+// Runs y = W·x on the GPU for n_tokens rows of x (stride n_in); cuda_cores forces the CUDA-core
+// kernel instead of the tensor-core one.
+std::vector<float> gpu_matmul(const HostMatrix& m, const DeviceArray<uint8_t>& w, const float* x_dev, int64_t n_tokens,
+                              bool cuda_cores = false) {
   DeviceArray<float> y(n_tokens * m.n_out);
   cuda::fill(y.get(), static_cast<int64_t>(y.size()), NAN, nullptr);
   cuda::MatmulParams p;
   p.w = w.get(), p.type = m.type, p.n_in = m.n_in, p.n_out = m.n_out, p.row_bytes = m.row_bytes;
   p.x = x_dev, p.x_stride = m.n_in, p.y = y.get(), p.y_stride = m.n_out, p.n_tokens = n_tokens;
+  p.cuda_cores = cuda_cores;
   cuda::matmul(p, nullptr);
   return y.to_host();
 }
 
-// Checks y against the f64 reference with tolerance 1e-5·Σ|w·x| per output.
-void expect_close(const HostMatrix& m, const std::vector<float>& x, const std::vector<float>& y, int64_t n_tokens,
-                  const std::string& what) {
-  int bad = 0;
+// The f64 reference Σ w·x and the tolerance 1e-5·Σ|w·x| of every output [token, row].
+struct Reference {
+  std::vector<double> value, bound;
+};
+Reference reference(const HostMatrix& m, const std::vector<float>& x, int64_t n_tokens) {
+  Reference r{std::vector<double>(n_tokens * m.n_out), std::vector<double>(n_tokens * m.n_out)};
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t o = 0; o < m.n_out; ++o) {
       double ref = 0.0, bound = 0.0;
@@ -90,10 +96,19 @@ void expect_close(const HostMatrix& m, const std::vector<float>& x, const std::v
         ref += v;
         bound += std::fabs(v);
       }
-      const float got = y[t * m.n_out + o];
-      if (!(std::fabs(got - ref) <= 1e-5 * bound + 1e-30) && bad++ < 5)
-        ADD_FAILURE() << what << " token " << t << " row " << o << ": got " << got << ", want " << ref;
+      r.value[t * m.n_out + o] = ref;
+      r.bound[t * m.n_out + o] = 1e-5 * bound + 1e-300;
     }
+  return r;
+}
+
+// Checks y against the reference; the worst error over the bound is reported on failure.
+void expect_close(const Reference& ref, const std::vector<float>& y, int64_t n_out, const std::string& what) {
+  int bad = 0;
+  for (size_t k = 0; k < y.size(); ++k)
+    if (!(std::fabs(y[k] - ref.value[k]) <= ref.bound[k]) && bad++ < 5)
+      ADD_FAILURE() << what << " token " << k / n_out << " row " << k % n_out << ": got " << y[k] << ", want "
+                    << ref.value[k] << " (tolerance " << ref.bound[k] << ")";
   EXPECT_EQ(bad, 0) << what;
 }
 
@@ -106,16 +121,19 @@ TEST(CudaMatmul, EveryFormatAndShapeMatchesTheReferenceAndIsBatchInvariant) {
     for (const auto& [n_in, n_out] : sweep) {
       const HostMatrix m = make_matrix(type, n_in, n_out, static_cast<uint32_t>(n_in + n_out));
       DeviceArray<uint8_t> w(m.bytes);
-      const int64_t max_tokens = 13;
+      // 45 tokens: two passes of the tensor-core kernel (32 tokens each), the second partial.
+      const int64_t max_tokens = 45;
       const std::vector<float> x = test::random_floats(max_tokens * n_in, 7);
       DeviceArray<float> xd(x);
       const std::string what = std::string(ggml_type_name(type)) + " [" + std::to_string(n_in) + ", " + std::to_string(n_out) + "]";
+      const Reference ref = reference(m, x, max_tokens);
       const std::vector<float> all = gpu_matmul(m, w, xd.get(), max_tokens);
-      expect_close(m, x, all, max_tokens, what);
-      for (int64_t n_tokens : {1, 3, 8}) {  // each token alone or in a smaller batch: identical bits
+      expect_close(ref, all, n_out, what);
+      expect_close(ref, gpu_matmul(m, w, xd.get(), max_tokens, true), n_out, what + " (CUDA cores)");
+      for (int64_t n_tokens : {1, 3, 8, 37}) {  // the last tokens alone or in a smaller batch: identical bits
         const std::vector<float> part = gpu_matmul(m, w, xd.get() + (max_tokens - n_tokens) * n_in, n_tokens);
         ASSERT_EQ(0, std::memcmp(part.data(), all.data() + (max_tokens - n_tokens) * n_out, part.size() * sizeof(float)))
-            << what << " with " << n_tokens << " tokens differs from the 13-token batch";
+            << what << " with " << n_tokens << " tokens differs from the 45-token batch";
       }
     }
   }
@@ -123,70 +141,92 @@ TEST(CudaMatmul, EveryFormatAndShapeMatchesTheReferenceAndIsBatchInvariant) {
 
 TEST(CudaMatmul, GroupedModeRunsEachGroupOnItsListWithEmptyGroups) {
   DS4_REQUIRE_GPU();
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS, GgmlType::F16}) {
-    const int64_t n_in = 512, n_out = 48, n_groups = 5, n_x = 9;
-    const HostMatrix m = make_matrix(type, n_in, n_out * n_groups, 5);  // group g = rows [48g, 48g + 48)
-    DeviceArray<uint8_t> w(m.bytes);
-    const std::vector<float> x = test::random_floats(n_x * n_in, 8);
-    // 20 entries over groups 0, 2 and 4 (1 and 3 empty), group 4 with more than one tile.
-    std::vector<int32_t> offsets = {0, 5, 5, 9, 9, 20}, x_rows, y_rows;
-    for (int i = 0; i < 20; ++i) {
-      x_rows.push_back((i * 7 + 3) % n_x);
-      y_rows.push_back((i * 13 + 1) % 20);  // a permutation of 0..19
-    }
-    DeviceArray<float> xd(x), y(20 * n_out);
-    DeviceArray<int32_t> od(offsets), xr(x_rows), yr(y_rows);
-    cuda::fill(y.get(), static_cast<int64_t>(y.size()), NAN, nullptr);
-    cuda::MatmulParams p;
-    p.w = w.get(), p.type = type, p.n_in = n_in, p.n_out = n_out, p.row_bytes = m.row_bytes;
-    p.x = xd.get(), p.x_stride = n_in, p.y = y.get(), p.y_stride = n_out;
-    p.n_groups = n_groups, p.group_stride_bytes = m.row_bytes * n_out;
-    p.group_offsets = od.get(), p.x_rows = xr.get(), p.y_rows = yr.get();
-    cuda::matmul(p, nullptr);
-    std::vector<float> got = y.to_host();
-    // The same through the list of non-empty groups (as the MoE layer runs it): identical bits.
-    DeviceArray<int32_t> list(std::vector<int32_t>{0, 2, 4, 1}), count(std::vector<int32_t>{3});
-    cuda::fill(y.get(), static_cast<int64_t>(y.size()), NAN, nullptr);
-    p.group_list = list.get(), p.group_count = count.get(), p.grid_groups = 4;
-    cuda::matmul(p, nullptr);
-    ASSERT_EQ(0, std::memcmp(got.data(), y.to_host().data(), got.size() * sizeof(float))) << ggml_type_name(type);
-    for (int g = 0; g < n_groups; ++g)
-      for (int i = offsets[g]; i < offsets[g + 1]; ++i)
-        for (int64_t o = 0; o < n_out; ++o) {
-          double ref = 0.0, bound = 0.0;
-          for (int64_t k = 0; k < n_in; ++k) {
-            const double v = double(m.values[(g * n_out + o) * n_in + k]) * x[x_rows[i] * n_in + k];
-            ref += v;
-            bound += std::fabs(v);
+  // n_in 8192: the k range split over a cluster of blocks too (grouped blocks leave together).
+  for (const int64_t n_in : {512, 8192})
+    for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS, GgmlType::F16}) {
+      const int64_t n_out = 48, n_groups = 5, n_x = 9;
+      const HostMatrix m = make_matrix(type, n_in, n_out * n_groups, 5);  // group g = rows [48g, 48g + 48)
+      DeviceArray<uint8_t> w(m.bytes);
+      const std::vector<float> x = test::random_floats(n_x * n_in, 8);
+      // 60 entries over groups 0, 2 and 4 (1 and 3 empty), group 4 with more than one 32-token pass.
+      const int n_entries = 60;
+      std::vector<int32_t> offsets = {0, 5, 5, 9, 9, n_entries}, x_rows, y_rows;
+      for (int i = 0; i < n_entries; ++i) {
+        x_rows.push_back((i * 7 + 3) % n_x);
+        y_rows.push_back((i * 13 + 1) % n_entries);  // a permutation of 0..59
+      }
+      DeviceArray<float> xd(x), y(n_entries * n_out);
+      DeviceArray<int32_t> od(offsets), xr(x_rows), yr(y_rows);
+      cuda::fill(y.get(), static_cast<int64_t>(y.size()), NAN, nullptr);
+      cuda::MatmulParams p;
+      p.w = w.get(), p.type = type, p.n_in = n_in, p.n_out = n_out, p.row_bytes = m.row_bytes;
+      p.x = xd.get(), p.x_stride = n_in, p.y = y.get(), p.y_stride = n_out;
+      p.n_groups = n_groups, p.group_stride_bytes = m.row_bytes * n_out;
+      p.group_offsets = od.get(), p.x_rows = xr.get(), p.y_rows = yr.get();
+      cuda::matmul(p, nullptr);
+      std::vector<float> got = y.to_host();
+      // The same through the list of non-empty groups (as the MoE layer runs it): identical bits.
+      DeviceArray<int32_t> list(std::vector<int32_t>{0, 2, 4, 1}), count(std::vector<int32_t>{3});
+      cuda::fill(y.get(), static_cast<int64_t>(y.size()), NAN, nullptr);
+      p.group_list = list.get(), p.group_count = count.get(), p.grid_groups = 4;
+      cuda::matmul(p, nullptr);
+      ASSERT_EQ(0, std::memcmp(got.data(), y.to_host().data(), got.size() * sizeof(float))) << ggml_type_name(type);
+      for (int g = 0; g < n_groups; ++g)
+        for (int i = offsets[g]; i < offsets[g + 1]; ++i)
+          for (int64_t o = 0; o < n_out; ++o) {
+            double ref = 0.0, bound = 0.0;
+            for (int64_t k = 0; k < n_in; ++k) {
+              const double v = double(m.values[(g * n_out + o) * n_in + k]) * x[x_rows[i] * n_in + k];
+              ref += v;
+              bound += std::fabs(v);
+            }
+            ASSERT_LE(std::fabs(got[y_rows[i] * n_out + o] - ref), 1e-5 * bound)
+                << ggml_type_name(type) << " n_in " << n_in << " group " << g << " entry " << i << " row " << o;
           }
-          ASSERT_LE(std::fabs(got[y_rows[i] * n_out + o] - ref), 1e-5 * bound)
-              << ggml_type_name(type) << " group " << g << " entry " << i << " row " << o;
-        }
-  }
+    }
 }
 
 TEST(CudaMatmul, GroupedOutputProjectionReadsItsHeadGroup) {
   DS4_REQUIRE_GPU();
-  const int64_t n_in = 256, rank = 16, groups = 4, n_out = rank * groups, T = 5;
-  const HostMatrix m = make_matrix(GgmlType::Q8_0, n_in, n_out, 3);
-  DeviceArray<uint8_t> w(m.bytes);
-  const std::vector<float> x = test::random_floats(T * n_in * groups, 4);
-  DeviceArray<float> xd(x), y(T * n_out);
-  cuda::MatmulParams p;
-  p.w = w.get(), p.type = m.type, p.n_in = n_in, p.n_out = n_out, p.row_bytes = m.row_bytes;
-  p.x = xd.get(), p.x_stride = n_in * groups, p.y = y.get(), p.y_stride = n_out, p.n_tokens = T, p.x_group_rows = rank;
-  cuda::matmul(p, nullptr);
-  const std::vector<float> got = y.to_host();
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t o = 0; o < n_out; ++o) {
-      double ref = 0.0, bound = 0.0;
-      for (int64_t k = 0; k < n_in; ++k) {
-        const double v = double(m.values[o * n_in + k]) * x[t * n_in * groups + (o / rank) * n_in + k];
-        ref += v;
-        bound += std::fabs(v);
+  for (const int64_t rank : {16, 64}) {  // 16: the CUDA-core kernel; 64: the tensor cores
+    const int64_t n_in = 256, groups = 4, n_out = rank * groups, T = 5;
+    const HostMatrix m = make_matrix(GgmlType::Q8_0, n_in, n_out, 3);
+    DeviceArray<uint8_t> w(m.bytes);
+    const std::vector<float> x = test::random_floats(T * n_in * groups, 4);
+    DeviceArray<float> xd(x), y(T * n_out);
+    cuda::MatmulParams p;
+    p.w = w.get(), p.type = m.type, p.n_in = n_in, p.n_out = n_out, p.row_bytes = m.row_bytes;
+    p.x = xd.get(), p.x_stride = n_in * groups, p.y = y.get(), p.y_stride = n_out, p.n_tokens = T, p.x_group_rows = rank;
+    cuda::matmul(p, nullptr);
+    const std::vector<float> got = y.to_host();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < n_out; ++o) {
+        double ref = 0.0, bound = 0.0;
+        for (int64_t k = 0; k < n_in; ++k) {
+          const double v = double(m.values[o * n_in + k]) * x[t * n_in * groups + (o / rank) * n_in + k];
+          ref += v;
+          bound += std::fabs(v);
+        }
+        ASSERT_LE(std::fabs(got[t * n_out + o] - ref), 1e-5 * bound) << "rank " << rank << " token " << t << " row " << o;
       }
-      ASSERT_LE(std::fabs(got[t * n_out + o] - ref), 1e-5 * bound) << "token " << t << " row " << o;
-    }
+  }
+}
+
+// The activation split is exact at any magnitude (bf16 has f32's exponent range): tokens scaled
+// by 1e-30 .. 1e30 stay within the CPU contract.
+TEST(CudaMatmul, ActivationsOfAnyMagnitudeMatchTheReference) {
+  DS4_REQUIRE_GPU();
+  const float scales[] = {1e-30f, 1e-6f, 1.0f, 3e4f, 1e30f};
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::F16, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS}) {
+    const int64_t n_in = 1024, n_out = 96, T = 5;
+    const HostMatrix m = make_matrix(type, n_in, n_out, 21);
+    DeviceArray<uint8_t> w(m.bytes);
+    std::vector<float> x = test::random_floats(T * n_in, 22);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < n_in; ++i) x[t * n_in + i] *= scales[t];
+    DeviceArray<float> xd(x);
+    expect_close(reference(m, x, T), gpu_matmul(m, w, xd.get(), T), n_out, std::string(ggml_type_name(type)) + " scaled");
+  }
 }
 
 }  // namespace

@@ -1,0 +1,591 @@
+// Tensor-core dequantising products (mma_matmul.h). A block of 4 warps; warp w owns the row tile
+// (w / wsplit) of 32 rows and the k part (blockIdx.z · wsplit + w % wsplit) of the
+// wsplit · csplit parts; the chunks of a row (kChunkValues values each) go round robin to the
+// parts. A warp streams its chunks for its 32 rows into a 4-stage shared-memory ring with
+// aligned 16-byte cp.async copies (3 chunks in flight), then per 32-value sub-chunk decodes the
+// A fragments of its rows once and runs them against up to four 8-token tiles (a 32-token pass).
+// Grid: x = token slab (plain mode; slab s runs passes s, s + gridDim.x, …) or group (grouped
+// mode), y = block of row tiles, z = k part within a cluster of csplit blocks; wsplit and csplit
+// come from the shape alone (choose_split).
+//
+// Fragment mapping (m16n8k16): lane = 4g + c holds rows g and g + 8 of an m16 tile and, in the
+// k dimension, the 8 consecutive columns 8c .. 8c + 7 of the sub-chunk: columns 8c + 4s + 0..3
+// are the MMA's logical k (2c, 2c+1, 2c+8, 2c+9) of step s = 0, 1. A and B use the same
+// permutation, so the sum is the plain dot product, and each lane's weights and activations are
+// contiguous in memory. The C fragment (rows g, g + 8; tokens 2c, 2c + 1) then needs the block
+// scales of the lane's own rows and, for the K-quants, Σx of other lanes' tokens (shuffles).
+#include "kernels/cuda/mma_matmul.h"
+
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/quant_decode.cuh"
+
+namespace ds4::cuda {
+namespace {
+
+namespace cg = cooperative_groups;
+
+__device__ const uint64_t kIq2Grid[256] = {
+#include "kernels/iq2xxs_grid.inc"
+};
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kMTiles = 2;                  // m16 tiles per warp
+constexpr int kWarpRows = 16 * kMTiles;     // 32 rows per warp
+constexpr int kTokTiles = 4;                // n8 tiles per pass
+constexpr int kPassTokens = 8 * kTokTiles;  // 32 tokens per pass over the weights
+constexpr int kStages = 4;
+constexpr int kMaxParts = 32;               // k parts: ≤ 4 warps × ≤ 8 blocks of a cluster
+
+// Chunk geometry per format: values and bytes of one row's chunk (whole blocks).
+template <GgmlType T>
+struct MmaFormat;
+template <>
+struct MmaFormat<GgmlType::Q8_0> { static constexpr int kValues = 64, kBytes = 68; };
+template <>
+struct MmaFormat<GgmlType::F16> { static constexpr int kValues = 32, kBytes = 64; };
+template <>
+struct MmaFormat<GgmlType::IQ2_XXS> { static constexpr int kValues = 256, kBytes = 66; };
+template <>
+struct MmaFormat<GgmlType::Q2_K> { static constexpr int kValues = 256, kBytes = 84; };
+template <>
+struct MmaFormat<GgmlType::Q4_K> { static constexpr int kValues = 256, kBytes = 144; };
+
+template <GgmlType T>
+struct Layout {
+  // A chunk at any 2-byte alignment spans at most kBytes + 30 bytes of aligned 16-byte words.
+  static constexpr int kSeg = (MmaFormat<T>::kBytes + 30 + 15) / 16 * 16;  // bytes per row per stage
+  static constexpr int kStageBytes = kWarpRows * kSeg;
+  static constexpr int kWarpBytes = kStages * kStageBytes;
+  static constexpr int kSmemBytes = kWarps * kWarpBytes;
+  // The split-K partials reuse a warp's stages.
+  static_assert(kMTiles * kTokTiles * 4 * 32 * 4 <= kWarpBytes, "reduction buffer larger than the stages");
+};
+
+// ---- small helpers -------------------------------------------------------------------------
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// d += A·B, bf16 inputs, f32 accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two floats that are exactly representable in bf16 (low 16 bits zero) as a bf16 pair.
+__device__ __forceinline__ uint32_t bf16_pair_exact(float lo, float hi) {
+  return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632);
+}
+
+// Bytes I0 and I1 of w, each < 128, as the bf16 pair (b0 + 128, b1 + 128) (0x43XX = 128 + XX).
+template <int I0, int I1>
+__device__ __forceinline__ __nv_bfloat162 biased_pair(uint32_t w) {
+  const uint32_t bits = __byte_perm(w, 0x43434343u, I0 | (4 << 4) | (I1 << 8) | (4 << 12));
+  return *reinterpret_cast<const __nv_bfloat162*>(&bits);
+}
+__device__ __forceinline__ uint32_t bf162_bits(__nv_bfloat162 v) { return *reinterpret_cast<const uint32_t*>(&v); }
+
+// Bytes I0, I1 of w (< 128 each) as an exact bf16 pair.
+template <int I0, int I1>
+__device__ __forceinline__ uint32_t small_pair(uint32_t w) {
+  return bf162_bits(__hsub2(biased_pair<I0, I1>(w), __floats2bfloat162_rn(128.0f, 128.0f)));
+}
+
+// An integer u < 2^23 as an exact float without the conversion unit (magic number 2^23).
+__device__ __forceinline__ float small_float(uint32_t u) { return __uint_as_float(0x4B000000u | u) - 8388608.0f; }
+
+// Signed byte K of w as an exact float (magic-number conversion, no conversion unit).
+template <int K>
+__device__ __forceinline__ float s8_float(uint32_t w) {
+  const int v = static_cast<int>(static_cast<int8_t>((w >> (8 * K)) & 0xffu));
+  return __int_as_float(0x4B400000 + v) - 12582912.0f;
+}
+
+// Splits x0, x1 exactly into bf16 pairs hi + mid + lo (truncation: each part takes the next 8
+// significant bits, so the three parts hold all 24).
+__device__ __forceinline__ void split3(float x0, float x1, uint32_t& hi, uint32_t& mid, uint32_t& lo) {
+  const uint32_t u0 = __float_as_uint(x0), u1 = __float_as_uint(x1);
+  const float r0 = x0 - __uint_as_float(u0 & 0xffff0000u), r1 = x1 - __uint_as_float(u1 & 0xffff0000u);
+  const uint32_t q0 = __float_as_uint(r0), q1 = __float_as_uint(r1);
+  const float l0 = r0 - __uint_as_float(q0 & 0xffff0000u), l1 = r1 - __uint_as_float(q1 & 0xffff0000u);
+  hi = __byte_perm(u0, u1, 0x7632);
+  mid = __byte_perm(q0, q1, 0x7632);
+  lo = __byte_perm(__float_as_uint(l0), __float_as_uint(l1), 0x7632);
+}
+
+// ---- decoding one row's 8 values of a 32-value sub-chunk -----------------------------------
+
+// What a lane needs of one row for one sub-chunk: its 8 weights (columns 8c .. 8c+7) as bf16
+// pairs, the scale of the MMA sum, and the K-quant minimums (dmin·m).
+struct RowSub {
+  uint32_t a[4];    // pairs (0,1) (2,3) (4,5) (6,7); F16: the hi parts
+  uint32_t alo[4];  // F16: the lo parts
+  float scale;
+  float min0, min1;  // Q2_K: the 16-value halves; Q4_K: min0
+};
+
+template <GgmlType T>
+__device__ __forceinline__ void decode_sub(const uint8_t* chunk, int j, int c, const uint64_t* grid, RowSub& r);
+
+template <>
+__device__ __forceinline__ void decode_sub<GgmlType::Q8_0>(const uint8_t* chunk, int j, int c, const uint64_t*,
+                                                           RowSub& r) {
+  const uint8_t* b = chunk + 34 * j;
+  r.scale = half_bits_to_float(ld_u16(b));
+  const uint32_t w0 = ld_u32_a2(b + 2 + 8 * c), w1 = ld_u32_a2(b + 6 + 8 * c);
+  r.a[0] = bf16_pair_exact(s8_float<0>(w0), s8_float<1>(w0));
+  r.a[1] = bf16_pair_exact(s8_float<2>(w0), s8_float<3>(w0));
+  r.a[2] = bf16_pair_exact(s8_float<0>(w1), s8_float<1>(w1));
+  r.a[3] = bf16_pair_exact(s8_float<2>(w1), s8_float<3>(w1));
+}
+
+template <>
+__device__ __forceinline__ void decode_sub<GgmlType::F16>(const uint8_t* chunk, int, int c, const uint64_t*, RowSub& r) {
+  r.scale = 1.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t h = ld_u32_a2(chunk + 16 * c + 4 * i);
+    const float f0 = half_bits_to_float(h & 0xffffu), f1 = half_bits_to_float(h >> 16);
+    const float h0 = __uint_as_float(__float_as_uint(f0) & 0xffff0000u);
+    const float h1 = __uint_as_float(__float_as_uint(f1) & 0xffff0000u);
+    r.a[i] = bf16_pair_exact(h0, h1);
+    r.alo[i] = bf16_pair_exact(f0 - h0, f1 - h1);  // ≤ 3 significant bits: exact
+  }
+}
+
+// IQ2_XXS tables in shared memory: the grid as bf16 pairs (8 values per entry) and, per 7-bit
+// sign index, the four pair masks that flip the bf16 signs (with ggml's parity bit).
+struct Iq2Tables {
+  uint4 grid[256];
+  uint4 signs[128];
+};
+
+template <>
+__device__ __forceinline__ void decode_sub<GgmlType::IQ2_XXS>(const uint8_t* chunk, int j, int c, const uint64_t* tables,
+                                                              RowSub& r) {
+  const Iq2Tables& t = *reinterpret_cast<const Iq2Tables*>(tables);
+  const float d = half_bits_to_float(ld_u16(chunk));
+  const uint8_t* q = chunk + 2 + 8 * j;
+  const uint32_t b = ld_u32_a2(q + 4);
+  r.scale = d * (0.5f + small_float(b >> 28)) * 0.25f;
+  const uint4 v = t.grid[q[c]], m = t.signs[(b >> (7 * c)) & 127u];
+  r.a[0] = v.x ^ m.x;
+  r.a[1] = v.y ^ m.y;
+  r.a[2] = v.z ^ m.z;
+  r.a[3] = v.w ^ m.w;
+}
+
+// Fills the IQ2_XXS tables (every thread of the block; ends with a barrier).
+__device__ void build_iq2_tables(Iq2Tables& t) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    const uint64_t g = kIq2Grid[i];
+    const uint32_t lo = static_cast<uint32_t>(g), hi = static_cast<uint32_t>(g >> 32);
+    t.grid[i] = make_uint4(small_pair<0, 1>(lo), small_pair<2, 3>(lo), small_pair<0, 1>(hi), small_pair<2, 3>(hi));
+  }
+  for (int i = threadIdx.x; i < 128; i += blockDim.x) {
+    const uint32_t signs = iq2_signs(static_cast<uint32_t>(i));
+    uint32_t m[4];
+    for (int p = 0; p < 4; ++p)
+      m[p] = (((signs >> (2 * p)) & 1u) << 15) | (((signs >> (2 * p + 1)) & 1u) << 31);
+    t.signs[i] = make_uint4(m[0], m[1], m[2], m[3]);
+  }
+  __syncthreads();
+}
+
+// Q2_K sub-chunk j = unit 4h + jj: values 128h + 32jj + 16t + l from (qs[32h + 16t + l] >> 2jj) & 3
+// with scale byte 8h + 2jj + t. Lane c holds t = c / 2, l = 8(c & 1) .. +7: qs bytes 32h + 8c.
+template <>
+__device__ __forceinline__ void decode_sub<GgmlType::Q2_K>(const uint8_t* chunk, int j, int c, const uint64_t*, RowSub& r) {
+  const int h = j >> 2, jj = j & 3;
+  const float d = half_bits_to_float(ld_u16(chunk + 80));
+  const float dmin = half_bits_to_float(ld_u16(chunk + 82));
+  const uint32_t sc2 = ld_u16(chunk + 8 * h + 2 * jj);  // scale bytes of the two 16-value halves
+  const uint32_t sc = (sc2 >> (8 * (c >> 1))) & 15u;
+  r.scale = d;
+  r.min0 = dmin * small_float((sc2 >> 4) & 15u);
+  r.min1 = dmin * small_float(sc2 >> 12);
+  const uint8_t* q = chunk + 16 + 32 * h + 8 * c;
+  const uint32_t w0 = (ld_u32_a2(q) >> (2 * jj)) & 0x03030303u, w1 = (ld_u32_a2(q + 4) >> (2 * jj)) & 0x03030303u;
+  const float scf = small_float(sc);
+  const __nv_bfloat162 mul = __floats2bfloat162_rn(scf, scf), add = __floats2bfloat162_rn(-128.0f * scf, -128.0f * scf);
+  // (128 + q)·sc − 128·sc = sc·q ≤ 45: exact in one bf16 FMA.
+  r.a[0] = bf162_bits(__hfma2(biased_pair<0, 1>(w0), mul, add));
+  r.a[1] = bf162_bits(__hfma2(biased_pair<2, 3>(w0), mul, add));
+  r.a[2] = bf162_bits(__hfma2(biased_pair<0, 1>(w1), mul, add));
+  r.a[3] = bf162_bits(__hfma2(biased_pair<2, 3>(w1), mul, add));
+}
+
+// Q4_K sub-chunk j: values 64(j/2) + 32(j%2) .. from the low (j even) or high nibbles of
+// qs[32(j/2) ..]; lane c holds qs bytes 32(j/2) + 8c .. +7. 6-bit scale and min of unit j.
+template <>
+__device__ __forceinline__ void decode_sub<GgmlType::Q4_K>(const uint8_t* chunk, int j, int c, const uint64_t*, RowSub& r) {
+  const float d = half_bits_to_float(ld_u16(chunk));
+  const float dmin = half_bits_to_float(ld_u16(chunk + 2));
+  const uint8_t* s = chunk + 4;
+  int sc, m;
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+  r.scale = d * small_float(static_cast<uint32_t>(sc));
+  r.min0 = dmin * small_float(static_cast<uint32_t>(m));
+  const uint8_t* q = chunk + 16 + 32 * (j >> 1) + 8 * c;
+  const int shift = 4 * (j & 1);
+  const uint32_t w0 = (ld_u32_a2(q) >> shift) & 0x0f0f0f0fu, w1 = (ld_u32_a2(q + 4) >> shift) & 0x0f0f0f0fu;
+  r.a[0] = small_pair<0, 1>(w0);
+  r.a[1] = small_pair<2, 3>(w0);
+  r.a[2] = small_pair<0, 1>(w1);
+  r.a[3] = small_pair<2, 3>(w1);
+}
+
+// ---- the kernel ------------------------------------------------------------------------------
+
+// One m16 tile's sub-chunk product for one token tile: f = Σ over the sub-chunk (fresh, so the
+// row scale applies to it). Three short MMA chains by magnitude (hi·hi; the 2^-8 terms; the
+// 2^-16 terms), added smallest first.
+template <GgmlType T>
+__device__ __forceinline__ void tile_product(const RowSub& r0, const RowSub& r8, const uint32_t (&xh)[4],
+                                             const uint32_t (&xm)[4], const uint32_t (&xl)[4], float (&f)[4]) {
+  float fh[4] = {0.0f, 0.0f, 0.0f, 0.0f}, fm[4] = {0.0f, 0.0f, 0.0f, 0.0f}, fl[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+  for (int s = 0; s < 2; ++s) {
+    mma_bf16(fh, r0.a[2 * s], r8.a[2 * s], r0.a[2 * s + 1], r8.a[2 * s + 1], xh[2 * s], xh[2 * s + 1]);
+    mma_bf16(fm, r0.a[2 * s], r8.a[2 * s], r0.a[2 * s + 1], r8.a[2 * s + 1], xm[2 * s], xm[2 * s + 1]);
+    mma_bf16(fl, r0.a[2 * s], r8.a[2 * s], r0.a[2 * s + 1], r8.a[2 * s + 1], xl[2 * s], xl[2 * s + 1]);
+    if constexpr (T == GgmlType::F16) {
+      mma_bf16(fm, r0.alo[2 * s], r8.alo[2 * s], r0.alo[2 * s + 1], r8.alo[2 * s + 1], xh[2 * s], xh[2 * s + 1]);
+      mma_bf16(fl, r0.alo[2 * s], r8.alo[2 * s], r0.alo[2 * s + 1], r8.alo[2 * s + 1], xm[2 * s], xm[2 * s + 1]);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) f[e] = (fl[e] + fm[e]) + fh[e];
+}
+
+// Σx of the C fragment's two tokens (2c, 2c+1) over the sub-chunk's scale groups, from each lane's
+// sum of its 8 values (token g): Q2_K the two 16-value halves (sx[token][half]), Q4_K all 32.
+template <GgmlType T>
+__device__ __forceinline__ void token_sums(float part, int c, float (&sx)[2][2]) {
+  if constexpr (T == GgmlType::Q2_K) {
+    const float half = part + __shfl_xor_sync(0xffffffffu, part, 1);  // lanes 4g + 2t, +1: half t of token g
+#pragma unroll
+    for (int k = 0; k < 2; ++k)
+#pragma unroll
+      for (int t = 0; t < 2; ++t) sx[k][t] = __shfl_sync(0xffffffffu, half, 8 * c + 4 * k + 2 * t);
+  } else if constexpr (T == GgmlType::Q4_K) {
+    float all = part + __shfl_xor_sync(0xffffffffu, part, 1);
+    all = all + __shfl_xor_sync(0xffffffffu, all, 2);
+#pragma unroll
+    for (int k = 0; k < 2; ++k) sx[k][0] = __shfl_sync(0xffffffffu, all, 8 * c + 4 * k);
+  }
+}
+
+// acc += the scaled sub-chunk sum f of C element e (row g + 8(e/2), token 2c + k, k = e % 2),
+// written with explicit FMAs so that every instantiation rounds the same way.
+template <GgmlType T>
+__device__ __forceinline__ float accumulate(float acc, const RowSub& r, float f, const float (&sx)[2][2], int k) {
+  if constexpr (T == GgmlType::Q2_K) return acc + fmaf(r.scale, f, -fmaf(r.min1, sx[k][1], r.min0 * sx[k][0]));
+  if constexpr (T == GgmlType::Q4_K) return acc + fmaf(r.scale, f, -(r.min0 * sx[k][0]));
+  return fmaf(r.scale, f, acc);
+}
+
+// The decoded sub-chunk of the warp's rows against the pass's token tiles (all kTokTiles when
+// kFull, else the first n_tiles): acc += the scaled sums.
+template <GgmlType T, bool kFull>
+__device__ __forceinline__ void sub_tiles(const RowSub (&rs)[4], const float* const (&xrow)[kTokTiles], int64_t col,
+                                          int n_tiles, int c, float (&acc)[kMTiles][kTokTiles][4]) {
+#pragma unroll
+  for (int n = 0; n < kTokTiles; ++n) {
+    if (kFull || n < n_tiles) {
+      const float4 u = __ldg(reinterpret_cast<const float4*>(xrow[n] + col));
+      const float4 v = __ldg(reinterpret_cast<const float4*>(xrow[n] + col + 4));
+      uint32_t xh[4], xm[4], xl[4];
+      split3(u.x, u.y, xh[0], xm[0], xl[0]);
+      split3(u.z, u.w, xh[1], xm[1], xl[1]);
+      split3(v.x, v.y, xh[2], xm[2], xl[2]);
+      split3(v.z, v.w, xh[3], xm[3], xl[3]);
+      float sx[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+      if constexpr (T == GgmlType::Q2_K || T == GgmlType::Q4_K)
+        token_sums<T>(((u.x + u.y) + (u.z + u.w)) + ((v.x + v.y) + (v.z + v.w)), c, sx);
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        float f[4];
+        tile_product<T>(rs[2 * mt], rs[2 * mt + 1], xh, xm, xl, f);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][n][e] = accumulate<T>(acc[mt][n][e], rs[2 * mt + (e >> 1)], f[e], sx, e & 1);
+      }
+    }
+  }
+}
+
+struct Pass {
+  int64_t t0, end;  // entries [t0, min(t0 + 32, end)) of the token list
+  int n_tiles;      // 8-token tiles in use
+};
+
+// One warp's k part for one pass: acc[mt][n][e] over its chunks.
+template <GgmlType T>
+__device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* wbase, int64_t row0, int part, int n_parts,
+                                          const Pass& ps, const float* const (&xrow)[kTokTiles], uint8_t* stages,
+                                          const uint64_t* grid, float (&acc)[kMTiles][kTokTiles][4]) {
+  using F = MmaFormat<T>;
+  using L = Layout<T>;
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int64_t n_chunks = (p.n_in + F::kValues - 1) / F::kValues;
+  const int64_t n_mine = part < n_chunks ? (n_chunks - part + n_parts - 1) / n_parts : 0;
+  // This lane copies row row0 + lane (clamped: padding rows read the last row, never written).
+  const int64_t my_row = row0 + lane < p.n_out ? row0 + lane : p.n_out - 1;
+  const uint8_t* my_src = wbase + static_cast<uint64_t>(my_row) * p.row_bytes;
+  auto issue = [&](int64_t i) {
+    const uint64_t off = static_cast<uint64_t>(part + i * n_parts) * F::kBytes;
+    const uint64_t left = p.row_bytes - off;
+    const int bytes = static_cast<int>(left < uint64_t(F::kBytes) ? left : uint64_t(F::kBytes));
+    const uintptr_t a0 = reinterpret_cast<uintptr_t>(my_src + off) & ~uintptr_t(15);
+    const uintptr_t a1 = (reinterpret_cast<uintptr_t>(my_src + off) + bytes + 15) & ~uintptr_t(15);
+    uint8_t* dst = stages + (i % kStages) * L::kStageBytes + lane * L::kSeg;
+    for (uintptr_t a = a0; a < a1; a += 16) cp_async16(dst + (a - a0), reinterpret_cast<const void*>(a));
+  };
+  // Local rows g + 8h' (h' = 0..3) of the warp tile: rows g, g+8 of m-tile 0 and of m-tile 1.
+  const uint8_t* row_src[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int64_t r = row0 + g + 8 * k < p.n_out ? row0 + g + 8 * k : p.n_out - 1;
+    row_src[k] = wbase + static_cast<uint64_t>(r) * p.row_bytes;
+  }
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < n_mine) issue(s);
+    cp_async_commit();
+  }
+  for (int64_t i = 0; i < n_mine; ++i) {
+    if (i + kStages - 1 < n_mine) issue(i + kStages - 1);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncwarp();
+    const int64_t chunk = part + i * n_parts;
+    const uint64_t off = static_cast<uint64_t>(chunk) * F::kBytes;
+    const uint8_t* stage = stages + (i % kStages) * L::kStageBytes;
+    const uint8_t* seg[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      seg[k] = stage + (g + 8 * k) * L::kSeg + (reinterpret_cast<uintptr_t>(row_src[k] + off) & 15);
+    const int64_t k_first = chunk * F::kValues;
+    const int n_sub = static_cast<int>((p.n_in - k_first < F::kValues ? p.n_in - k_first : F::kValues) / 32);
+    for (int j = 0; j < n_sub; ++j) {
+      RowSub rs[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) decode_sub<T>(seg[k], j, c, grid, rs[k]);
+      const int64_t col = k_first + 32 * j + 8 * c;
+      if (ps.n_tiles == kTokTiles) sub_tiles<T, true>(rs, xrow, col, ps.n_tiles, c, acc);  // loads hoisted
+      else sub_tiles<T, false>(rs, xrow, col, ps.n_tiles, c, acc);
+    }
+    __syncwarp();  // the stage is refilled by a later iteration's copy
+  }
+  cp_async_wait<0>();
+  __syncwarp();
+}
+
+template <GgmlType T>
+__global__ void __launch_bounds__(kThreads, 3) mma_matmul_kernel(MatmulParams p, int wsplit, int csplit) {
+  extern __shared__ __align__(16) uint8_t mma_smem[];  // [kWarps][kStages][kWarpRows][kSeg]
+  __shared__ __align__(16) uint64_t grid_s[T == GgmlType::IQ2_XXS ? sizeof(Iq2Tables) / 8 : 1];  // IQ2_XXS: Iq2Tables
+  // blockIdx.x: the group (grouped mode) or the token slab (plain mode: passes x, x + gridDim.x, …);
+  // blockIdx.y: the block of row tiles; blockIdx.z: the k part within the cluster.
+  int64_t begin = 0, end = p.n_tokens, slab = 0, n_slabs = 1;
+  const uint8_t* wbase = p.w;
+  if (p.n_groups == 0) {
+    slab = blockIdx.x;
+    n_slabs = gridDim.x;
+  } else {  // uniform for the cluster (same blockIdx.x): idle blocks leave before any barrier
+    int64_t grp = blockIdx.x;
+    if (p.group_list) {
+      if (grp >= *p.group_count) return;
+      grp = p.group_list[grp];
+    }
+    begin = p.group_offsets[grp];
+    end = p.group_offsets[grp + 1];
+    if (begin >= end) return;
+    wbase += static_cast<uint64_t>(grp) * p.group_stride_bytes;
+  }
+  if constexpr (T == GgmlType::IQ2_XXS) build_iq2_tables(*reinterpret_cast<Iq2Tables*>(grid_s));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int wpart = warp % wsplit;
+  const int tiles_per_block = kWarps / wsplit;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.y) * tiles_per_block + warp / wsplit) * kWarpRows;
+  const int part = static_cast<int>(blockIdx.z) * wsplit + wpart, n_parts = wsplit * csplit;
+  // Padding warps past n_out read the last group's columns (their results are never written).
+  const int64_t x_col = p.x_group_rows > 0 ? ((row0 < p.n_out ? row0 : p.n_out - 1) / p.x_group_rows) * p.n_in : 0;
+  uint8_t* stages = mma_smem + warp * Layout<T>::kWarpBytes;
+  float* red = reinterpret_cast<float*>(stages);  // [kMTiles·kTokTiles·4][32], after the k loop
+  const bool split = n_parts > 1;
+  cg::cluster_group cluster = cg::this_cluster();
+  const unsigned rank = csplit > 1 ? cluster.block_rank() : 0;
+
+  for (int64_t t0 = begin + slab * kPassTokens; t0 < end; t0 += n_slabs * kPassTokens) {
+    Pass ps{t0, end, static_cast<int>(((end - t0 < kPassTokens ? end - t0 : kPassTokens) + 7) / 8)};
+    const float* xrow[kTokTiles];
+#pragma unroll
+    for (int n = 0; n < kTokTiles; ++n) {
+      int64_t i = t0 + 8 * n + g;
+      if (i >= end) i = t0;
+      const int64_t xr = p.x_rows ? p.x_rows[i] : i;
+      xrow[n] = p.x + xr * p.x_stride + x_col;
+    }
+    float acc[kMTiles][kTokTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int n = 0; n < kTokTiles; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][n][e] = 0.0f;
+    warp_part<T>(p, wbase, row0, part, n_parts, ps, xrow, stages, grid_s, acc);
+
+    // Split-K: the warps of a row tile in order, then the blocks of the cluster in rank order.
+    if (split) {
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int n = 0; n < kTokTiles; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) red[((mt * kTokTiles + n) * 4 + e) * 32 + lane] = acc[mt][n][e];
+      __syncthreads();
+      if (wpart == 0) {
+        for (int q = 1; q < wsplit; ++q) {
+          const float* other = reinterpret_cast<const float*>(mma_smem + (warp + q) * Layout<T>::kWarpBytes);
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+            for (int n = 0; n < kTokTiles; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) acc[mt][n][e] += other[((mt * kTokTiles + n) * 4 + e) * 32 + lane];
+        }
+      }
+      if (csplit > 1) {
+        __syncthreads();  // the other warps' partials are read: the block total may overwrite this warp's
+        if (wpart == 0)
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+            for (int n = 0; n < kTokTiles; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) red[((mt * kTokTiles + n) * 4 + e) * 32 + lane] = acc[mt][n][e];
+        cluster.sync();
+        if (rank == 0 && wpart == 0) {
+          for (int q = 1; q < csplit; ++q) {
+            const float* other = cluster.map_shared_rank(red, q);
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+              for (int n = 0; n < kTokTiles; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[mt][n][e] += other[((mt * kTokTiles + n) * 4 + e) * 32 + lane];
+          }
+        }
+      }
+    }
+    if (rank == 0 && wpart == 0) {
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int n = 0; n < kTokTiles; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int64_t row = row0 + 16 * mt + g + 8 * (e >> 1);
+            const int64_t i = t0 + 8 * n + 2 * c + (e & 1);
+            if (row < p.n_out && i < end) {
+              const int64_t yr = p.y_rows ? p.y_rows[i] : i;
+              p.y[yr * p.y_stride + row] = acc[mt][n][e];
+            }
+          }
+    }
+    // The stages (holding the partials) are refilled by the next pass.
+    if (csplit > 1) cluster.sync();
+    else if (split) __syncthreads();
+  }
+}
+
+// Parts of the k range: enough warps to cover the GPU several times over (≈ 2048), at least
+// two chunks per part, from the shape alone (never the batch: batch invariance).
+struct Split {
+  int wsplit = 1, csplit = 1;
+};
+Split choose_split(int64_t n_out, int64_t n_chunks) {
+  const int64_t row_tiles = (n_out + kWarpRows - 1) / kWarpRows;
+  int parts = 1;
+  while (parts < kMaxParts && row_tiles * parts < 2048 && n_chunks >= 4 * parts) parts *= 2;
+  Split s;
+  s.wsplit = parts < kWarps ? parts : kWarps;
+  s.csplit = parts / s.wsplit;
+  return s;
+}
+
+template <GgmlType T>
+void launch(const MatmulParams& p, cudaStream_t stream) {
+  using L = Layout<T>;
+  static bool smem_set = false;  // opt in to > 48 KB of dynamic shared memory once per format
+  if (!smem_set) {
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmemBytes));
+    smem_set = true;
+  }
+  const int64_t n_chunks = (p.n_in + MmaFormat<T>::kValues - 1) / MmaFormat<T>::kValues;
+  const Split s = choose_split(p.n_out, n_chunks);
+  const int64_t rows_per_block = int64_t(kWarpRows) * (kWarps / s.wsplit);
+  cudaLaunchConfig_t cfg = {};
+  // Plain mode: one token slab per 32 tokens, all in parallel (the slabs' passes are independent).
+  const int64_t slabs = p.n_groups > 0 ? (p.group_list ? p.grid_groups : p.n_groups) : (p.n_tokens + kPassTokens - 1) / kPassTokens;
+  cfg.gridDim = dim3(static_cast<unsigned>(slabs), static_cast<unsigned>((p.n_out + rows_per_block - 1) / rows_per_block),
+                     static_cast<unsigned>(s.csplit));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = L::kSmemBytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = static_cast<unsigned>(s.csplit);
+  cfg.attrs = attr;
+  cfg.numAttrs = s.csplit > 1 ? 1 : 0;
+  DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T>, p, s.wsplit, s.csplit));
+}
+
+}  // namespace
+
+bool mma_matmul_handles(const MatmulParams& p) {
+  switch (p.type) {
+    case GgmlType::Q8_0: case GgmlType::F16: case GgmlType::IQ2_XXS: case GgmlType::Q2_K: case GgmlType::Q4_K:
+      break;
+    default:
+      return false;
+  }
+  // Row blocks are blockIdx.y (≤ 65535 blocks of ≥ 32 rows).
+  return (p.x_group_rows == 0 || p.x_group_rows % kWarpRows == 0) && p.n_out <= int64_t(65535) * kWarpRows;
+}
+
+void mma_matmul(const MatmulParams& p, cudaStream_t stream) {
+  switch (p.type) {
+    case GgmlType::Q8_0: launch<GgmlType::Q8_0>(p, stream); break;
+    case GgmlType::F16: launch<GgmlType::F16>(p, stream); break;
+    case GgmlType::IQ2_XXS: launch<GgmlType::IQ2_XXS>(p, stream); break;
+    case GgmlType::Q2_K: launch<GgmlType::Q2_K>(p, stream); break;
+    case GgmlType::Q4_K: launch<GgmlType::Q4_K>(p, stream); break;
+    default: launch_fail("mma_matmul", "unsupported weight type", __FILE__, __LINE__);
+  }
+  DS4_CUDA_LAUNCH_CHECK("mma_matmul_kernel");
+}
+
+}  // namespace ds4::cuda
