@@ -1,10 +1,13 @@
 // cuda_bench: micro-benchmarks of the CUDA kernels at the full model's shapes (MODEL.md 4.3): the
-// device-to-device copy peak measured first, then each mat-vec / grouped expert product at batch 1
-// (and some batched) with its achieved GB/s against that peak, the attention kernel at decode and
+// device-to-device copy peak measured first, then each product shape of the model (grouped experts:
+// the distinct experts uniform routing reaches) at 1, 8, 64, 256 and 2048 tokens on the tensor
+// cores and, up to 64 tokens, on the CUDA-core kernel, with GB/s against that peak and TFLOP/s
+// (each weight byte counted once), the attention kernel at decode and
 // the indexer scores at 16K context. Weights are real quantised blocks (a quantised tile repeated)
 // rotated over enough copies to exceed the L2. Prints a table; no assertions (timings are never
 // test results). Exits 0 with a message when no GPU is present. Run by scripts/gpu_check.sh.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -93,35 +96,44 @@ struct BenchWeights {
   const uint8_t* copy(int i) const { return buf.as<uint8_t>() + (i % copies) * matrix_bytes; }
 };
 
+// One product shape of the full model; experts > 0: grouped over that many experts, each token
+// routed to 6 of them.
 struct Case {
   std::string name;
   GgmlType type;
   int64_t n_in, n_out;
-  int64_t tokens = 1;
   int64_t x_group_rows = 0;  // grouped output projection
-  int experts = 0;           // > 0: grouped over this many experts, of which `active` receive tokens
-  int active = 0;
+  int experts = 0;
 };
 
-void bench_matmul(const Case& c, double peak) {
+// Distinct experts that T tokens × 6 routes reach under uniform routing (rounded).
+int active_experts(int experts, int64_t tokens) {
+  const double reached = experts * (1.0 - std::pow(1.0 - 6.0 / experts, static_cast<double>(tokens)));
+  return static_cast<int>(std::min<double>(experts, std::max(6.0, std::round(reached))));
+}
+
+// Times one shape at one token count on one path: median alone, and back to back.
+struct Timing {
+  double us = 0, us_stream = 0, bytes = 0, flops = 0;
+};
+Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool cuda_cores) {
   const int groups = c.experts > 0 ? c.experts : 1;
-  BenchWeights w(c.type, c.n_in, c.n_out * groups, uint64_t(512) << 20);
+  const int active = c.experts > 0 ? active_experts(c.experts, tokens) : 1;
   const int64_t x_width = c.x_group_rows > 0 ? c.n_in * (c.n_out / c.x_group_rows) : c.n_in;
-  const int64_t entries = c.experts > 0 ? c.tokens * 6 : c.tokens;
-  DeviceBuffer x(sizeof(float) * c.tokens * x_width), y(sizeof(float) * entries * c.n_out);
-  const auto xv = test::random_floats(c.tokens * x_width, 2);
+  const int64_t entries = c.experts > 0 ? tokens * 6 : tokens;
+  DeviceBuffer x(sizeof(float) * tokens * x_width), y(sizeof(float) * entries * c.n_out);
+  const auto xv = test::random_floats(tokens * x_width, 2);
   DS4_CUDA_CHECK(cudaMemcpy(x.get(), xv.data(), xv.size() * sizeof(float), cudaMemcpyHostToDevice));
   // Expert mode: the entries spread round robin over `active` experts spaced across the 256; each
   // timed call shifts the set so that consecutive calls read different experts (not the L2).
-  const int stride = c.experts > 0 ? c.experts / c.active : 1, n_sets = std::min(stride, 16);
-  std::vector<test::DeviceArray<int32_t>> offset_sets;
+  const int stride = c.experts > 0 ? c.experts / active : 1, n_sets = std::min(stride, 16);
+  std::vector<test::DeviceArray<int32_t>> offset_sets, list_sets;
   std::vector<int32_t> rows(entries), ident(entries);
-  for (int64_t i = 0; i < entries; ++i) rows[i] = static_cast<int32_t>(i % c.tokens), ident[i] = static_cast<int32_t>(i);
-  std::vector<test::DeviceArray<int32_t>> list_sets;
-  test::DeviceArray<int32_t> count(std::vector<int32_t>{c.active});
+  for (int64_t i = 0; i < entries; ++i) rows[i] = static_cast<int32_t>(i % tokens), ident[i] = static_cast<int32_t>(i);
+  test::DeviceArray<int32_t> count(std::vector<int32_t>{active});
   for (int set = 0; c.experts > 0 && set < n_sets; ++set) {
     std::vector<int32_t> offsets(groups + 1, 0), list;
-    for (int64_t i = 0; i < entries; ++i) offsets[1 + (i % c.active) * stride + set]++;
+    for (int64_t i = 0; i < entries; ++i) offsets[1 + (i % active) * stride + set]++;
     for (int g = 0; g < groups; ++g) {
       if (offsets[g + 1] > 0) list.push_back(g);
       offsets[g + 1] += offsets[g];
@@ -131,8 +143,8 @@ void bench_matmul(const Case& c, double peak) {
   }
   test::DeviceArray<int32_t> rd(rows), yr(ident);
   cuda::MatmulParams p;
-  p.type = c.type, p.n_in = c.n_in, p.n_out = c.n_out, p.row_bytes = w.row_bytes;
-  p.x = x.as<float>(), p.x_stride = x_width, p.y = y.as<float>(), p.y_stride = c.n_out, p.n_tokens = c.tokens;
+  p.type = c.type, p.n_in = c.n_in, p.n_out = c.n_out, p.row_bytes = w.row_bytes, p.cuda_cores = cuda_cores;
+  p.x = x.as<float>(), p.x_stride = x_width, p.y = y.as<float>(), p.y_stride = c.n_out, p.n_tokens = tokens;
   p.x_group_rows = c.x_group_rows;
   if (c.experts > 0) {
     p.n_groups = c.experts, p.group_stride_bytes = w.row_bytes * c.n_out;
@@ -149,14 +161,33 @@ void bench_matmul(const Case& c, double peak) {
     }
     cuda::matmul(p, nullptr);
   };
-  const double us = time_us(50, call);
-  const double us_stream = stream_us(50, call);
-  const double read = static_cast<double>(c.experts > 0 ? w.row_bytes * c.n_out * c.active : w.matrix_bytes);
-  const double bytes = read + sizeof(float) * (c.tokens * x_width + entries * c.n_out);
-  const double gbs = bytes / (us * 1e3), gbs_stream = bytes / (us_stream * 1e3);
-  std::printf("%-38s %-8s %6lld %7lld %4lld %9.2f %8.1f %6.1f%% %9.2f %8.1f %6.1f%%\n", c.name.c_str(),
-              std::string(ggml_type_name(c.type)).c_str(), static_cast<long long>(c.n_in), static_cast<long long>(c.n_out),
-              static_cast<long long>(c.tokens), us, gbs, 100.0 * gbs / peak, us_stream, gbs_stream, 100.0 * gbs_stream / peak);
+  const double first = time_us(1, call);
+  const int reps = static_cast<int>(std::clamp(50000.0 / first, 3.0, 30.0));  // ≈ 50 ms per measurement
+  Timing t;
+  t.us = time_us(reps, call);
+  t.us_stream = stream_us(reps, call);
+  const double read = static_cast<double>(c.experts > 0 ? w.row_bytes * c.n_out * active : w.matrix_bytes);
+  t.bytes = read + sizeof(float) * (tokens * x_width + entries * c.n_out);
+  t.flops = 2.0 * c.n_in * c.n_out * entries;
+  return t;
+}
+
+// The shape at 1, 8, 64, 256 and 2048 tokens on the tensor cores, and on the CUDA-core kernel
+// (the previous path) up to 64 tokens.
+void bench_product(const Case& c, double peak) {
+  const int groups = c.experts > 0 ? c.experts : 1;
+  BenchWeights w(c.type, c.n_in, c.n_out * groups, uint64_t(512) << 20);
+  for (int64_t tokens : {1, 8, 64, 256, 2048}) {
+    for (bool cores : {false, true}) {
+      if (cores && tokens > 64) continue;
+      const Timing t = time_product(c, w, tokens, cores);
+      const double gbs = t.bytes / (t.us * 1e3), gbs_stream = t.bytes / (t.us_stream * 1e3);
+      std::printf("%-30s %-7s %6lld %7lld %5lld %-5s %10.2f %7.1f %5.1f%% %10.2f %7.1f %5.1f%% %7.1f\n", c.name.c_str(),
+                  std::string(ggml_type_name(c.type)).c_str(), static_cast<long long>(c.n_in),
+                  static_cast<long long>(c.n_out), static_cast<long long>(tokens), cores ? "cores" : "mma", t.us, gbs,
+                  100.0 * gbs / peak, t.us_stream, gbs_stream, 100.0 * gbs_stream / peak, t.flops / (t.us_stream * 1e6));
+    }
+  }
 }
 
 void bench_attention(int64_t tokens, int64_t comp_rows) {
@@ -233,13 +264,13 @@ int main() {
   DeviceBuffer one(sizeof(float));
   auto tiny = [&](int) { cuda::fill(one.as<float>(), 1, 0.0f, nullptr); };  // a one-thread kernel
   std::printf("one-thread kernel: %.2f us alone, %.2f us back to back\n\n", time_us(50, tiny), stream_us(200, tiny));
-  std::printf("%-38s %-8s %6s %7s %4s %9s %8s %7s %9s %8s %7s\n", "matmul (alone | back to back)", "type", "n_in", "n_out",
-              "tok", "us", "GB/s", "peak", "us", "GB/s", "peak");
+  std::printf("%-30s %-7s %6s %7s %5s %-5s %10s %7s %6s %10s %7s %6s %7s\n", "product (alone | back to back)", "type",
+              "n_in", "n_out", "tok", "path", "us", "GB/s", "peak", "us", "GB/s", "peak", "TFLOP/s");
   const std::vector<Case> cases = {
       {"attn_q_a", GgmlType::Q8_0, 4096, 1024},
       {"attn_q_b", GgmlType::Q8_0, 1024, 32768},
       {"attn_kv", GgmlType::Q8_0, 4096, 512},
-      {"attn_output_a (8 groups)", GgmlType::Q8_0, 4096, 8192, 1, 1024},
+      {"attn_output_a (8 groups)", GgmlType::Q8_0, 4096, 8192, 1024},
       {"attn_output_b", GgmlType::Q8_0, 8192, 4096},
       {"ffn_gate_shexp", GgmlType::Q8_0, 4096, 2048},
       {"ffn_down_shexp", GgmlType::Q8_0, 2048, 4096},
@@ -248,14 +279,11 @@ int main() {
       {"ffn_gate_inp (router)", GgmlType::F16, 4096, 256},
       {"attn_compressor_kv (ratio 4)", GgmlType::F16, 4096, 1024},
       {"indexer.attn_q_b", GgmlType::F16, 1024, 8192},
-      {"experts gate IQ2_XXS, 6 of 256", GgmlType::IQ2_XXS, 4096, 2048, 1, 0, 256, 6},
-      {"experts down Q2_K, 6 of 256", GgmlType::Q2_K, 2048, 4096, 1, 0, 256, 6},
-      {"experts gate Q4_K, 6 of 256", GgmlType::Q4_K, 4096, 2048, 1, 0, 256, 6},
-      {"attn_q_b", GgmlType::Q8_0, 1024, 32768, 8},
-      {"attn_q_b", GgmlType::Q8_0, 1024, 32768, 64},
-      {"experts gate IQ2_XXS, 64 tok 128 exp", GgmlType::IQ2_XXS, 4096, 2048, 64, 0, 256, 128},
+      {"experts gate IQ2_XXS (of 256)", GgmlType::IQ2_XXS, 4096, 2048, 0, 256},
+      {"experts down Q2_K (of 256)", GgmlType::Q2_K, 2048, 4096, 0, 256},
+      {"experts gate Q4_K (of 256)", GgmlType::Q4_K, 4096, 2048, 0, 256},
   };
-  for (const Case& c : cases) bench_matmul(c, peak);
+  for (const Case& c : cases) bench_product(c, peak);
   std::printf("\n");
   bench_attention(1, 4096);
   bench_attention(64, 4096);
