@@ -176,7 +176,8 @@ struct RenderState {
   ToolCallReplay* replay = nullptr;
 };
 
-void render_turn(const std::vector<Turn>& turns, size_t idx, const RenderState& st, std::string& out) {
+void render_turn(const std::vector<Turn>& turns, size_t idx, const RenderState& st, std::string& out,
+                 std::vector<std::pair<size_t, size_t>>& generated_spans) {
   const Turn& t = turns[idx];
   const bool keep_reasoning = !st.drop_thinking || static_cast<int>(idx) > st.last_user;
   switch (t.role) {
@@ -192,12 +193,16 @@ void render_turn(const std::vector<Turn>& turns, size_t idx, const RenderState& 
         else out.append(t.parts[i].text);
       }
       break;
-    case Role::kAssistant:
+    case Role::kAssistant: {
+      const size_t begin = out.size();
       if (st.thinking && keep_reasoning) out.append(t.reasoning).append(kThinkEnd);
       out.append(t.content);
       out.append(render_calls(*t.calls, st.replay));
       out.append(kEos);
+      // Opened by a user turn's transition (<｜Assistant｜> and <think> or </think>): generated text.
+      if (idx > 0 && turns[idx - 1].role == Role::kUser) generated_spans.emplace_back(begin, out.size());
       break;
+    }
   }
   // Transition: a user turn followed by an assistant turn or by nothing opens the assistant.
   if (idx + 1 < turns.size() && turns[idx + 1].role != Role::kAssistant) return;
@@ -260,7 +265,7 @@ ChatRenderResult render_chat_prompt(std::span<const ChatMessage> messages,
 
   r.prompt.append(kBos);
   if (r.effort == ReasoningEffort::kMax) r.prompt.append(kThinkMaxPrefix);
-  for (size_t i = 0; i < turns.size(); ++i) render_turn(turns, i, st, r.prompt);
+  for (size_t i = 0; i < turns.size(); ++i) render_turn(turns, i, st, r.prompt, r.generated_spans);
   r.ok = true;
   return r;
 }

@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "engine/dsml.h"
@@ -57,6 +58,11 @@ struct ChatRenderResult {
   std::string error;   // when not ok: names the message or tool at fault
   bool thinking = false;
   ReasoningEffort effort = ReasoningEffort::kHigh;  // effective (max falls back to high)
+  // Byte ranges [begin, end) of prompt holding earlier assistant turns exactly as the model would
+  // have generated them: from after the <think> / </think> that opened the turn through its EOS.
+  // Each starts right after and ends with a special token, so tokenizing the prompt piecewise at
+  // these bounds gives the same ids as tokenizing it whole (see engine/prompt_tokens.h).
+  std::vector<std::pair<size_t, size_t>> generated_spans;
 };
 
 // tools: one JSON text per tool, either the function object ({"name":...,"parameters":...}) or

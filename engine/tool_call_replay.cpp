@@ -1,7 +1,33 @@
-// Bounded LRU map: tool call id list -> exact sampled DSML text.
+// Bounded LRU maps: tool call id list -> exact sampled DSML text; turn text -> sampled token ids.
 #include "engine/tool_call_replay.h"
 
 namespace ds4 {
+
+template <typename V>
+void ToolCallReplay::Lru<V>::put(std::string key, V value, size_t entry_bytes, size_t max_entries, size_t max_bytes) {
+  if (const auto it = index.find(key); it != index.end()) {
+    bytes -= it->second->bytes;
+    auto node = it->second;
+    index.erase(it);
+    order.erase(node);
+  }
+  bytes += entry_bytes;
+  order.push_front(Entry{std::move(key), std::move(value), entry_bytes});
+  index.emplace(std::string_view(order.front().key), order.begin());
+  while (!order.empty() && (order.size() > max_entries || bytes > max_bytes)) {
+    bytes -= order.back().bytes;
+    index.erase(std::string_view(order.back().key));
+    order.pop_back();
+  }
+}
+
+template <typename V>
+const V* ToolCallReplay::Lru<V>::get(std::string_view key) {
+  const auto it = index.find(key);
+  if (it == index.end()) return nullptr;
+  order.splice(order.begin(), order, it->second);
+  return &it->second->value;
+}
 
 ToolCallReplay::ToolCallReplay(size_t max_entries, size_t max_bytes)
     : max_entries_(max_entries), max_bytes_(max_bytes) {}
@@ -19,44 +45,50 @@ std::string ToolCallReplay::make_key(const std::vector<std::string>& call_ids) {
 void ToolCallReplay::remember(const std::vector<std::string>& call_ids, std::string dsml_text) {
   std::string key = make_key(call_ids);
   if (key.empty() || dsml_text.size() > max_bytes_) return;
+  const size_t entry_bytes = dsml_text.size();
   std::lock_guard<std::mutex> lock(mutex_);
-  if (const auto it = index_.find(key); it != index_.end()) {
-    bytes_ -= it->second->text.size();
-    lru_.erase(it->second);
-    index_.erase(it);
-  }
-  bytes_ += dsml_text.size();
-  lru_.push_front(Entry{key, std::move(dsml_text)});
-  index_.emplace(std::move(key), lru_.begin());
-  evict_locked();
+  calls_.put(std::move(key), std::move(dsml_text), entry_bytes, max_entries_, max_bytes_);
 }
 
 std::optional<std::string> ToolCallReplay::lookup(const std::vector<std::string>& call_ids) {
   const std::string key = make_key(call_ids);
   if (key.empty()) return std::nullopt;
   std::lock_guard<std::mutex> lock(mutex_);
-  const auto it = index_.find(key);
-  if (it == index_.end()) return std::nullopt;
-  lru_.splice(lru_.begin(), lru_, it->second);
-  return it->second->text;
+  if (const std::string* text = calls_.get(key)) return *text;
+  return std::nullopt;
 }
 
-void ToolCallReplay::evict_locked() {
-  while (!lru_.empty() && (lru_.size() > max_entries_ || bytes_ > max_bytes_)) {
-    bytes_ -= lru_.back().text.size();
-    index_.erase(lru_.back().key);
-    lru_.pop_back();
-  }
+void ToolCallReplay::remember_turn(std::string text, std::vector<int32_t> ids) {
+  const size_t entry_bytes = text.size() + ids.size() * sizeof(int32_t);
+  if (text.empty() || ids.empty() || entry_bytes > max_bytes_) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  turns_.put(std::move(text), std::move(ids), entry_bytes, max_entries_, max_bytes_);
+}
+
+std::optional<std::vector<int32_t>> ToolCallReplay::lookup_turn(std::string_view text) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (const std::vector<int32_t>* ids = turns_.get(text)) return *ids;
+  return std::nullopt;
 }
 
 size_t ToolCallReplay::size() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return lru_.size();
+  return calls_.order.size();
 }
 
 size_t ToolCallReplay::bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return bytes_;
+  return calls_.bytes;
+}
+
+size_t ToolCallReplay::turn_count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return turns_.order.size();
+}
+
+size_t ToolCallReplay::turn_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return turns_.bytes;
 }
 
 }  // namespace ds4

@@ -2,6 +2,7 @@
 #include "http/generation_prepare.h"
 
 #include "engine/dsml.h"
+#include "engine/prompt_tokens.h"
 
 namespace ds4::http {
 
@@ -94,7 +95,8 @@ std::optional<ApiError> prepare_chat(const PrepareContext& ctx, const ChatReques
   options.replay = ctx.replay;
   const ChatRenderResult rendered = render_chat_prompt(req.messages, use_tools ? req.tools : no_tools, options);
   if (!rendered.ok) return invalid_param("messages", rendered.error);
-  out.request.prompt_tokens = ctx.tokenizer.encode(rendered.prompt, /*parse_special=*/true);
+  // Earlier generated turns as the model sampled them, so a resent history hits the prefix cache.
+  out.request.prompt_tokens = tokenize_chat_prompt(ctx.tokenizer, rendered, ctx.replay).ids;
   // The model must call a tool: the prompt continues with the opening of a call (after closing the
   // reasoning, if any), and the response parser reads that text first.
   const std::string forced = forced_tool_call_text(req, rendered.thinking, out.complete_without_generation);
@@ -152,7 +154,7 @@ std::optional<ApiError> tokenize_request(const PrepareContext& ctx, const Tokeni
   options.replay = ctx.replay;
   const ChatRenderResult rendered = render_chat_prompt(req.messages, req.tools, options);
   if (!rendered.ok) return invalid_param("messages", rendered.error);
-  tokens = tok.encode(rendered.prompt, /*parse_special=*/true);
+  tokens = tokenize_chat_prompt(tok, rendered, ctx.replay).ids;
   if (!req.add_generation_prompt) {
     // The renderer always opens the assistant's turn: drop <｜Assistant｜> and its <think> / </think>.
     const ChatTokenIds& ids = tok.chat_ids();

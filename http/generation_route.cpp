@@ -1,8 +1,11 @@
-// /v1/chat/completions and /v1/completions: parse -> prepare -> submit to the engine -> relay the
-// request's token stream as SSE or one JSON body. The engine's edge-triggered notify posts onto the
-// connection's strand and wakes the relay's timer, so no io thread ever blocks on the engine. A
-// watcher waits for the client to close its side; whichever ends first cancels the other, and the
-// request is aborted in the engine (its KV freed at the next step) unless it already finished.
+// The generation routes (/v1/chat/completions, /v1/completions, /v1/messages, /v1/responses): parse
+// -> prepare (api_dispatch.h) -> submit to the engine -> relay the request's token stream through the
+// API's ResponseWriter as SSE or one JSON body. A finished turn is remembered for exact replay (its
+// DSML by tool call ids, its sampled ids by their text), so a resent history hits the prefix cache.
+// The engine's edge-triggered notify posts onto the connection's strand and wakes the relay's
+// timer, so no io thread ever blocks on the engine. A watcher waits for the client to close its
+// side; whichever ends first cancels the other, and the request is aborted in the engine (its KV
+// freed at the next step) unless it already finished.
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
 #include <sys/socket.h>
@@ -10,6 +13,8 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "engine/prompt_tokens.h"
+#include "http/api_dispatch.h"
 #include "http/generation_prepare.h"
 #include "http/request_limits.h"
 #include "http/session.h"
@@ -48,11 +53,11 @@ bool stamped(Clock::time_point t) { return t != Clock::time_point{}; }
 class Relay {
  public:
   Relay(Stream& stream, ServerState& state, ModelService& service, const ResponseContext& ctx, PreparedGeneration& prep,
-        Clock::time_point arrival)
-      : stream_(stream), state_(state), service_(service), ctx_(ctx), arrival_(arrival),
-        builder_(service.tokenizer(), prep.setup, prep.stream_options), streaming_(prep.setup.stream),
-        prompt_tokens_(static_cast<int64_t>(prep.request.prompt_tokens.size())), max_tokens_(prep.request.max_tokens) {
-    builder_.add_forced(prep.forced_tokens);
+        std::unique_ptr<ResponseWriter> writer, Clock::time_point arrival)
+      : stream_(stream), state_(state), service_(service), ctx_(ctx), arrival_(arrival), writer_(std::move(writer)),
+        streaming_(prep.setup.stream), prompt_tokens_(static_cast<int64_t>(prep.request.prompt_tokens.size())),
+        max_tokens_(prep.request.max_tokens), turn_ids_(prep.forced_tokens) {
+    writer_->add_forced(prep.forced_tokens);
   }
 
   // Submits; an immediately finished stream means the engine refused (queue full or stopping).
@@ -86,13 +91,14 @@ class Relay {
   net::awaitable<void> finish(FinishReason reason, const StreamChunk& last);
   void record_tokens(const StreamChunk& chunk);
   void record_finished(const std::string& reason, const RequestTiming& timing);
+  void remember_turn(FinishReason reason);
 
   Stream& stream_;
   ServerState& state_;
   ModelService& service_;
   const ResponseContext& ctx_;
   Clock::time_point arrival_;
-  ResponseBuilder builder_;
+  std::unique_ptr<ResponseWriter> writer_;
   bool streaming_;
   int64_t prompt_tokens_, max_tokens_;
   std::shared_ptr<Waker> waker_;
@@ -102,6 +108,7 @@ class Relay {
   Clock::time_point last_token_time_{};
   RequestTiming timing_;
   std::vector<double> gaps_;
+  std::vector<int32_t> turn_ids_;  // the forced tail and every sampled id, for exact replay
 };
 
 net::awaitable<bool> Relay::send_header() {
@@ -119,7 +126,8 @@ net::awaitable<bool> Relay::send_header() {
   result.written = true;
   result.status = 200;
   result.ok = !ec;
-  co_return !ec;
+  if (ec) co_return false;
+  co_return co_await write_chunk(writer_->stream_start());
 }
 
 net::awaitable<bool> Relay::write_chunk(const std::string& data) {
@@ -155,7 +163,7 @@ void Relay::record_finished(const std::string& reason, const RequestTiming& t) {
   FinishedRequest f;
   f.finished_reason = reason;
   f.prompt_tokens = prompt_tokens_;
-  f.generation_tokens = builder_.completion_tokens();
+  f.generation_tokens = writer_->completion_tokens();
   f.max_tokens_param = max_tokens_;
   f.e2e_seconds = seconds(arrival_, end);
   if (stamped(t.first_scheduled)) {
@@ -172,18 +180,17 @@ net::awaitable<void> Relay::finish(FinishReason reason, const StreamChunk& last)
   if (reason == FinishReason::kError) {
     record_finished("error", last.timing);
     const ApiError e = internal_error("Generation failed: " + last.error);
-    if (streaming_) co_await write_chunk(ResponseBuilder::stream_error(e));
-    else result.reply = error_reply(e);
+    if (!streaming_) {
+      result.reply = error_reply(e);
+    } else if (co_await write_chunk(writer_->stream_error(e))) {
+      auto [ec, n] = co_await net::async_write(stream_, bhttp::make_chunk_last(), kAwaitable);
+      if (ec) result.ok = false;
+    }
     co_return;
   }
-  std::string out = builder_.finish(reason, last.usage);
-  record_finished(builder_.finish_reason(), last.timing);
-  const AssistantMessage& m = builder_.message();
-  if (!m.tool_calls.empty() && !m.raw_dsml.empty()) {  // so a resent history replays the exact bytes
-    std::vector<std::string> ids;
-    for (const ToolCall& c : m.tool_calls) ids.push_back(c.id);
-    service_.replay().remember(ids, m.raw_dsml);
-  }
+  std::string out = writer_->finish(reason, last.usage);
+  record_finished(writer_->finish_reason(), last.timing);
+  remember_turn(reason);
   if (streaming_) {
     if (co_await write_chunk(out)) {
       auto [ec, n] = co_await net::async_write(stream_, bhttp::make_chunk_last(), kAwaitable);
@@ -194,15 +201,32 @@ net::awaitable<void> Relay::finish(FinishReason reason, const StreamChunk& last)
   }
 }
 
+// So that a resent history renders to the tokens computed now: the exact DSML of the calls (by
+// their ids) and the sampled ids of the whole turn (by their text). A turn cut by a stop string is
+// not what the client sees, so it is not remembered.
+void Relay::remember_turn(FinishReason reason) {
+  const AssistantMessage& m = writer_->message();
+  if (!m.tool_calls.empty() && !m.raw_dsml.empty()) {
+    std::vector<std::string> ids;
+    for (const ToolCall& c : m.tool_calls) ids.push_back(c.id);
+    service_.replay().remember(ids, m.raw_dsml);
+  }
+  if (writer_->stopped() || (reason != FinishReason::kStop && reason != FinishReason::kLength)) return;
+  std::string text;
+  if (generated_turn_entry(service_.tokenizer(), turn_ids_, text))
+    service_.replay().remember_turn(std::move(text), std::move(turn_ids_));
+}
+
 net::awaitable<void> Relay::on_chunk(StreamChunk& chunk) {
   timing_ = chunk.timing;
   // The token that ended the request (EOS or a stop id) is counted but shows no text.
   std::span<const int32_t> tokens(chunk.tokens);
   record_tokens(chunk);
+  turn_ids_.insert(turn_ids_.end(), chunk.tokens.begin(), chunk.tokens.end());
   std::string sse;
-  builder_.add_tokens(tokens, chunk.logprobs, sse);
+  writer_->add_tokens(tokens, chunk.logprobs, chunk.usage, sse);
   if (streaming_ && !co_await write_chunk(sse)) co_return;
-  if (builder_.stopped()) {  // a stop string matched: the text side ends the request
+  if (writer_->stopped()) {  // a stop string matched: the text side ends the request
     service_.engine().abort(rs_->id());
     chunk.timing.finished = Clock::now();
     co_await finish(FinishReason::kStop, chunk);
@@ -223,8 +247,8 @@ net::awaitable<void> Relay::pump() {
     auto [ec] = co_await waker_->timer.async_wait(kAwaitable);
     const auto cs = co_await net::this_coro::cancellation_state;
     if (cs.cancelled() != net::cancellation_type::none) co_return;  // the client went away
-    if (!ec && streaming_ && !builder_.first_text_sent())  // still prefilling: keep the connection alive
-      if (!co_await write_chunk(ResponseBuilder::heartbeat())) co_return;
+    if (!ec && streaming_ && !writer_->first_text_sent())  // still prefilling: keep the connection alive
+      if (!co_await write_chunk(writer_->heartbeat())) co_return;
   }
 }
 
@@ -272,40 +296,30 @@ void Relay::cancel() {
 }  // namespace
 
 net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state, ModelService& service,
-                                              const Request& req, const ResponseContext& ctx, bool chat,
+                                              const Request& req, const ResponseContext& ctx, GenerationApi api,
                                               Clock::time_point arrival) {
   InFlight in_flight(state);
-  PreparedGeneration prep;
+  ApiPrepared prepared;
+  PreparedGeneration& prep = prepared.prep;
   PrepareContext pctx{service.tokenizer(), service.served_name(), service.max_model_len(), service.default_effort(),
                       &service.replay(), service.next_seed()};
   pctx.limits = state.options.hardening.request;
-  std::optional<ApiError> error;
   std::vector<std::string> ignored;
-  if (chat) {
-    ChatRequest cr;
-    error = parse_chat_request(req.body(), cr);
-    if (!error) error = prepare_chat(pctx, cr, prep);
-    ignored = std::move(cr.gen.ignored_fields);
-  } else {
-    CompletionRequest cr;
-    error = parse_completion_request(req.body(), cr);
-    if (!error) error = prepare_completion(pctx, cr, prep);
-    ignored = std::move(cr.gen.ignored_fields);
-  }
+  std::optional<ApiError> error = prepare_for_api(api, req.body(), pctx, prepared, ignored);
   state.log_ignored_fields(ignored);
   if (!error) {
     prep.request.arrival_time = arrival;
     if (const std::string why = service.engine().check_request(prep.request); !why.empty())
       error = invalid_param("", why);
   }
-  if (error) co_return RouteResult{error_reply(*error), false, true, static_cast<unsigned>(error->status)};
-  prep.setup.id = request_id(chat ? "chatcmpl-" : "cmpl-", service);
+  if (error) co_return RouteResult{api_error_reply(api, *error), false, true, static_cast<unsigned>(error->status)};
+  prep.setup.id = request_id(response_id_prefix(api), service);
   prep.setup.created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch()).count();
   if (state.options.hardening.log_prompts)  // --log-prompts only: prompts are private by default
     state.log("prompt of " + prep.setup.id + ": " + loggable(service.tokenizer().decode(prep.request.prompt_tokens), 4096));
 
-  Relay relay(stream, state, service, ctx, prep, arrival);
+  Relay relay(stream, state, service, ctx, prep, make_api_writer(api, service.tokenizer(), prepared), arrival);
   if (prep.complete_without_generation) {
     co_await relay.complete_forced();
     if (!relay.result.written) relay.result.status = relay.result.reply.status;
@@ -313,7 +327,7 @@ net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state
   }
   auto waker = std::make_shared<Waker>(co_await net::this_coro::executor);
   if (auto e = relay.submit(std::move(prep.request), waker))
-    co_return RouteResult{error_reply(*e), false, true, 503};
+    co_return RouteResult{api_error_reply(api, *e), false, true, 503};
   stream.expires_never();
   co_await (relay.pump() || relay.watch_client());
   relay.cancel();  // no-op when the generation finished

@@ -4,6 +4,7 @@
 // ds4serve_http_requests_total by route and status once the model service exists.
 #include <cstdio>
 
+#include "http/api_dispatch.h"
 #include "http/auth.h"
 #include "http/request_limits.h"
 #include "http/session.h"
@@ -16,7 +17,8 @@ constexpr auto kAwaitable = net::as_tuple(net::use_awaitable);
 
 // Fixed route names for metrics (unknown paths are "other": bounded label values).
 const char* route_name(std::string_view path) {
-  for (const char* r : {"/health", "/metrics", "/tokenize", "/detokenize", "/v1/chat/completions", "/v1/completions"})
+  for (const char* r : {"/health", "/metrics", "/tokenize", "/detokenize", "/v1/chat/completions", "/v1/completions",
+                        "/v1/messages", "/v1/messages/count_tokens", "/v1/responses"})
     if (path == r) return r;
   if (path == "/v1/models" || path.rfind("/v1/models/", 0) == 0) return "/v1/models";
   return "other";
@@ -49,7 +51,7 @@ Reply preflight_reply() {
 struct Routed {
   Reply reply;
   bool generation = false;
-  bool chat = false;
+  GenerationApi api = GenerationApi::kChatCompletions;
 };
 
 // Decides everything that does not need the connection: errors, plain routes, or "generation".
@@ -68,7 +70,7 @@ Routed route(ServerState& state, const Request& req, std::string_view path) {
   const std::string_view r = name;
   const bool known = r != "other";
   if (!known) return {error_reply(route_not_found(method, target))};
-  const bool want_post = r == "/tokenize" || r == "/detokenize" || r == "/v1/chat/completions" || r == "/v1/completions";
+  const bool want_post = r != "/health" && r != "/metrics" && r != "/v1/models";
   if ((want_post && !post) || (!want_post && !get)) return {error_reply(method_not_allowed(method, target))};
   if (r == "/health") return {health_reply(state)};
   ModelService* service = state.service.load();
@@ -77,8 +79,9 @@ Routed route(ServerState& state, const Request& req, std::string_view path) {
   if (r == "/v1/models") return {handle_models(state, *service, target)};
   if (r == "/tokenize") return {handle_tokenize(state, *service, req)};
   if (r == "/detokenize") return {handle_detokenize(state, *service, req)};
+  if (r == "/v1/messages/count_tokens") return {handle_count_tokens(*service, req)};
   if (state.draining) return {error_reply(unavailable("The server is shutting down", "shutting_down", 5))};
-  return {Reply{}, true, r == "/v1/chat/completions"};
+  return {Reply{}, true, *generation_api_of(r)};
 }
 
 // A reply that refuses the request and closes the connection.
@@ -230,9 +233,10 @@ net::awaitable<void> run_session(tcp::socket socket, ServerState& state) {
     const std::string path(target.substr(0, target.find('?')));
     ResponseContext ctx = context_for(state, req);
     Routed routed = route(state, req, path);
+    if (!routed.generation) routed.reply = reshape_error_for_path(path, std::move(routed.reply));
     RouteResult result;
     if (routed.generation) {
-      result = co_await handle_generation(stream, state, *state.service.load(), req, ctx, routed.chat, start);
+      result = co_await handle_generation(stream, state, *state.service.load(), req, ctx, routed.api, start);
     } else {
       result.reply = std::move(routed.reply);
       result.status = result.reply.status;

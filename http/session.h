@@ -11,6 +11,7 @@
 #include <string>
 
 #include "http/api_error.h"
+#include "http/generation_api.h"
 #include "http/server_state.h"
 
 namespace ds4::http {
@@ -62,9 +63,9 @@ Reply handle_metrics(ModelService& service);
 // One client connection until it closes (session.cpp).
 net::awaitable<void> run_session(tcp::socket socket, ServerState& state);
 
-// /v1/chat/completions and /v1/completions (generation_route.cpp).
+// /v1/chat/completions, /v1/completions, /v1/messages, /v1/responses (generation_route.cpp).
 net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state, ModelService& service,
-                                              const Request& req, const ResponseContext& ctx, bool chat,
+                                              const Request& req, const ResponseContext& ctx, GenerationApi api,
                                               Clock::time_point arrival);
 
 }  // namespace ds4::http

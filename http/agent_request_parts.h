@@ -1,0 +1,28 @@
+// Pieces the Anthropic Messages and OpenAI Responses request parsers share: the function-tool
+// JSON the chat template reads, and the checks of tool_choice against the tool list. Both parsers
+// produce a ChatRequest, so everything after parsing (rendering, tokenizing, limits, sampling) is
+// the chat route's (generation_prepare.h). Internal to http/.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/json_fields.h"
+#include "http/openai_request.h"
+
+namespace ds4::http {
+
+// Adds one function tool to req (the OpenAI wrapper {"type":"function","function":{name,
+// description, parameters}} the chat template renders; parameters is a minified JSON object or
+// empty). `param` names the tool in errors.
+MaybeError add_function_tool(ChatRequest& req, const std::string& param, std::string_view name,
+                             std::optional<std::string_view> description, const Element* parameters);
+
+// tool_choice kinds that need tools, and a named function that must be one of them.
+MaybeError check_tool_choice(const ChatRequest& req, const std::string& param);
+
+// "param[i]".
+inline std::string indexed(const std::string& param, size_t i) { return param + "[" + std::to_string(i) + "]"; }
+
+}  // namespace ds4::http
