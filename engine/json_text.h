@@ -15,6 +15,9 @@ namespace ds4 {
 
 struct JsonValue {
   enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
+  // User-provided so that clang with libstdc++ 12 (C++20) does not need the incomplete
+  // pair<string, JsonValue> while checking that JsonValue is default-constructible.
+  JsonValue() {}
   Kind kind = Kind::kNull;
   bool boolean = false;
   std::string text;  // kNumber: the literal as written; kString: the decoded UTF-8 value
