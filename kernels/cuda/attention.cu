@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/kv_address.cuh"
 #include "kernels/cuda/qat.cuh"
 #include "kernels/cuda/quant_decode.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -16,17 +17,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr size_t kMaxAttentionSmem = 200 * 1024;
-
-__device__ __forceinline__ float* block_row(const StepBatch& b, float* store, int rows_per_block, int64_t block_stride,
-                                            int dim, int seq, int64_t c) {
-  const int64_t block = b.block_table[static_cast<int64_t>(seq) * b.max_blocks + c / rows_per_block];
-  return store + block * block_stride + (c % rows_per_block) * dim;
-}
-
-// Ring row of position pos in slot `slot` (LayerKv with its strides resolved).
-__device__ __forceinline__ float* raw_ring_row(const LayerKv& kv, int slot, int64_t pos) {
-  return kv.raw + static_cast<int64_t>(slot) * kv.raw_slot_stride + (pos % kv.raw_ring_rows) * kv.head_dim;
-}
 
 __global__ void quantize_raw_rows_kernel(RawRowParams p) {
   const int64_t t = blockIdx.x;
@@ -129,7 +119,8 @@ __global__ void compressor_kernel(StepBatch b, CompressorParams p) {
 
 __global__ void compressed_finish_kernel(StepBatch b, CompressedFinishParams p) {
   extern __shared__ float finish_row[];  // [row_dim]
-  const int64_t e = blockIdx.x;
+  const int64_t e = p.emit_index ? p.emit_index[blockIdx.x] : blockIdx.x;
+  if (e < 0) return;
   const int D = p.row_dim;
   double sum = 0.0;
   for (int i = threadIdx.x; i < D; i += blockDim.x) {
@@ -185,6 +176,7 @@ __global__ void indexer_scores_kernel(StepBatch b, IndexerScoreParams p) {
   float* w = idx_smem + p.heads * p.dim; // [heads]
   const int64_t i = blockIdx.x;
   const int64_t t = p.tokens[i];
+  if (t < 0) return;
   const int s = b.token_seq[t];
   const int64_t n_visible = (static_cast<int64_t>(b.token_pos[t]) + 1) / p.ratio;
   for (int k = threadIdx.x; k < p.heads * p.dim; k += blockDim.x) q[k] = p.q[t * p.heads * p.dim + k];
@@ -225,6 +217,7 @@ __global__ void __launch_bounds__(kTopKThreads) topk_kernel(StepBatch b, TopKPar
   __shared__ int s_remaining;
   const int64_t i = blockIdx.x;
   const int64_t t = p.tokens[i];
+  if (t < 0) return;
   const int64_t n = (static_cast<int64_t>(b.token_pos[t]) + 1) / p.ratio;
   const float* scores = p.scores + i * p.max_rows;
   int32_t* out = p.selected + i * p.k;
@@ -344,7 +337,7 @@ void quantize_raw_rows(const RawRowParams& p, cudaStream_t stream) {
 }
 
 // kv with the dense defaults of its strides filled in (attention.h).
-static LayerKv resolved(LayerKv kv, const char* kernel) {
+LayerKv resolved(LayerKv kv, const char* kernel) {
   if (kv.raw_ring_rows == 0) kv.raw_ring_rows = kv.window;
   DS4_LAUNCH_REQUIRE(kv.raw_ring_rows >= kv.window, kernel, "raw ring smaller than the window");
   if (kv.raw_slot_stride == 0) kv.raw_slot_stride = static_cast<int64_t>(kv.raw_ring_rows) * kv.head_dim;
@@ -384,9 +377,10 @@ void compressed_finish(const StepBatch& b, const CompressedFinishParams& p_in, c
   DS4_LAUNCH_REQUIRE(!p.indexer || (p.row_dim >= 32 && (p.row_dim & (p.row_dim - 1)) == 0), k,
                      "indexer rows must be a power of two >= 32 wide");
   DS4_LAUNCH_REQUIRE(p.indexer || p.nope_dim % 64 == 0, k, "nope_dim must be a multiple of 64");
-  if (p.n_emit == 0) return;
+  const int64_t blocks = p.emit_index ? p.n_index : p.n_emit;
+  if (blocks == 0) return;
   DS4_LAUNCH_REQUIRE(p.pooled && p.norm && p.emit_seq && p.emit_row && p.emit_pos && p.freq && p.store, k, "null pointer");
-  compressed_finish_kernel<<<static_cast<unsigned>(p.n_emit), 128, sizeof(float) * p.row_dim, stream>>>(b, p);
+  compressed_finish_kernel<<<static_cast<unsigned>(blocks), 128, sizeof(float) * p.row_dim, stream>>>(b, p);
   DS4_CUDA_LAUNCH_CHECK("compressed_finish_kernel");
 }
 

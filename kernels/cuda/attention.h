@@ -85,6 +85,10 @@ void compressor_update(const StepBatch& b, const CompressorParams& p, cudaStream
 struct CompressedFinishParams {
   const float* pooled = nullptr;     // [n_emit, row_dim]
   int64_t n_emit = 0;
+  // Optional: one block per token instead, emitting row emit_index[t] when ≥ 0 (the launch then
+  // does not depend on how many rows the step emits, as a replayed CUDA graph needs).
+  const int32_t* emit_index = nullptr;  // [n_index] or null
+  int64_t n_index = 0;
   int row_dim = 0, nope_dim = 0;
   const float* norm = nullptr;       // [row_dim]
   float eps = 1e-6f;
@@ -109,7 +113,7 @@ void fp8_rows(float* x, int64_t n_rows, int64_t row_stride, int nope_dim, cudaSt
 // Indexer scores of the listed tokens over their visible indexer rows c < n_visible(t):
 // score = scale · Σ_h w[t, h] · max(0, q[t, h] · k_c), in f64, written as f32 (−inf past n_visible).
 struct IndexerScoreParams {
-  const int32_t* tokens = nullptr;  // [n_sel] token index of each scored query
+  const int32_t* tokens = nullptr;  // [n_sel] token index of each scored query (< 0: padding, skipped)
   int64_t n_sel = 0;
   const float* q = nullptr;         // [T, heads · dim] (RoPE'd + QAT)
   const float* w = nullptr;         // [T, heads]
@@ -126,7 +130,7 @@ void indexer_scores(const StepBatch& b, const IndexerScoreParams& p, cudaStream_
 // Top-k per scored query: the k highest of scores[i, 0..n_visible) (ties to the lower row),
 // written in increasing row order to selected[i, 0..k).
 struct TopKParams {
-  const int32_t* tokens = nullptr;  // [n_sel]
+  const int32_t* tokens = nullptr;  // [n_sel] (< 0: padding, skipped)
   int64_t n_sel = 0;
   const float* scores = nullptr;    // [n_sel, max_rows]
   int64_t max_rows = 0;
@@ -151,5 +155,25 @@ struct AttentionParams {
   int64_t max_rows = 0;             // ≥ rows any token attends to (shared-memory size)
 };
 void attention(const StepBatch& b, const LayerKv& kv, const AttentionParams& p, cudaStream_t stream);
+
+// The same attention (same rows, same sink softmax, f64 sums) split for speed (attention_split.cu):
+// one block per (token, group of 4 heads, split of its rows) reads each K=V row once for the 4
+// heads; a token with n rows uses min(ceil(n / 128), kAttentionMaxSplits) splits (a function of
+// its own rows only, so results stay batch invariant), combined by a second kernel that also
+// applies the inverse RoPE of the output tail and, when store_raw, stores the step's raw rows
+// into the ring (store_raw_window; every ring read of the step is then done). Tokens run in
+// chunks of kAttentionChunkTokens through the workspace.
+constexpr int kAttentionMaxSplits = 8;
+constexpr int64_t kAttentionChunkTokens = 128;
+struct AttentionSplitExtras {
+  float* ws_acc = nullptr;          // [kAttentionChunkTokens, kAttentionMaxSplits, heads, head_dim]
+  double* ws_ml = nullptr;          // [kAttentionChunkTokens, kAttentionMaxSplits, heads, 2]
+  const double* inv_freq = nullptr; // [n_pairs]: inverse RoPE of the output tail at the token's position; null: none
+  int n_pairs = 0;
+  bool store_raw = false;
+};
+size_t attention_split_workspace_bytes(int heads, int head_dim);  // ws_acc + ws_ml, 256-aligned parts
+void attention_split(const StepBatch& b, const LayerKv& kv, const AttentionParams& p, const AttentionSplitExtras& x,
+                     cudaStream_t stream);
 
 }  // namespace ds4::cuda

@@ -3,9 +3,12 @@
 // in a fixed tree. Each kernel's per-row arithmetic is independent of the batch.
 #include "kernels/cuda/ops.h"
 
+#include "kernels/cuda/fused_ops.h"
+
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/hc_math.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace ds4::cuda {
@@ -13,9 +16,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float exp_f(float v) { return static_cast<float>(exp(static_cast<double>(v))); }
-__device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + exp_f(-v)); }
-__device__ __forceinline__ float silu_f(float v) { return v / (1.0f + exp_f(-v)); }
 __device__ __forceinline__ float softplus_f(float v) {
   if (v > 20.0f) return v;
   if (v < -20.0f) return exp_f(v);
@@ -62,44 +62,11 @@ __global__ void swiglu_kernel(SwigluParams p) {
   p.mid[id] = silu_f(g) * u * w;
 }
 
-// Sinkhorn on m[a·hc + b] (hyper_connection.cpp sinkhorn).
-__device__ void sinkhorn(float* m, int hc, int iterations, float eps) {
-  for (int a = 0; a < hc; ++a) {
-    float* row = m + a * hc;
-    float mx = row[0];
-    for (int b = 1; b < hc; ++b) mx = fmaxf(mx, row[b]);
-    float sum = 0.0f;
-    for (int b = 0; b < hc; ++b) sum += (row[b] = exp_f(row[b] - mx));
-    for (int b = 0; b < hc; ++b) row[b] = row[b] / sum + eps;
-  }
-  for (int it = 0; it < iterations; ++it) {
-    if (it > 0)
-      for (int a = 0; a < hc; ++a) {
-        float sum = 0.0f;
-        for (int b = 0; b < hc; ++b) sum += m[a * hc + b];
-        for (int b = 0; b < hc; ++b) m[a * hc + b] /= sum + eps;
-      }
-    for (int b = 0; b < hc; ++b) {
-      float sum = 0.0f;
-      for (int a = 0; a < hc; ++a) sum += m[a * hc + b];
-      for (int a = 0; a < hc; ++a) m[a * hc + b] /= sum + eps;
-    }
-  }
-}
-
 __global__ void hc_coef_kernel(HcCoefParams p) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= p.n_tokens) return;
   const int hc = p.hc, n_mix = (2 + hc) * hc;
-  const float* m = p.mix + t * n_mix;
-  float* out = p.coef + t * n_mix;
-  for (int i = 0; i < hc; ++i) {
-    out[i] = sigmoid_f(m[i] * p.scale[0] + p.base[i]) + p.eps;
-    out[hc + i] = 2.0f * sigmoid_f(m[hc + i] * p.scale[1] + p.base[hc + i]);
-  }
-  float* comb = out + 2 * hc;
-  for (int i = 0; i < hc * hc; ++i) comb[i] = m[2 * hc + i] * p.scale[2] + p.base[2 * hc + i];
-  sinkhorn(comb, hc, p.sinkhorn_iters, p.eps);
+  hc_coef_from_mix(p.mix + t * n_mix, p.scale, p.base, hc, p.sinkhorn_iters, p.eps, p.coef + t * n_mix);
 }
 
 __global__ void hc_pre_kernel(HcPreParams p) {
@@ -146,13 +113,12 @@ __global__ void hc_collapse_kernel(HcCollapseParams p) {
 
 constexpr int kMaxRouteK = 32;
 
-// One block per token: scores in shared memory, k rounds of a block-wide argmax.
-__global__ void route_kernel(RouterParams p) {
-  extern __shared__ float route_smem[];
+// Routes token t by the whole block: scores in shared memory (route_smem: 2 · n_expert floats),
+// k rounds of a block-wide argmax.
+__device__ void route_token(const RouterParams& p, int64_t t, float* route_smem) {
   float* score = route_smem;            // [n_expert]
   float* biased = route_smem + p.n_expert;  // [n_expert], -inf once chosen
   __shared__ int chosen[kMaxRouteK];
-  const int64_t t = blockIdx.x;
   const float* logits = p.logits + t * p.n_expert;
   for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {
     score[e] = sqrtf(softplus_f(logits[e]));
@@ -197,12 +163,18 @@ __global__ void route_kernel(RouterParams p) {
   }
 }
 
-// One block: counts per expert, prefix sum, then each expert's thread lists its assignments.
-__global__ void moe_group_kernel(MoeGroupParams p) {
+__global__ void route_kernel(RouterParams p) {
+  extern __shared__ float route_smem[];
+  route_token(p, blockIdx.x, route_smem);
+}
+
+// By one block: counts per expert, prefix sum, then each expert's thread lists its assignments
+// (experts: p.experts or a shared-memory copy of it).
+__device__ void group_assignments(const MoeGroupParams& p, const int32_t* experts) {
   const int64_t n = p.n_tokens * p.k;
   for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {
     int count = 0;
-    for (int64_t a = 0; a < n; ++a) count += p.experts[a] == e;
+    for (int64_t a = 0; a < n; ++a) count += experts[a] == e;
     p.offsets[e + 1] = count;
   }
   __syncthreads();
@@ -219,12 +191,48 @@ __global__ void moe_group_kernel(MoeGroupParams p) {
   for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {
     int at = p.offsets[e];
     for (int64_t a = 0; a < n; ++a)
-      if (p.experts[a] == e) {
+      if (experts[a] == e) {
         p.token_rows[at] = static_cast<int32_t>(a / p.k);
         p.slot_rows[at] = static_cast<int32_t>(a);
         ++at;
       }
   }
+}
+
+__global__ void moe_group_kernel(MoeGroupParams p) { group_assignments(p, p.experts); }
+
+constexpr int64_t kFusedGroupMax = 8192;  // assignments route_and_group copies to shared memory
+
+// route_and_group: every block routes its token; the last one to finish copies every expert id
+// through L2 (__ldcg: other blocks wrote them; fence before the count) into shared memory, groups
+// them and resets the counter.
+__global__ void route_and_group_kernel(RouterParams r, MoeGroupParams g, int32_t* counter) {
+  extern __shared__ float route_smem[];  // [2 · n_expert] floats, then [n_tokens · k] ids
+  __shared__ bool last;
+  route_token(r, blockIdx.x, route_smem);
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == static_cast<int>(gridDim.x) - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  int32_t* ids = reinterpret_cast<int32_t*>(route_smem + 2 * r.n_expert);
+  for (int64_t a = threadIdx.x; a < g.n_tokens * g.k; a += blockDim.x) ids[a] = __ldcg(g.experts + a);
+  __syncthreads();
+  group_assignments(g, ids);
+  if (threadIdx.x == 0) *counter = 0;
+}
+
+__global__ void swiglu_pair_kernel(SwigluParams a, SwigluParams b) {
+  int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t n_a = a.n_rows * a.width;
+  const SwigluParams& p = id < n_a ? a : b;
+  if (id >= n_a) id -= n_a;
+  if (id >= p.n_rows * p.width) return;
+  const float gv = fminf(p.gate[id], p.limit);
+  const float u = fminf(fmaxf(p.up[id], -p.limit), p.limit);
+  const float w = p.row_weight ? p.row_weight[id / p.width] : 1.0f;
+  p.mid[id] = silu_f(gv) * u * w;
 }
 
 __global__ void moe_combine_kernel(MoeCombineParams p) {
@@ -323,6 +331,34 @@ void moe_group(const MoeGroupParams& p, cudaStream_t stream) {
   DS4_LAUNCH_REQUIRE(p.offsets && p.token_rows && p.slot_rows && p.experts, "cuda::moe_group", "null pointer");
   moe_group_kernel<<<1, 1024, 0, stream>>>(p);
   DS4_CUDA_LAUNCH_CHECK("moe_group_kernel");
+}
+
+void route_and_group(const RouterParams& r, const MoeGroupParams& g, int32_t* counter, cudaStream_t stream) {
+  const char* k = "cuda::route_and_group";
+  DS4_LAUNCH_REQUIRE(r.k > 0 && r.k <= kMaxRouteK && r.k <= r.n_expert && g.k == r.k && g.n_expert == r.n_expert &&
+                         g.n_tokens == r.n_tokens && g.experts == r.experts,
+                     k, "router and grouping disagree on k, n_expert, tokens or the expert buffer");
+  DS4_LAUNCH_REQUIRE(!r.hash_table || r.tokens, k, "hash routing needs the token ids");
+  DS4_LAUNCH_REQUIRE(counter && g.offsets && g.token_rows && g.slot_rows, k, "null pointer");
+  if (r.n_tokens == 0 || r.n_tokens * r.k > kFusedGroupMax) {  // nothing to count, or too many ids for one block
+    route(r, stream);
+    moe_group(g, stream);
+    return;
+  }
+  const size_t smem = 2 * sizeof(float) * static_cast<size_t>(r.n_expert) + sizeof(int32_t) * r.n_tokens * r.k;
+  DS4_LAUNCH_REQUIRE(smem <= 48 * 1024, k, "too many experts for one block");
+  route_and_group_kernel<<<static_cast<unsigned>(r.n_tokens), kThreads, smem, stream>>>(r, g, counter);
+  DS4_CUDA_LAUNCH_CHECK("route_and_group_kernel");
+}
+
+void swiglu_pair(const SwigluParams& a, const SwigluParams& b, cudaStream_t stream) {
+  for (const SwigluParams* p : {&a, &b})
+    DS4_LAUNCH_REQUIRE(p->width > 0 && p->n_rows >= 0 && p->limit > 0 && (p->n_rows == 0 || (p->gate && p->up && p->mid)),
+                       "cuda::swiglu_pair", "bad shape or null pointer");
+  const int64_t n = a.n_rows * a.width + b.n_rows * b.width;
+  if (n == 0) return;
+  swiglu_pair_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, b);
+  DS4_CUDA_LAUNCH_CHECK("swiglu_pair_kernel");
 }
 
 void moe_combine(const MoeCombineParams& p, cudaStream_t stream) {
