@@ -320,8 +320,10 @@ void Engine::record(const StepStats& step) {
       stats_.spec_accepted_per_position.resize(st.spec_accepted_per_position.size());
     for (size_t j = 0; j < st.spec_accepted_per_position.size(); ++j)
       stats_.spec_accepted_per_position[j] += static_cast<uint64_t>(st.spec_accepted_per_position[j]);
-    stats_.num_running = st.num_running;
-    stats_.num_waiting = st.num_waiting;
+    // The gauges as the step left them (st counts the sequences planned, some of which finished):
+    // an engine that goes idle after this step must not report a finished request as running.
+    stats_.num_running = static_cast<int>(scheduler_.num_running());
+    stats_.num_waiting = static_cast<int>(scheduler_.num_waiting());
     stats_.kv = st.kv;
     stats_.last_step = st;
   }

@@ -180,6 +180,24 @@ TEST(Engine, AbortWhileOtherwiseIdleRefreshesGauges) {
   f.engine.stop();
 }
 
+// The last request finishing leaves the engine idle: the gauges say so (no further step runs).
+TEST(Engine, FinishWhileOtherwiseIdleRefreshesGauges) {
+  EngineFixture f(1000, 4, SchedulerConfig{.max_num_seqs = 4, .max_num_batched_tokens = 64});
+  f.engine.start();
+  auto only = f.engine.submit(to_request({.prompt_len = 10, .max_tokens = 5, .first_token = 3}));
+  std::vector<int32_t> tokens;
+  EXPECT_EQ(read_all(*only, tokens).finish_reason, FinishReason::kLength);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (f.engine.stats().num_running != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  const EngineStats st = f.engine.stats();
+  EXPECT_EQ(st.num_running, 0);
+  EXPECT_EQ(st.num_waiting, 0);
+  EXPECT_EQ(st.kv.used_blocks, 0);
+  EXPECT_EQ(st.last_step.num_running, 1);  // the step itself still counts what it planned
+  f.engine.stop();
+}
+
 // A backend that fails (a device error) after a few passes.
 class FailingBackend final : public Backend {
  public:
