@@ -1,4 +1,5 @@
-// Backend defaults (see forward.h): a backend without an undo log cannot roll back.
+// Backend defaults (see forward.h): a backend without an undo log cannot roll back, one without
+// device sampling cannot sample rows.
 #include "engine/forward.h"
 
 #include <cstdio>
@@ -9,6 +10,11 @@ namespace ds4 {
 void Backend::rollback(SequenceKv&, int64_t) {
   std::fprintf(stderr, "%s:%d: Backend::rollback: this backend does not support speculative decoding\n", __FILE__,
                __LINE__);
+  std::abort();
+}
+
+std::vector<int32_t> Backend::sample_rows(std::span<const RowSampling>) {
+  std::fprintf(stderr, "%s:%d: Backend::sample_rows: this backend does not sample on a device\n", __FILE__, __LINE__);
   std::abort();
 }
 

@@ -3,12 +3,15 @@
 // and returns logits. Built fresh each step by the engine loop; the CPU backend is the reference.
 // Speculative decoding: a sequence fed as `speculative` can afterwards be rolled back to any
 // position inside what it was fed (rollback()), exactly, until the backend's next forward().
+// Device sampling: a backend that keeps logits on an accelerator can draw the tokens there
+// (sample_rows()); the engine then asks forward() not to copy logits to the host (host_logits).
 #pragma once
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "engine/kv_state.h"
+#include "engine/sampler.h"
 
 namespace ds4 {
 
@@ -28,6 +31,17 @@ struct SequenceInput {
 
 struct ForwardBatch {
   std::vector<SequenceInput> sequences;
+  // false: the caller samples with Backend::sample_rows() and reads no logits or final states, so
+  // a device backend may leave them on the device (ForwardOutput::logits / final_states empty;
+  // first_row / n_rows still filled). Backends without device sampling ignore it.
+  bool host_logits = true;
+};
+
+// How to draw the token of one logit row (engine/sampler.h): the request's parameters and the
+// draw counter (its number of generated tokens).
+struct RowSampling {
+  SamplingParams params;
+  uint64_t step = 0;
 };
 
 struct ForwardOutput {
@@ -55,6 +69,12 @@ class Backend {
   // compressor frontiers restored, later compressed rows invisible, kv->num_tokens() == num_tokens).
   // Calling it for a sequence that was not speculative in the last forward() is a programmer error.
   virtual void rollback(SequenceKv& kv, int64_t num_tokens);
+  // True when sample_rows() is implemented.
+  virtual bool supports_device_sampling() const { return false; }
+  // One token per logit row of the last forward() (rows in ForwardOutput order; rows.size() must
+  // equal its total row count), drawn as sample_token(row, params, step) would draw it, up to the
+  // backend's stated tolerance. Calling it on a backend without device sampling is a programmer error.
+  virtual std::vector<int32_t> sample_rows(std::span<const RowSampling> rows);
 };
 
 }  // namespace ds4

@@ -233,7 +233,10 @@ void Engine::step() {
   const auto t_planned = EngineClock::now();
   if (speculator_) speculator_->draft(batch);
   const auto t1 = EngineClock::now();
-  const ForwardOutput out = backend_.forward(build_forward_batch(batch, kv_));
+  ForwardBatch forward_batch = build_forward_batch(batch, kv_);
+  const bool device_sampling = !speculator_ && can_sample_on_device(batch, backend_);
+  forward_batch.host_logits = !device_sampling;
+  const ForwardOutput out = backend_.forward(forward_batch);
   const auto t2 = EngineClock::now();
   st.unique_experts = out.unique_experts;
   st.weight_bytes_read = out.weight_bytes_read;
@@ -244,7 +247,8 @@ void Engine::step() {
     speculator_->retain(scheduler_.running());
     record_speculation(speculator_->step_stats(), st);
   } else {
-    std::vector<SampledToken> sampled = sample_batch(batch, out);
+    std::vector<SampledToken> sampled =
+        device_sampling ? sample_batch_on_device(batch, out, backend_) : sample_batch(batch, out);
     updates = scheduler_.update(batch, sampled);
   }
   const auto t3 = EngineClock::now();

@@ -1,4 +1,4 @@
-// build_forward_batch / sample_batch (see step.h).
+// build_forward_batch / sample_batch / sample_batch_on_device (see step.h).
 #include "scheduler/step.h"
 
 #include <cstdio>
@@ -58,6 +58,41 @@ std::vector<SampledToken> sample_batch(const ScheduledBatch& batch, const Forwar
     const std::span<const float> row(out.row(i, out.n_rows[i] - 1), static_cast<size_t>(out.n_vocab));
     sampled[i] = sample_entry(e, row, e.seq->num_generated());
   }
+  return sampled;
+}
+
+bool can_sample_on_device(const ScheduledBatch& batch, const Backend& backend) {
+  if (!backend.supports_device_sampling()) return false;
+  for (const ScheduledSequence& e : batch.entries) {
+    const GenerationRequest& r = e.seq->request;
+    if (!e.drafts.empty() || (e.sample && (r.logprobs || r.top_logprobs > 0))) return false;
+  }
+  return true;
+}
+
+std::vector<SampledToken> sample_batch_on_device(const ScheduledBatch& batch, const ForwardOutput& out,
+                                                 Backend& backend) {
+  if (out.n_rows.size() != batch.entries.size() || out.first_row.size() != batch.entries.size())
+    fail("forward output does not match the batch");
+  std::vector<RowSampling> rows;
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    const ScheduledSequence& e = batch.entries[i];
+    if (e.sample && out.n_rows[i] < 1) fail("no logits row for a sampled sequence");
+    for (int64_t r = 0; r < out.n_rows[i]; ++r) {
+      RowSampling row;
+      row.params.temperature = 0.0f;  // rows nobody samples: the cheapest draw
+      if (e.sample && r + 1 == out.n_rows[i]) {
+        row.params = e.seq->request.sampling;
+        row.step = static_cast<uint64_t>(e.seq->num_generated());
+      }
+      rows.push_back(row);
+    }
+  }
+  const std::vector<int32_t> tokens = backend.sample_rows(rows);
+  if (tokens.size() != rows.size()) fail("device sampler returned the wrong number of tokens");
+  std::vector<SampledToken> sampled(batch.entries.size());
+  for (size_t i = 0; i < batch.entries.size(); ++i)
+    if (batch.entries[i].sample) sampled[i].token = tokens[static_cast<size_t>(out.first_row[i] + out.n_rows[i] - 1)];
   return sampled;
 }
 

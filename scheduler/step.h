@@ -24,4 +24,12 @@ SampledToken sample_entry(const ScheduledSequence& entry, std::span<const float>
 // result does not depend on the batch, the chunking or preemptions.
 std::vector<SampledToken> sample_batch(const ScheduledBatch& batch, const ForwardOutput& out);
 
+// True when the backend can draw this batch's tokens itself: it samples on a device and no entry
+// asks for logprobs (those are computed from host logits) or verifies drafts.
+bool can_sample_on_device(const ScheduledBatch& batch, const Backend& backend);
+// sample_batch's tokens drawn by backend.sample_rows() from the last forward's logit rows (out
+// was computed with host_logits == false, so it holds the row counts only). Rows of entries that
+// sample nothing are drawn greedily and dropped.
+std::vector<SampledToken> sample_batch_on_device(const ScheduledBatch& batch, const ForwardOutput& out, Backend& backend);
+
 }  // namespace ds4

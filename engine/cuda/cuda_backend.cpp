@@ -82,6 +82,30 @@ DeviceWeights upload_checked(const Weights& weights, const CudaBackendOptions& o
   return DeviceWeights::upload(weights, options.progress);
 }
 
+// Bytes of every weight a pass reads whole: all but the routed experts (read per distinct expert)
+// and the embedding (one row per token); the same sum as the CPU backend's.
+int64_t dense_weight_bytes(const DeviceWeights& w) {
+  static constexpr DeviceTensor DeviceLayerWeights::*kDense[] = {
+      &DeviceLayerWeights::hc_attn_fn, &DeviceLayerWeights::hc_attn_scale, &DeviceLayerWeights::hc_attn_base,
+      &DeviceLayerWeights::attn_norm, &DeviceLayerWeights::attn_q_a, &DeviceLayerWeights::attn_q_a_norm,
+      &DeviceLayerWeights::attn_q_b, &DeviceLayerWeights::attn_kv, &DeviceLayerWeights::attn_kv_a_norm,
+      &DeviceLayerWeights::attn_sinks, &DeviceLayerWeights::attn_output_a, &DeviceLayerWeights::attn_output_b,
+      &DeviceLayerWeights::attn_compressor_ape, &DeviceLayerWeights::attn_compressor_kv,
+      &DeviceLayerWeights::attn_compressor_gate, &DeviceLayerWeights::attn_compressor_norm,
+      &DeviceLayerWeights::indexer_attn_q_b, &DeviceLayerWeights::indexer_proj,
+      &DeviceLayerWeights::indexer_compressor_ape, &DeviceLayerWeights::indexer_compressor_kv,
+      &DeviceLayerWeights::indexer_compressor_gate, &DeviceLayerWeights::indexer_compressor_norm,
+      &DeviceLayerWeights::hc_ffn_fn, &DeviceLayerWeights::hc_ffn_scale, &DeviceLayerWeights::hc_ffn_base,
+      &DeviceLayerWeights::ffn_norm, &DeviceLayerWeights::ffn_gate_inp, &DeviceLayerWeights::exp_probs_b,
+      &DeviceLayerWeights::ffn_gate_shexp, &DeviceLayerWeights::ffn_up_shexp, &DeviceLayerWeights::ffn_down_shexp};
+  auto bytes = [](const DeviceTensor& t) { return t.present() ? static_cast<int64_t>(t.bytes()) : int64_t{0}; };
+  int64_t total = bytes(w.output) + bytes(w.output_norm) + bytes(w.output_hc_fn) + bytes(w.output_hc_base) +
+                  bytes(w.output_hc_scale);
+  for (const DeviceLayerWeights& lw : w.layers)
+    for (auto member : kDense) total += bytes(lw.*member);
+  return total;
+}
+
 }  // namespace
 
 CudaBackend::CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options)
@@ -102,6 +126,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaB
   rope_freq_.grow(freq.size() * sizeof(double));
   DS4_CUDA_CHECK(cudaMemcpy(rope_freq_.get(), freq.data(), freq.size() * sizeof(double), cudaMemcpyHostToDevice));
   scratch_ = std::make_unique<Scratch>();
+  dense_weight_bytes_ = dense_weight_bytes(weights_dev_);
 }
 
 CudaBackend::~CudaBackend() {
@@ -267,7 +292,7 @@ void CudaBackend::size_scratch(const Plan& plan) {
   a.add(s.idx_selected, plan.n_sel * c.indexer_top_k);
   a.add(s.router_logits, T * n_expert), a.add(s.route_weights, tk), a.add(s.experts, tk);
   a.add(s.group_offsets, n_expert + 1), a.add(s.token_rows, tk), a.add(s.slot_rows, tk);
-  a.add(s.active_experts, n_expert), a.add(s.n_active, 1);
+  a.add(s.active_experts, n_expert), a.add(s.n_active_layers, c.n_layer);
   a.add(s.ffn_gate, tk * ffn), a.add(s.ffn_up, tk * ffn), a.add(s.ffn_mid, tk * ffn), a.add(s.expert_out, tk * n);
   a.add(s.sh_gate, T * ffn_sh), a.add(s.sh_up, T * ffn_sh), a.add(s.sh_mid, T * ffn_sh), a.add(s.sh_out, T * n);
   a.add(s.head_states, R * hw), a.add(s.head_flat, R * hw), a.add(s.head_mix, R * c.hc_count);
@@ -283,14 +308,24 @@ ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
   embed(plan);
   for (int il = 0; il < config_.n_layer; ++il) {
     attention_layer(plan, il);
+    scratch_->n_active = scratch_->n_active_layers + il;  // kept per layer for the read counters
     moe_layer(plan, il);
   }
   ForwardOutput out;
-  head(plan, out);
+  head(plan, batch.host_logits, out);
   last_logit_rows_ = plan.n_logit_rows;
   for (size_t s = 0; s < seqs.size(); ++s)
     seqs[s].kv->set_num_tokens(seqs[s].kv->num_tokens() + static_cast<int64_t>(batch.sequences[s].tokens.size()));
   return out;
+}
+
+std::vector<int32_t> CudaBackend::sample_rows(std::span<const RowSampling> rows) {
+  std::vector<cuda::SampleRow> device_rows(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SamplingParams& p = rows[i].params;
+    device_rows[i] = cuda::SampleRow{p.temperature, p.top_p, p.min_p, p.top_k, p.seed, rows[i].step};
+  }
+  return sample(device_rows);
 }
 
 std::vector<int32_t> CudaBackend::sample(std::span<const cuda::SampleRow> rows) {
@@ -321,7 +356,7 @@ void CudaBackend::embed(const Plan& plan) {
   cuda::dequant_rows(p, stream_);
 }
 
-void CudaBackend::head(const Plan& plan, ForwardOutput& out) {
+void CudaBackend::head(const Plan& plan, bool host_logits, ForwardOutput& out) {
   const ModelConfig& c = config_;
   const DeviceWeights& w = weights_dev_;
   Scratch& s = *scratch_;
@@ -338,12 +373,26 @@ void CudaBackend::head(const Plan& plan, ForwardOutput& out) {
   out.n_vocab = c.n_vocab;
   out.first_row = plan.first_row;
   out.n_rows = plan.n_rows;
-  out.logits.resize(static_cast<size_t>(R * c.n_vocab));
-  out.final_states.resize(static_cast<size_t>(R * hw));
-  DS4_CUDA_CHECK(cudaMemcpyAsync(out.logits.data(), s.logits, out.logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  DS4_CUDA_CHECK(cudaMemcpyAsync(out.final_states.data(), s.head_states, out.final_states.size() * sizeof(float),
+  if (host_logits) {
+    out.logits.resize(static_cast<size_t>(R * c.n_vocab));
+    out.final_states.resize(static_cast<size_t>(R * hw));
+    DS4_CUDA_CHECK(cudaMemcpyAsync(out.logits.data(), s.logits, out.logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    DS4_CUDA_CHECK(cudaMemcpyAsync(out.final_states.data(), s.head_states, out.final_states.size() * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_));
+  }
+  n_active_host_.resize(static_cast<size_t>(c.n_layer));
+  DS4_CUDA_CHECK(cudaMemcpyAsync(n_active_host_.data(), s.n_active_layers, n_active_host_.size() * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, stream_));
   DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // What the pass read: dense weights once, each layer's distinct experts once, one embedding row per token.
+  out.weight_bytes_read = dense_weight_bytes_ + plan.n_tokens * static_cast<int64_t>(w.token_embd.row_bytes);
+  for (int il = 0; il < c.n_layer; ++il) {
+    const DeviceLayerWeights& lw = w.layers[il];
+    const int64_t expert_bytes = static_cast<int64_t>(lw.ffn_gate_exps.matrix_bytes() + lw.ffn_up_exps.matrix_bytes() +
+                                                      lw.ffn_down_exps.matrix_bytes());
+    out.unique_experts += n_active_host_[il];
+    out.weight_bytes_read += n_active_host_[il] * expert_bytes;
+  }
 }
 
 void CudaBackend::matmul_rows(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride,

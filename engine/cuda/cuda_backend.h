@@ -52,6 +52,9 @@ class CudaBackend final : public Backend {
   // rows[i] for logit row i, in ForwardOutput order; the same tokens as engine/sampler.h up to
   // the sampler's stated tolerance. rows.size() must equal the last forward's logit rows.
   std::vector<int32_t> sample(std::span<const cuda::SampleRow> rows);
+  // Backend's device sampling: sample() with the rows' parameters.
+  bool supports_device_sampling() const override { return true; }
+  std::vector<int32_t> sample_rows(std::span<const RowSampling> rows) override;
 
   // A batch sequence resolved to its place in the pool.
   struct SeqRef {
@@ -81,7 +84,8 @@ class CudaBackend final : public Backend {
   void moe_sublayer(const Plan& plan, int il);
   void compressed_rows(const Plan& plan, int il, bool indexer);
   void indexer_select(const Plan& plan, int il);
-  void head(const Plan& plan, ForwardOutput& out);
+  // Logits (and, with host_logits, their copy to the host) and the read counters into out.
+  void head(const Plan& plan, bool host_logits, ForwardOutput& out);
 
   const ModelConfig& config_;
   CudaBackendOptions options_;
@@ -92,6 +96,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Scratch> scratch_;
   int64_t last_logit_rows_ = 0;          // logit rows of the last forward (in scratch_->logits)
   cuda::DeviceBuffer sample_workspace_;  // sampler scratch and tokens
+  int64_t dense_weight_bytes_ = 0;       // weights every pass reads whole (all but experts and embedding)
+  std::vector<int32_t> n_active_host_;   // [n_layer] distinct routed experts of the last forward
 };
 
 }  // namespace ds4

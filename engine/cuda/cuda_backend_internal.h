@@ -63,6 +63,7 @@ struct CudaBackend::Scratch {
   float *router_logits = nullptr, *route_weights = nullptr;
   int32_t *experts = nullptr, *group_offsets = nullptr, *token_rows = nullptr, *slot_rows = nullptr;
   int32_t *active_experts = nullptr, *n_active = nullptr;  // experts with tokens this layer, and how many
+  int32_t* n_active_layers = nullptr;  // [n_layer]: n_active points at layer il's entry (metrics)
   float *ffn_gate = nullptr, *ffn_up = nullptr, *ffn_mid = nullptr, *expert_out = nullptr;
   float *sh_gate = nullptr, *sh_up = nullptr, *sh_mid = nullptr, *sh_out = nullptr;
   float *head_states = nullptr, *head_flat = nullptr, *head_mix = nullptr, *head_h = nullptr, *logits = nullptr;
