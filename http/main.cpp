@@ -11,6 +11,9 @@
 
 #include "http/http_server.h"
 #include "http/model_service.h"
+#ifdef DS4SERVE_HAVE_CUDA
+#include "http/cuda/cuda_engine_factory.h"
+#endif
 
 namespace {
 
@@ -64,8 +67,11 @@ int serve(const ServerOptions& options) {
 int main(int argc, char** argv) {
   try {
     bool help = false;
-    const ServerOptions options =
+    ServerOptions options =
         parse_server_options(std::vector<std::string>(argv + 1, argv + argc), DS4_DEMO_MODEL_PATH, help);
+#ifdef DS4SERVE_HAVE_CUDA
+    options.service.device_factory = ds4::http::make_cuda_engine;  // --backend cuda
+#endif
     if (help) {
       std::fputs(kServerUsage, stdout);
       std::fputs(kHardeningUsage, stdout);

@@ -1,4 +1,5 @@
-// ModelService (see model_service.h): start-up of the model, engine and metrics, with progress.
+// ModelService (see model_service.h): start-up of the model, the backend (CPU, or a device
+// factory of http/device_engine.h), the engine and metrics, with progress.
 #include "http/model_service.h"
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include "engine/cpu_backend.h"
 #include "engine/kv_geometry.h"
 #include "engine/load_error.h"
+#include "engine/model_layout.h"
 #include "engine/tokenizer_tables.h"
 #include "scheduler/paged_kv_pool.h"
 
@@ -70,11 +72,11 @@ int64_t kv_budget_bytes(const ModelConfig& config, const ServiceOptions& o, int6
 std::unique_ptr<ModelService> ModelService::load(const ServiceOptions& options, const Log& log) {
   std::unique_ptr<ModelService> s(new ModelService());
   s->options_ = options;
-  log("loading " + options.model_path);
-  preload_file(options.model_path, log);
-  s->model_ = load_model(options.model_path);
+  s->load_weights(log);
   s->tokenizer_ = std::make_unique<Tokenizer>(tokenizer_tables_from_gguf(*s->model_->file));
-  s->served_name_ = options.served_model_name.empty() ? s->model_->config.name : options.served_model_name;
+  if (s->tokenizer_->vocab_size() != s->config_.n_vocab)
+    throw LoadError("the tokenizer of " + options.model_path + " has " + std::to_string(s->tokenizer_->vocab_size()) +
+                    " tokens but the model's vocabulary is " + std::to_string(s->config_.n_vocab));
   s->created_unix_ = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count();
   s->seed_state_ = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
@@ -82,12 +84,79 @@ std::unique_ptr<ModelService> ModelService::load(const ServiceOptions& options, 
   return s;
 }
 
+// The model file (whole, or only for its tokenizer with synth_preset) and the served config.
+void ModelService::load_weights(const Log& log) {
+  const ServiceOptions& o = options_;
+  if (o.backend != "cpu" && o.backend != "cuda")
+    throw LoadError("--backend: '" + o.backend + "' is not one of cpu, cuda");
+  if (!o.synth_preset.empty()) {
+    if (o.backend != "cuda") throw LoadError("--synth generates the weights in GPU memory: it needs --backend cuda");
+    if (!quant_scheme_from_name(o.synth_quant))
+      throw LoadError("--quant: '" + o.synth_quant + "' is not one of q2, q4, q8_0, f16, f32");
+    config_ = preset_by_name(o.synth_preset);
+    log("synthetic model '" + o.synth_preset + "' (" + o.synth_quant + ", seed " + std::to_string(o.synth_seed) +
+        "); tokenizer from " + o.model_path);
+    model_ = load_model(o.model_path);
+    served_name_ = o.served_model_name.empty() ? "ds4-synthetic-" + o.synth_preset + "-" + o.synth_quant
+                                               : o.served_model_name;
+    return;
+  }
+  log("loading " + o.model_path);
+  if (o.backend == "cpu") preload_file(o.model_path, log);  // the device upload reads the file itself
+  model_ = load_model(o.model_path);
+  config_ = model_->config;
+  served_name_ = o.served_model_name.empty() ? config_.name : o.served_model_name;
+}
+
+int64_t ModelService::build_cpu_backend() {
+  auto cpu = std::make_unique<CpuBackend>(config_, model_->weights, ForwardOptions{}, options_.cpu_threads);
+  cpu_backend_ = cpu.get();
+  backend_ = std::move(cpu);
+  const int64_t ctx =
+      options_.ctx > 0 ? std::min<int64_t>(options_.ctx, config_.context_length) : config_.context_length;
+  const int64_t budget = kv_budget_bytes(config_, options_, ctx);
+  pool_ = make_host_paged_pool(config_, budget, options_.max_num_seqs, kSnapshotFraction);
+  return budget;
+}
+
+int64_t ModelService::build_device_backend(const Log& log) {
+  if (!options_.device_factory)
+    throw LoadError("--backend cuda: this ds4serve was built without CUDA (no nvcc at build time); use --backend cpu");
+  DeviceEngineRequest r;
+  r.config = &config_;
+  r.weights = options_.synth_preset.empty() ? &model_->weights : nullptr;
+  r.synth_scheme = quant_scheme_from_name(options_.synth_quant).value_or(QuantScheme::kQ2);
+  r.synth_seed = options_.synth_seed;
+  r.synth_threads = options_.cpu_threads;
+  r.max_num_seqs = options_.max_num_seqs;
+  r.kv_memory_gib = options_.kv_memory_gib;
+  r.reserve_gib = options_.device_reserve_gib;
+  r.snapshot_fraction = kSnapshotFraction;
+  r.log = log;
+  DeviceEngine e = options_.device_factory(r);
+  log(e.description);
+  pool_ = std::move(e.pool);
+  backend_ = std::move(e.backend);
+  return e.kv_bytes;
+}
+
+void ModelService::build_speculator(EngineConfig& ec, const Log& log) {
+  if (options_.mtp_path.empty()) return;
+  if (!cpu_backend_)
+    throw LoadError("--mtp: speculative decoding needs KV rollback, which the " + options_.backend +
+                    " backend does not implement yet");
+  log("loading MTP draft module " + options_.mtp_path);
+  mtp_ = load_mtp(options_.mtp_path, config_);
+  draft_ = std::make_unique<CpuMtpDraftModel>(*cpu_backend_, config_, mtp_->weights);
+  SpeculativeConfig sc;
+  sc.max_draft = options_.mtp_draft;
+  speculator_ = std::make_unique<Speculator>(sc, *backend_, draft_.get(), config_.n_vocab, ec.eos_token_id);
+}
+
 void ModelService::build_engine(const Log& log) {
-  const ModelConfig& config = model_->config;
-  backend_ = std::make_unique<CpuBackend>(config, model_->weights, ForwardOptions{}, options_.cpu_threads);
+  const ModelConfig& config = config_;
+  const int64_t budget = options_.backend == "cuda" ? build_device_backend(log) : build_cpu_backend();
   const int64_t ctx = options_.ctx > 0 ? std::min<int64_t>(options_.ctx, config.context_length) : config.context_length;
-  const int64_t budget = kv_budget_bytes(config, options_, ctx);
-  pool_ = make_host_paged_pool(config, budget, options_.max_num_seqs, kSnapshotFraction);
   const KvUsage kv = pool_->usage();
   EngineConfig ec;
   ec.scheduler.max_num_seqs = options_.max_num_seqs;
@@ -96,15 +165,7 @@ void ModelService::build_engine(const Log& log) {
   ec.context_length = config.context_length;
   ec.eos_token_id = tokenizer_->chat_ids().eos;
   ec.n_vocab = config.n_vocab;
-  ec.max_queued_requests = static_cast<size_t>(options_.max_num_seqs) + static_cast<size_t>(options_.max_waiting);
-  if (!options_.mtp_path.empty()) {
-    log("loading MTP draft module " + options_.mtp_path);
-    mtp_ = load_mtp(options_.mtp_path, config);
-    draft_ = std::make_unique<CpuMtpDraftModel>(*backend_, config, mtp_->weights);
-    SpeculativeConfig sc;
-    sc.max_draft = options_.mtp_draft;
-    speculator_ = std::make_unique<Speculator>(sc, *backend_, draft_.get(), config.n_vocab, ec.eos_token_id);
-  }
+  build_speculator(ec, log);
   engine_ = std::make_unique<Engine>(*backend_, *pool_, ec, speculator_.get());
   MetricsConfig mc;
   mc.model_name = served_name_;

@@ -1,5 +1,6 @@
 // ModelService: everything the HTTP routes need once the model is loaded: the model and its
-// tokenizer, the backend, the KV pool and the engine thread, the metrics registry (fed by the
+// tokenizer, the backend (CPU, or an accelerator through options.device_factory: http/device_engine.h),
+// the KV pool and the engine thread, the metrics registry (fed by the
 // engine's step observer and refreshed from engine stats at each scrape), and the tool-call replay
 // cache. Built by load() at start-up (throws LoadError / invalid_argument naming the problem),
 // immutable afterwards except through the thread-safe Engine, ServerMetrics and ToolCallReplay.
@@ -17,6 +18,7 @@
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "engine/tool_call_replay.h"
+#include "http/device_engine.h"
 #include "metrics/server_metrics.h"
 #include "scheduler/engine.h"
 #include "scheduler/speculator.h"
@@ -40,6 +42,14 @@ struct ServiceOptions {
   ReasoningEffort default_effort = ReasoningEffort::kHigh;
   std::string mtp_path;               // "" -> no speculative decoding
   int mtp_draft = 3;                  // most drafts per sequence and step
+  std::string backend = "cpu";        // "cpu" or "cuda" (needs device_factory)
+  // Non-empty: serve the synthetic model of this preset generated in device memory (cuda only;
+  // model_path then only supplies the tokenizer); quant scheme and seed as ds4serve-model synth.
+  std::string synth_preset;
+  std::string synth_quant = "q2";
+  uint64_t synth_seed = 1;
+  double device_reserve_gib = 6;      // device memory kept free for step scratch (the KV pool gets the rest)
+  DeviceEngineFactory device_factory; // set by ds4serve in a CUDA build; empty: --backend cuda fails
 };
 
 class ModelService {
@@ -53,7 +63,7 @@ class ModelService {
   Engine& engine() { return *engine_; }
   ServerMetrics& metrics() { return *metrics_; }
   ToolCallReplay& replay() { return replay_; }
-  const ModelConfig& config() const { return model_->config; }
+  const ModelConfig& config() const { return config_; }
   const std::string& served_name() const { return served_name_; }
   int64_t max_model_len() const { return engine_->max_model_len(); }
   ReasoningEffort default_effort() const { return options_.default_effort; }
@@ -65,14 +75,20 @@ class ModelService {
 
  private:
   ModelService() = default;
+  void load_weights(const Log& log);
   void build_engine(const Log& log);
+  int64_t build_cpu_backend();                            // returns the KV budget in bytes
+  int64_t build_device_backend(const Log& log);           // same
+  void build_speculator(EngineConfig& ec, const Log& log);
   void wire_metrics();
 
   ServiceOptions options_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<Model> model_;      // with synth_preset: only the tokenizer's file
+  ModelConfig config_;                // the served model's
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<CpuBackend> backend_;
-  std::unique_ptr<PagedKvPool> pool_;
+  std::unique_ptr<PagedKvPool> pool_;  // before backend_: a device backend uses it until destroyed
+  std::unique_ptr<Backend> backend_;
+  CpuBackend* cpu_backend_ = nullptr;  // backend_ when it is the CPU one (MTP drafting)
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<MtpModule> mtp_;               // speculative decoding (null when off)
   std::unique_ptr<CpuMtpDraftModel> draft_;

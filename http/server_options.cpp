@@ -17,7 +17,15 @@ const char* const kServerUsage =
     "                [--io-threads N] [--reasoning-effort none|high|max] [--max-body-bytes N]\n"
     "                [--read-timeout S] [--heartbeat S] [--drain-timeout S] [--mtp FILE [--mtp-draft K]]\n"
     "                [limits and access: see below]\n"
+    "                [--backend cpu|cuda] [--synth PRESET [--quant Q] [--seed N]] [--device-reserve GIB]\n"
     "  --model FILE              GGUF to serve (default: the built-in demo model)\n"
+    "  --backend B               cpu (default) or cuda (one GPU; weights, KV pool and sampling on the device)\n"
+    "  --synth PRESET            serve the synthetic model of PRESET (tiny, small, full) generated in GPU\n"
+    "                            memory, as `ds4serve-model synth` would write it (needs --backend cuda;\n"
+    "                            --model then only supplies the tokenizer)\n"
+    "  --quant Q, --seed N       the synthetic model's quantisation (q2, q4, q8_0, f16, f32; default q2) and seed (1)\n"
+    "  --device-reserve GIB      device memory left free for the step scratch (default 6); the KV pool takes the\n"
+    "                            rest, or --kv-memory GIB when smaller\n"
     "  --api-key KEY             require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize\n"
     "                            (repeatable; also read from DS4SERVE_API_KEY)\n"
     "  --ctx N                   most prompt + output tokens per request (default: the model's)\n"
@@ -63,6 +71,11 @@ bool apply(ServerOptions& o, const std::string& opt, const std::string& v) {
   else if (opt == "--max-num-batched-tokens") s.max_num_batched_tokens = parse_int(opt, v, 1, kMaxI32);
   else if (opt == "--kv-memory") s.kv_memory_gib = parse_double(opt, v, 1e-6, 1e6);
   else if (opt == "--served-model-name") s.served_model_name = v;
+  else if (opt == "--backend") s.backend = v;
+  else if (opt == "--synth") s.synth_preset = v;
+  else if (opt == "--quant") s.synth_quant = v;
+  else if (opt == "--seed") s.synth_seed = static_cast<uint64_t>(parse_int(opt, v, 0, std::numeric_limits<int64_t>::max()));
+  else if (opt == "--device-reserve") s.device_reserve_gib = parse_double(opt, v, 0, 1e6);
   else if (opt == "--mtp") s.mtp_path = v;
   else if (opt == "--max-waiting") s.max_waiting = static_cast<int>(parse_int(opt, v, 0, 1 << 20));
   else if (opt == "--mtp-draft") s.mtp_draft = static_cast<int>(parse_int(opt, v, 1, 16));
@@ -115,6 +128,10 @@ ServerOptions parse_server_options(const std::vector<std::string>& args, const s
     if (!inline_value) ++i;
   }
   if (o.service.model_path.empty()) throw LoadError("--model: no model file given");
+  if (o.service.backend != "cpu" && o.service.backend != "cuda")
+    throw LoadError("--backend: '" + o.service.backend + "' is not one of cpu, cuda");
+  if (!o.service.synth_preset.empty() && o.service.backend != "cuda")
+    throw LoadError("--synth generates the weights in GPU memory: it needs --backend cuda");
   if (const char* key = std::getenv("DS4SERVE_API_KEY"); key && *key) o.api_keys.emplace_back(key);
   for (const std::string& k : o.api_keys)
     if (k.empty()) throw LoadError("--api-key: an API key must not be empty");

@@ -1,0 +1,104 @@
+// make_cuda_engine (see cuda_engine_factory.h): device, weights, KV pool from the memory left, backend.
+#include "http/cuda/cuda_engine_factory.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_kv.h"
+#include "engine/kv_geometry.h"
+#include "engine/load_error.h"
+
+namespace ds4::http {
+namespace {
+
+constexpr double kGiB = double(1ull << 30);
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / kGiB);
+  return buf;
+}
+
+uint64_t free_device_bytes() {
+  size_t free_bytes = 0, total_bytes = 0;
+  DS4_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
+
+// Progress lines every 10% through the request's log.
+DeviceWeights::Progress progress_log(const DeviceEngineRequest& r, const char* what) {
+  auto last = std::make_shared<int>(-1);
+  return [log = r.log, what, last](uint64_t done, uint64_t total) {
+    const int pct = total ? static_cast<int>(100.0 * double(done) / double(total)) : 100;
+    if (!log || pct / 10 == *last / 10) return;
+    *last = pct;
+    log(std::string(what) + ": " + std::to_string(pct) + "% (" + gib(double(done)) + " of " + gib(double(total)) + ")");
+  };
+}
+
+DeviceWeights device_weights(const DeviceEngineRequest& r) {
+  if (!r.weights)
+    return DeviceWeights::synthesize(*r.config, r.synth_scheme, r.synth_seed, r.synth_threads,
+                                     progress_log(r, "synthesizing weights on the GPU"));
+  const uint64_t need = DeviceWeights::required_bytes(*r.weights), free_bytes = free_device_bytes();
+  if (need > free_bytes)
+    throw LoadError("--backend cuda: the weights need " + gib(double(need)) + " but the device has " +
+                    gib(double(free_bytes)) + " free");
+  return DeviceWeights::upload(*r.weights, progress_log(r, "uploading weights"));
+}
+
+// The KV budget: every free byte but the reserve, capped by kv_memory_gib when given.
+int64_t kv_budget_bytes(const DeviceEngineRequest& r) {
+  const double free_bytes = double(free_device_bytes());
+  double budget = free_bytes - r.reserve_gib * kGiB;
+  if (r.kv_memory_gib > 0) budget = std::min(budget, r.kv_memory_gib * kGiB);
+  if (budget <= 0)
+    throw LoadError("--backend cuda: no device memory left for the KV pool (" + gib(free_bytes) +
+                    " free after the weights, " + gib(r.reserve_gib * kGiB) + " reserved for the step scratch)");
+  return static_cast<int64_t>(budget);
+}
+
+std::unique_ptr<PagedKvPool> device_pool(const DeviceEngineRequest& r, int64_t budget) {
+  const KvPoolOptions options{.layout = KvLayout::kF32, .budget_bytes = budget, .max_sequences = r.max_num_seqs,
+                              .snapshot_fraction = r.snapshot_fraction};
+  KvPoolLayout layout;
+  try {
+    layout = plan_kv_pool(kv_geometry(*r.config), options);
+  } catch (const std::invalid_argument& e) {
+    throw LoadError(std::string("--backend cuda: KV pool of ") + gib(double(budget)) + ": " + e.what());
+  }
+  return std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout, make_cuda_kv_storage(layout)));
+}
+
+}  // namespace
+
+DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
+  if (!r.config) throw LoadError("make_cuda_engine: no model config");
+  CudaBackend::select_device(r.device);  // throws LoadError naming why no device is usable
+  cudaDeviceProp prop{};
+  DS4_CUDA_CHECK(cudaGetDeviceProperties(&prop, r.device));
+  const auto t0 = std::chrono::steady_clock::now();
+  DeviceWeights weights = device_weights(r);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const uint64_t weight_bytes = weights.bytes();
+  const int64_t budget = kv_budget_bytes(r);
+  DeviceEngine e;
+  e.pool = device_pool(r, budget);
+  CudaBackendOptions bo;
+  bo.forward = r.forward;
+  bo.device = r.device;
+  bo.kv_manager = &e.pool->manager();
+  e.backend = std::make_unique<CudaBackend>(*r.config, std::move(weights), bo);
+  e.kv_bytes = e.pool->manager().layout().total_bytes();
+  char line[256];
+  std::snprintf(line, sizeof line, "CUDA device %d (%s): weights %.2f GB %s in %.1f s, KV pool %s on the device, %s free",
+                r.device, prop.name, double(weight_bytes) / 1e9, r.weights ? "uploaded" : "synthesized", load_s,
+                gib(double(e.kv_bytes)).c_str(), gib(double(free_device_bytes())).c_str());
+  e.description = line;
+  return e;
+}
+
+}  // namespace ds4::http

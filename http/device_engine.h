@@ -1,0 +1,45 @@
+// The seam between ds4serve and an accelerator backend: ModelService asks a DeviceEngineFactory
+// for a backend and the scheduler's KV pool in device memory. Only the ds4serve of a CUDA build
+// gets a factory (http/cuda/cuda_engine_factory.h, plugged in by http/main.cpp), so the CUDA
+// libraries stay out of every other binary and test. Start-up only; failures throw LoadError.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "engine/forward.h"
+#include "engine/model_config.h"
+#include "engine/model_layout.h"
+#include "engine/weights.h"
+#include "scheduler/paged_kv_pool.h"
+
+namespace ds4::http {
+
+struct DeviceEngineRequest {
+  const ModelConfig* config = nullptr;  // must outlive the engine
+  const Weights* weights = nullptr;     // host weights to upload; null: synthesize in device memory
+  QuantScheme synth_scheme = QuantScheme::kQ2;  // with weights == null: the synthetic model's
+  uint64_t synth_seed = 1;
+  int synth_threads = 0;                // host threads of the generator (0: all cores)
+  ForwardOptions forward;
+  int device = 0;
+  int max_num_seqs = 32;
+  double kv_memory_gib = 0;             // KV pool cap; 0: all free device memory but the reserve
+  double reserve_gib = 6;               // device memory left free for step scratch and the sampler
+  double snapshot_fraction = 0.05;      // share of the KV pool kept for prefix-cache resume points
+  std::function<void(std::string_view)> log;
+};
+
+struct DeviceEngine {
+  std::unique_ptr<PagedKvPool> pool;    // the scheduler's pool; its rows live in device memory
+  std::unique_ptr<Backend> backend;     // uses pool (declared after it, so destroyed first)
+  int64_t kv_bytes = 0;
+  std::string description;              // device name, weight and KV memory (one log line)
+};
+
+// Builds the engine parts or throws LoadError naming the problem (no device, out of memory, ...).
+using DeviceEngineFactory = std::function<DeviceEngine(const DeviceEngineRequest&)>;
+
+}  // namespace ds4::http

@@ -1,0 +1,71 @@
+// ds4serve's backend choice: --backend / --synth / --quant / --seed / --device-reserve parse and
+// are checked, and a service asked for the CUDA backend without a device factory (a build without
+// CUDA, or this test, which links no CUDA) fails at start-up with a message that says so.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "engine/load_error.h"
+#include "http/server_options.h"
+
+namespace ds4::http {
+namespace {
+
+TEST(HttpBackendOptions, ParseAndCheck) {
+  bool help = false;
+  const ServerOptions o = parse_server_options({"--backend", "cuda", "--synth", "full", "--quant", "q4", "--seed", "9",
+                                                "--device-reserve", "2.5"},
+                                               "demo.gguf", help);
+  EXPECT_EQ(o.service.backend, "cuda");
+  EXPECT_EQ(o.service.synth_preset, "full");
+  EXPECT_EQ(o.service.synth_quant, "q4");
+  EXPECT_EQ(o.service.synth_seed, 9u);
+  EXPECT_DOUBLE_EQ(o.service.device_reserve_gib, 2.5);
+  EXPECT_EQ(parse_server_options({}, "demo.gguf", help).service.backend, "cpu");
+  auto fails = [](std::vector<std::string> args, const std::string& needle) {
+    bool h = false;
+    try {
+      parse_server_options(args, "m", h);
+      ADD_FAILURE() << "accepted " << args[0] << " " << args[1];
+    } catch (const LoadError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  fails({"--backend", "tpu"}, "not one of cpu, cuda");
+  fails({"--synth", "full"}, "needs --backend cuda");
+  fails({"--seed", "-1"}, "--seed");
+  fails({"--device-reserve", "x"}, "--device-reserve");
+}
+
+TEST(HttpBackendOptions, CudaWithoutAFactoryIsAClearStartUpError) {
+  ServiceOptions o;
+  o.model_path = std::string(DS4_BINARY_DIR) + "/models/tiny-q2.gguf";
+  o.backend = "cuda";
+  try {
+    ModelService::load(o, [](std::string_view) {});
+    FAIL() << "a CUDA service started without a device factory";
+  } catch (const LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("built without CUDA"), std::string::npos) << e.what();
+  }
+}
+
+TEST(HttpBackendOptions, SynthNeedsTheDeviceBackendAndAKnownQuant) {
+  ServiceOptions o;
+  o.model_path = std::string(DS4_BINARY_DIR) + "/models/tiny-q2.gguf";
+  o.synth_preset = "tiny";
+  auto load_error = [&o] {
+    try {
+      ModelService::load(o, [](std::string_view) {});
+    } catch (const LoadError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(started)");
+  };
+  EXPECT_NE(load_error().find("needs --backend cuda"), std::string::npos) << load_error();
+  o.backend = "cuda";
+  o.synth_quant = "q3";
+  EXPECT_NE(load_error().find("--quant"), std::string::npos) << load_error();
+}
+
+}  // namespace
+}  // namespace ds4::http
