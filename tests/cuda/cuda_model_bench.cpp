@@ -4,6 +4,8 @@
 // `ds4serve-model synth --preset PRESET --quant Q --seed S`, no file; the full-size q2 model is
 // 86.7 GB). Prints weight memory, the KV capacity left, the device copy bandwidth, and per batch
 // size the prefill time and decode step time / tokens per second (greedy, sampled on the GPU).
+// With --sweep, the issue-10 table instead (cuda_model_sweep.h): decode over contexts × batches,
+// prefill chunks by depth, as CSV files in --out-dir (scripts/h200_bench.sh runs it).
 // Measurements, not checks; docs/PERFORMANCE.md records its runs.
 #include <algorithm>
 #include <chrono>
@@ -23,6 +25,7 @@
 #include "engine/model.h"
 #include "engine/model_info.h"
 #include "engine/model_layout.h"
+#include "cuda_model_sweep.h"
 
 namespace ds4 {
 namespace {
@@ -31,7 +34,13 @@ constexpr const char* kUsage =
     "usage: cuda_model_bench (--synth PRESET [--quant q2|q4] [--seed S] | --model FILE)\n"
     "                        [--batches 1,2,4,...] [--prompt P] [--steps N] [--context C] [--time-limit S] [--threads T]\n"
     "  --synth     generate the synthetic model of that preset (tiny, small, flash) in GPU memory\n"
-    "  --context   also decode one sequence at context C (prefilled in 512-token chunks)\n";
+    "  --context   also decode one sequence at context C (prefilled in 512-token chunks)\n"
+    "       cuda_model_bench (--synth PRESET ... | --model FILE) --sweep [--contexts 4096,16384]\n"
+    "                        [--batches 1,...,256] [--steps N] [--point-time S] [--time-limit S]\n"
+    "                        [--prefill-depths 0,16384] [--prefill-chunk 2048] [--prefill-reps R]\n"
+    "                        [--kv-reserve GIB] [--out-dir DIR]\n"
+    "  --sweep     decode step time per (context, batch) with the KV filled to the context without a\n"
+    "              prefill, and prefill chunks at each depth; writes DIR/decode.csv, prefill.csv, meta.csv\n";
 
 struct Options {
   std::string synth, model, quant = "q2";
@@ -39,7 +48,17 @@ struct Options {
   std::vector<int> batches = {1, 2, 4, 8, 16, 32, 64};
   int prompt = 32, steps = 8, context = 0, threads = 0;
   double time_limit_s = 300;
+  bool sweep = false;
+  SweepOptions sw;
+  double kv_reserve_gib = 8;  // device memory left for the step scratch and the sampler (sweep)
 };
+
+std::vector<int> int_list(const std::string& v) {
+  std::vector<int> out;
+  std::stringstream ss(v);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoi(item));
+  return out;
+}
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -49,6 +68,7 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
+    if (a == "--sweep") { o.sweep = true; continue; }
     if (i + 1 >= argc) throw LoadError("option " + a + " needs a value");
     const std::string v = argv[++i];
     if (a == "--synth") o.synth = v;
@@ -60,16 +80,27 @@ Options parse(int argc, char** argv) {
     else if (a == "--context") o.context = std::stoi(v);
     else if (a == "--threads") o.threads = std::stoi(v);
     else if (a == "--time-limit") o.time_limit_s = std::stod(v);
-    else if (a == "--batches") {
-      o.batches.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) o.batches.push_back(std::stoi(item));
-    } else throw LoadError("unknown option " + a);
+    else if (a == "--batches") o.batches = int_list(v);
+    else if (a == "--contexts") o.sw.contexts = int_list(v);
+    else if (a == "--prefill-depths") o.sw.prefill_depths = int_list(v);
+    else if (a == "--prefill-chunk") o.sw.prefill_chunk = std::stoi(v);
+    else if (a == "--prefill-reps") o.sw.prefill_reps = std::stoi(v);
+    else if (a == "--point-time") o.sw.point_time_s = std::stod(v);
+    else if (a == "--kv-reserve") o.kv_reserve_gib = std::stod(v);
+    else if (a == "--out-dir") o.sw.out_dir = v;
+    else throw LoadError("unknown option " + a);
   }
   if (o.synth.empty() == o.model.empty()) throw LoadError("give exactly one of --synth PRESET and --model FILE");
   if (o.prompt < 1 || o.steps < 1 || o.batches.empty()) throw LoadError("--prompt, --steps and --batches must be >= 1");
   for (int b : o.batches)
     if (b < 1) throw LoadError("batch sizes must be >= 1");
+  if (o.sw.prefill_chunk < 1 || o.sw.prefill_reps < 1) throw LoadError("--prefill-chunk and --prefill-reps must be >= 1");
+  for (int c : o.sw.contexts)
+    if (c < 0) throw LoadError("contexts must be >= 0");
+  o.sw.batches = o.batches;
+  o.sw.steps = o.steps;
+  o.sw.time_limit_s = o.time_limit_s;
+  o.sw.seed = o.seed + 6;
   return o;
 }
 
@@ -210,6 +241,20 @@ void bench_context(CudaBackend& gpu, int context, int steps, std::mt19937& rng) 
   std::fflush(stdout);
 }
 
+// DIR/meta.csv: what the sweep ran on (key,value).
+void write_meta(const Options& o, const char* device, double peak_gbs, uint64_t weight_bytes, size_t free_after_weights,
+                const CudaBackendOptions& bo, uint64_t kv_bytes) {
+  const std::string path = o.sw.out_dir + "/meta.csv";
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) throw LoadError("cannot write " + path);
+  std::fprintf(f, "key,value\ndevice,%s\nmodel,%s\nquant,%s\ncopy_peak_gb_s,%.1f\nweight_bytes,%llu\n", device,
+               o.synth.empty() ? o.model.c_str() : ("synthetic-" + o.synth).c_str(), o.quant.c_str(), peak_gbs,
+               (unsigned long long)weight_bytes);
+  std::fprintf(f, "free_after_weights_bytes,%zu\nkv_slots,%d\nkv_blocks,%lld\nkv_bytes,%llu\nkv_fill,positions set without prefill\n",
+               free_after_weights, bo.max_seqs, (long long)bo.kv_blocks, (unsigned long long)kv_bytes);
+  std::fclose(f);
+}
+
 int run(const Options& o) {
   CudaBackend::select_device(0);
   cudaDeviceProp prop{};
@@ -250,6 +295,12 @@ int run(const Options& o) {
   CudaBackendOptions bo;
   bo.max_seqs = max_b;
   bo.kv_blocks = std::max<int64_t>(per_seq * max_b, ctx_blocks);
+  if (o.sweep) {  // as many blocks as the largest point needs, within the memory left
+    const double left = double(free1) - o.kv_reserve_gib * 1073741824.0 - double(slot) * max_b;
+    if (left < double(block)) throw LoadError("no device memory left for the KV pool of the sweep");
+    bo.kv_blocks = sweep_kv_blocks(o.sw, static_cast<int64_t>(left / double(block)));
+  }
+  const uint64_t weight_bytes = weights.bytes();
   CudaBackend gpu(config, std::move(weights), bo);
   size_t free2 = 0;
   DS4_CUDA_CHECK(cudaMemGetInfo(&free2, &total));
@@ -260,6 +311,13 @@ int run(const Options& o) {
   std::printf("backend: %d slots, %lld blocks (%.2f GB); %.2f GiB free before the step scratch\n", bo.max_seqs,
               (long long)bo.kv_blocks, gpu.kv_bytes() / 1e9, free2 / 1073741824.0);
   std::fflush(stdout);
+  if (o.sweep) {
+    write_meta(o, prop.name, peak_gbs, weight_bytes, free1, bo, gpu.kv_bytes());
+    SweepOptions sw = o.sw;
+    sw.copy_peak_gbs = peak_gbs;
+    std::printf("sweep: %d points measured\n", run_sweep(gpu, config, sw));
+    return 0;
+  }
   std::mt19937 rng(7);
   const auto start = Clock::now();
   for (int B : o.batches) {

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Issue-10 measurements on one H200 in one device call (docs/GPU-CHECKS.md, "Full-size speed").
+#   scripts/h200_bench.sh bundle [BUILD_DIR]   (here) builds cuda_model_bench, cuda_serve_test,
+#       ds4serve (CUDA build), ds4serve-load and ds4serve-model into BUILD_DIR/h200-bundle (default
+#       BUILD_DIR: build-cuda-serve), with the shared libraries the GPU machine lacks.
+#   scripts/h200_bench.sh run [BUNDLE_DIR]     (GPU machine, repository root) in order:
+#       1. cuda_serve_test (the server's CUDA engine equals the CPU engine; TESTS=0 skips it);
+#       2. cuda_model_bench --sweep on the full-size synthetic q2 model generated in GPU memory:
+#          decode step time per (context, batch), weight bytes from the actual expert union, the
+#          copy bandwidth of the same run, prefill chunks by depth (decode.csv, prefill.csv);
+#       3. ds4serve --backend cuda --synth full, then ds4serve-load: time to first token of a
+#          2K-token prompt on the idle server (ttft.csv), then closed-loop levels of concurrent
+#          users (load.csv);
+#       and leaves in $OUT (default ./h200-logs): summary.txt, decode.csv, prefill.csv, ttft.csv,
+#       load.csv and h200-bench.tar.gz (every log and file). Each phase has a time cap (below), so
+#       the call ends in time whatever the kernels' speed; unfinished points are marked skipped.
+#   scripts/h200_bench.sh plot DIR [PNG]       (here) draws DIR's decode.csv and load.csv (tokens/s
+#       by batch size / concurrency) into PNG (default DIR/h200-throughput.png) with gnuplot and
+#       prints the Markdown tables for docs/PERFORMANCE.md.
+# Knobs (environment, defaults in brackets): BENCH_BATCHES [1,2,4,8,16,32,64,128,256],
+# BENCH_CONTEXTS [4096,16384], BENCH_STEPS [5], BENCH_POINT_TIME [15] s, BENCH_TIME_LIMIT [200] s,
+# PREFILL_DEPTHS [0,16384], PREFILL_REPS [2], PREFILL_CHUNK [2048], TTFT_INPUT [2044] words, LOAD_CONCURRENCY [1,2,4,8,16,32,64,128,256],
+# LOAD_INPUT [64] LOAD_OUTPUT [64] tokens, LOAD_LEVEL_S [15], LOAD_REQ_TIMEOUT [60] s,
+# LOAD_TIME [150] s (whole load phase), TTFT_REQUESTS [2], TTFT_TIME [90] s, TESTS [1].
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+
+bundle() {
+  local build=${1:-build-cuda-serve}
+  set -e
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$build" -j2 --target cuda_model_bench cuda_serve_test ds4serve ds4serve-load ds4serve-model
+  local out="$build/h200-bundle"
+  rm -rf "$out" && mkdir -p "$out/lib"
+  cp "$build/tests/cuda/cuda_model_bench" "$build/tests/cuda/cuda_serve_test" "$build/http/ds4serve" \
+     "$build/loadtest/ds4serve-load" "$build/tools/ds4serve-model" "$out/"
+  # Shared libraries outside the base system (simdjson, prometheus-cpp, ...) travel along.
+  for b in "$out"/*; do [ -f "$b" ] && ldd "$b" 2>/dev/null; done |
+    awk '$3 ~ /^\// && $3 !~ /\/(libc|libm|libdl|librt|libpthread|ld-linux|libgcc_s|libstdc\+\+)[.-]/ {print $3}' |
+    sort -u | xargs -r -I{} cp -L {} "$out/lib/"
+  du -sh "$out"
+}
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT_DIR/summary.txt"; }
+
+# Waits until GET /health answers 200 (bash's /dev/tcp: no curl needed); false after $2 s.
+wait_healthy() {
+  local port=$1 limit=$2 t0=$SECONDS
+  while [ $((SECONDS - t0)) -lt "$limit" ]; do
+    if exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+      printf 'GET /health HTTP/1.0\r\nHost: x\r\n\r\n' >&3
+      local status
+      status=$(head -1 <&3 | awk '{print $2}')
+      exec 3<&- 3>&-
+      [ "$status" = 200 ] && return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || return 1
+    sleep 2
+  done
+  return 1
+}
+
+run_tests() {
+  [ "${TESTS:-1}" = 1 ] || return 0
+  local t0=$SECONDS
+  timeout 300 "$B/cuda_serve_test" --gtest_color=no >"$WORK/logs/cuda_serve_test.log" 2>&1
+  log "cuda_serve_test rc=$? $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$WORK/logs/cuda_serve_test.log" | tr '\n' ' ')"
+  grep -E '^\[ gpu \]|Failure' "$WORK/logs/cuda_serve_test.log" | head -20 | tee -a "$OUT_DIR/summary.txt"
+}
+
+run_sweep() {
+  local t0=$SECONDS limit=${BENCH_TIME_LIMIT:-200}
+  mkdir -p "$WORK/bench"
+  timeout $((limit + 120)) "$B/cuda_model_bench" --synth full --quant q2 --seed 1 --sweep \
+    --batches "${BENCH_BATCHES:-1,2,4,8,16,32,64,128,256}" --contexts "${BENCH_CONTEXTS:-4096,16384}" \
+    --steps "${BENCH_STEPS:-5}" --point-time "${BENCH_POINT_TIME:-15}" --time-limit "$limit" \
+    --prefill-depths "${PREFILL_DEPTHS:-0,16384}" --prefill-chunk "${PREFILL_CHUNK:-2048}" --prefill-reps "${PREFILL_REPS:-2}" \
+    --out-dir "$WORK/bench" >"$WORK/logs/model_bench.log" 2>&1
+  log "cuda_model_bench --sweep rc=$? $((SECONDS - t0)) s"
+  cat "$WORK/logs/model_bench.log"
+  cp "$WORK/bench/decode.csv" "$WORK/bench/prefill.csv" "$OUT_DIR/" 2>/dev/null
+}
+
+start_server() {
+  PORT=18431
+  "$B/ds4serve" --backend cuda --synth full --quant q2 --seed 1 --model "$WORK/tiny-q2.gguf" --port "$PORT" \
+    --max-num-seqs 256 --max-num-batched-tokens 4096 --ctx 20480 --device-reserve 8 \
+    >"$WORK/logs/ds4serve.log" 2>&1 &
+  SERVER_PID=$!
+  local t0=$SECONDS
+  if wait_healthy "$PORT" 240; then
+    log "ds4serve --backend cuda --synth full healthy after $((SECONDS - t0)) s"
+    grep -E 'CUDA device|KV pool' "$WORK/logs/ds4serve.log" | tee -a "$OUT_DIR/summary.txt"
+    return 0
+  fi
+  log "ds4serve did not become healthy; its log:"
+  tail -20 "$WORK/logs/ds4serve.log" | tee -a "$OUT_DIR/summary.txt"
+  return 1
+}
+
+# ds4serve-load with an outer SIGINT cap: on the signal it stops, writes what it measured, exits 130.
+load_run() {
+  local cap=$1 dir=$2
+  shift 2
+  mkdir -p "$dir"
+  timeout -s INT -k 20 "$cap" "$B/ds4serve-load" --url "http://127.0.0.1:$PORT" --ignore-eos --metrics \
+    --progress never --out "$dir" "$@" >"$dir.log" 2>&1
+  echo $?
+}
+
+run_load() {
+  local t0=$SECONDS rc
+  # Time to first token of a 2K-token prompt on the idle server (2044 words + the template's 4 tokens).
+  rc=$(load_run "${TTFT_TIME:-90}" "$WORK/ttft" --concurrency 1 --requests "${TTFT_REQUESTS:-2}" --warmup 1 \
+         --input-tokens "${TTFT_INPUT:-2044}" --output-tokens 1 --timeout 120)
+  log "ttft (2K prompt, idle server) rc=$rc $((SECONDS - t0)) s"
+  cp "$WORK/ttft/results.csv" "$OUT_DIR/ttft.csv" 2>/dev/null
+  t0=$SECONDS
+  rc=$(load_run "${LOAD_TIME:-150}" "$WORK/load" --concurrency "${LOAD_CONCURRENCY:-1,2,4,8,16,32,64,128,256}" \
+         --requests 100000 --duration "${LOAD_LEVEL_S:-15}" --timeout "${LOAD_REQ_TIMEOUT:-60}" --warmup 1 \
+         --input-tokens "${LOAD_INPUT:-64}" --output-tokens "${LOAD_OUTPUT:-64}")
+  log "load levels rc=$rc $((SECONDS - t0)) s"
+  cp "$WORK/load/results.csv" "$OUT_DIR/load.csv" 2>/dev/null
+  tail -40 "$WORK/load.log"
+}
+
+run() {
+  B=${1:-build-cuda-serve/h200-bundle}
+  OUT_DIR=${OUT:-$PWD/h200-logs}
+  mkdir -p "$OUT_DIR"
+  : >"$OUT_DIR/summary.txt"
+  export LD_LIBRARY_PATH="$B/lib:${LD_LIBRARY_PATH:-}"
+  WORK=$(mktemp -d)
+  mkdir -p "$WORK/logs" "$WORK/tokenizer"
+  log "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT_DIR/summary.txt"
+  # The tokenizer's carrier for the synthetic model: the demo model, as the build makes it.
+  tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$WORK/tokenizer"
+  "$B/ds4serve-model" synth --preset tiny --quant q2 --seed 1 --tokenizer "$WORK/tokenizer" \
+    -o "$WORK/tiny-q2.gguf" >"$WORK/logs/synth.log" 2>&1 || log "demo model generation failed"
+  mkdir -p "$WORK/models" && ln -sf "$WORK/tiny-q2.gguf" "$WORK/models/tiny-q2.gguf"
+  export DS4_BINARY_DIR="$WORK" DS4_SOURCE_DIR="$PWD"
+  run_tests
+  run_sweep
+  if start_server; then
+    run_load
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    log "ds4serve stopped"
+  else
+    kill -KILL "$SERVER_PID" 2>/dev/null
+  fi
+  tar -czf "$OUT_DIR/h200-bench.tar.gz" -C "$WORK" logs bench ttft load ttft.log load.log 2>/dev/null
+  rm -rf "$WORK"
+  log "done"
+}
+
+# Markdown tables of a run's CSVs and the throughput plot.
+plot() {
+  local dir=${1:?usage: $0 plot DIR [PNG]} png=${2:-}
+  [ -n "$png" ] || png="$dir/h200-throughput.png"
+  echo "| context | batch | step ms | tok/s aggregate | per user | weights GB/step | experts/step | GB/s | of copy peak |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  awk -F, 'NR > 1 { if ($3 == "ok") printf "| %s | %s | %.1f | %.1f | %.2f | %.2f | %.0f | %.0f | %.1f%% |\n", $1, $2, $5, $8, $9, $10 / 1e9, $11, $12, 100 * $13;
+                    else printf "| %s | %s | %s | | | | | | |\n", $1, $2, $3 }' "$dir/decode.csv"
+  echo
+  echo "| prefill depth | chunk | ms (best) | tok/s |"
+  echo "|---:|---:|---:|---:|"
+  awk -F, 'NR > 1 { if ($3 == "ok") printf "| %s | %s | %.1f | %.0f |\n", $1, $2, $6, $8; else printf "| %s | %s | %s | |\n", $1, $2, $3 }' \
+    "$dir/prefill.csv"
+  if [ -f "$dir/load.csv" ]; then
+    echo
+    echo "| concurrency | ok | fail | out tok/s | decode tok/s | tok/s/user | TTFT p50 ms | TPOT p50 ms |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F, 'NR > 1 { printf "| %s | %s | %s | %.1f | %.1f | %.2f | %.0f | %.1f |\n", $2, $5, $6, $12, $14, $13, $17, $25 }' "$dir/load.csv"
+  fi
+  [ -f "$dir/ttft.csv" ] && awk -F, 'NR == 2 { printf "\nTTFT of a 2K-token prompt on the idle server: mean %.0f ms, p50 %.0f ms (%s requests)\n", $16, $17, $5 }' "$dir/ttft.csv"
+  command -v gnuplot >/dev/null || { echo "gnuplot is not installed: no plot"; return 0; }
+  local data
+  data=$(mktemp -d)
+  for ctx in $(awk -F, 'NR > 1 {print $1}' "$dir/decode.csv" | sort -un); do
+    awk -F, -v c="$ctx" 'NR > 1 && $1 == c && $3 == "ok" {print $2, $8, $9}' "$dir/decode.csv" >"$data/engine_$ctx.dat"
+  done
+  [ -f "$dir/load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $14, $13}' "$dir/load.csv" >"$data/server.dat"
+  local plots=""
+  for f in "$data"/engine_*.dat; do
+    [ -s "$f" ] || continue
+    local ctx=${f##*engine_}
+    plots+="'$f' using 1:2 with linespoints title 'engine, context ${ctx%.dat}', "
+  done
+  [ -s "$data/server.dat" ] && plots+="'$data/server.dat' using 1:2 with linespoints title 'ds4serve + ds4serve-load (decode tok/s)', "
+  gnuplot <<EOF
+set terminal pngcairo size 1000,600 noenhanced
+set output '$png'
+set title 'DeepSeek V4 Flash q2 (synthetic, full size) on one H200: aggregate decode tokens/s'
+set xlabel 'batch size / concurrent users'
+set ylabel 'tokens/s'
+set logscale xy 2
+set grid
+set key top left
+plot ${plots%, }
+EOF
+  rm -rf "$data"
+  echo
+  echo "plot: $png"
+}
+
+case "$mode" in
+  bundle) shift; bundle "$@" ;;
+  run) shift; run "$@" ;;
+  plot) shift; plot "$@" ;;
+  *) echo "usage: $0 bundle [BUILD_DIR] | run [BUNDLE_DIR] | plot DIR [PNG]" >&2; exit 2 ;;
+esac
