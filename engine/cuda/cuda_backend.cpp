@@ -126,6 +126,11 @@ CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaB
   rope_freq_.grow(freq.size() * sizeof(double));
   DS4_CUDA_CHECK(cudaMemcpy(rope_freq_.get(), freq.data(), freq.size() * sizeof(double), cudaMemcpyHostToDevice));
   scratch_ = std::make_unique<Scratch>();
+  step_ = std::make_unique<StepState>();
+  step_->route_counter.grow(sizeof(int32_t));
+  DS4_CUDA_CHECK(cudaMemset(step_->route_counter.get(), 0, sizeof(int32_t)));
+  set_step_modes(options_.fused_ops, options_.cuda_graphs);
+  apply_step_env();
   dense_weight_bytes_ = dense_weight_bytes(weights_dev_);
 }
 
@@ -188,6 +193,7 @@ CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const 
     }
   }
   plan.n_tokens = static_cast<int64_t>(tok.size());
+  if (step_->pad_plan) max_blocks = (max_blocks + 7) / 8 * 8;  // bucketed table stride (graph key)
   std::vector<int32_t> table(seqs.size() * max_blocks, 0);
   for (size_t s = 0; s < seqs.size(); ++s) std::copy(seqs[s].blocks.begin(), seqs[s].blocks.end(), table.begin() + s * max_blocks);
   auto push = [&h](const std::vector<int32_t>& v) {
@@ -218,6 +224,11 @@ CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const 
     }
     rp.n_emit = static_cast<int64_t>(eseq.size());
     plan.max_emit = std::max(plan.max_emit, rp.n_emit);
+    if (step_->pad_plan) {  // fixed-size emission lists and a bucketed row bound (graph key)
+      eseq.resize(tok.size()), erow.resize(tok.size()), epos.resize(tok.size());
+      plan.max_emit = static_cast<int64_t>(tok.size());
+      rp.max_comp_rows = (rp.max_comp_rows + 255) / 256 * 256;
+    }
     off.ratio.push_back({push(index), push(eseq), push(erow), push(epos)});
     plan.ratios.push_back(rp);
   }
@@ -230,6 +241,10 @@ CudaBackend::Plan CudaBackend::build_plan_host(const ForwardBatch& batch, const 
     sel_of[t] = static_cast<int32_t>(sel.size());
     sel.push_back(static_cast<int32_t>(t));
     plan.max_sel_rows = std::max(plan.max_sel_rows, n_visible);
+  }
+  if (step_->pad_plan && !sel.empty()) {  // a fixed-size query list (padding -1), bucketed rows
+    sel.resize(tok.size(), -1);
+    plan.max_sel_rows = (plan.max_sel_rows + 511) / 512 * 512;
   }
   plan.n_sel = static_cast<int64_t>(sel.size());
   off.sel = push(sel), off.sel_of = push(sel_of);
@@ -303,13 +318,19 @@ void CudaBackend::size_scratch(const Plan& plan) {
 
 ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
   const std::vector<SeqRef> seqs = validate_batch(config_, batch, *kv_);
+  step_->pad_plan = graph_step(batch);
   const Plan plan = build_plan(batch, seqs);
   size_scratch(plan);
-  embed(plan);
-  for (int il = 0; il < config_.n_layer; ++il) {
-    attention_layer(plan, il);
-    scratch_->n_active = scratch_->n_active_layers + il;  // kept per layer for the read counters
-    moe_layer(plan, il);
+  if (!step_begin(plan)) {
+    embed(plan);
+    for (int il = 0; il < config_.n_layer; ++il) {
+      attention_layer(plan, il);
+      scratch_->n_active = scratch_->n_active_layers + il;  // kept per layer for the read counters
+      moe_layer(plan, il);
+    }
+    hc_flush(plan.n_tokens);
+    head_logits(plan);
+    step_end();
   }
   ForwardOutput out;
   head(plan, batch.host_logits, out);
@@ -361,15 +382,7 @@ void CudaBackend::head(const Plan& plan, bool host_logits, ForwardOutput& out) {
   const DeviceWeights& w = weights_dev_;
   Scratch& s = *scratch_;
   const int64_t R = plan.n_logit_rows, n = c.n_embd, hw = int64_t(c.hc_count) * n;
-  cuda::gather_rows({s.states, hw, plan.logit_rows, s.head_states, hw, R, hw}, stream_);
-  cuda::rms_norm({s.head_states, hw, s.head_flat, hw, nullptr, R, hw, c.rms_eps}, stream_);
-  matmul_rows(w.output_hc_fn, s.head_flat, hw, s.head_mix, c.hc_count, R);
-  cuda::HcCollapseParams hp;
-  hp.mix = s.head_mix, hp.scale = w.output_hc_scale.f32(), hp.base = w.output_hc_base.f32();
-  hp.states = s.head_states, hp.out = s.head_h, hp.n_tokens = R, hp.n_embd = n, hp.hc = c.hc_count, hp.eps = c.hc_eps;
-  cuda::hc_collapse(hp, stream_);
-  cuda::rms_norm({s.head_h, n, s.head_h, n, w.output_norm.f32(), R, n, c.rms_eps}, stream_);
-  matmul_rows(w.output, s.head_h, n, s.logits, c.n_vocab, R);
+  (void)w, (void)n;  // logits computed by head_logits
   out.n_vocab = c.n_vocab;
   out.first_row = plan.first_row;
   out.n_rows = plan.n_rows;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_kv.h"
+#include "engine/cuda/cuda_step.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/forward.h"
 #include "engine/model_config.h"
@@ -30,6 +31,10 @@ struct CudaBackendOptions {
   // one; then batches carry its sequence_kv() views and max_seqs / kv_blocks are unused.
   KvCacheManager* kv_manager = nullptr;
   DeviceWeights::Progress progress;  // weight upload progress (optional)
+  // Step fast paths (engine/cuda/cuda_step.h), off by default until they pass the whole-model GPU
+  // tests (docs/PERFORMANCE.md "CUDA step: fused ops and graphs"); $DS4_CUDA_STEP overrides them.
+  bool fused_ops = false;    // fused small-op kernels (kernels/cuda/fused_ops.h) where the model allows
+  bool cuda_graphs = false;  // decode steps (one token per sequence) captured once per shape, then replayed
 };
 
 class CudaBackend final : public Backend {
@@ -63,6 +68,10 @@ class CudaBackend final : public Backend {
     std::span<const int32_t> blocks;
   };
 
+  // Switches the step's fast paths (fused ops where supported, CUDA graphs); drops cached graphs.
+  void set_step_modes(bool fused_ops, bool cuda_graphs);
+  const StepGraphStats& step_stats() const { return step_->stats; }
+
   uint64_t weight_bytes() const { return weights_dev_.bytes(); }
   uint64_t kv_bytes() const { return kv_->bytes(); }
 
@@ -78,6 +87,16 @@ class CudaBackend final : public Backend {
   void embed(const Plan& plan);
   void hc_begin(const DeviceTensor& fn, const DeviceTensor& scale, const DeviceTensor& base, int64_t n_tokens);
   void hc_end(int64_t n_tokens);
+  void hc_fused(const DeviceTensor* fn, const DeviceTensor* scale, const DeviceTensor* base, const DeviceTensor* norm,
+                int64_t n_tokens);
+  void hc_flush(int64_t n_tokens);
+  // Graph replay of the step when its shape was captured before (true: nothing left to launch);
+  // else starts a capture when the step is replayable (step_end finishes it).
+  bool step_begin(const Plan& plan);
+  void step_end();
+  bool graph_step(const ForwardBatch& batch) const;
+  void apply_step_env();
+  void head_logits(const Plan& plan);
   void attention_layer(const Plan& plan, int il);
   void moe_layer(const Plan& plan, int il);
   void attention_sublayer(const Plan& plan, int il);
@@ -94,6 +113,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<CudaKvPool> kv_;
   cuda::DeviceBuffer rope_freq_;  // [2, rope_dim / 2] f64: plain, compressed
   std::unique_ptr<Scratch> scratch_;
+  std::unique_ptr<StepState> step_;   // fast-path switches, fused-kernel buffers, graph cache
+  bool capturing_ = false;
   int64_t last_logit_rows_ = 0;          // logit rows of the last forward (in scratch_->logits)
   cuda::DeviceBuffer sample_workspace_;  // sampler scratch and tokens
   int64_t dense_weight_bytes_ = 0;       // weights every pass reads whole (all but experts and embedding)

@@ -1,13 +1,18 @@
 // CudaBackend sub-layers: the hyper-connection mix around each sub-layer, the attention
 // sub-layer (projections, raw rows, compressors, indexer, attention, grouped output projection)
 // and the MoE sub-layer (router, experts grouped by id, shared expert). Same op order as
-// engine/cpu_attention.cpp / cpu_moe.cpp / cpu_backend.cpp.
+// engine/cpu_attention.cpp / cpu_moe.cpp / cpu_backend.cpp. With StepState::fused_ops the chains
+// of small ops run as the fused kernels of kernels/cuda/fused_ops.h: a sub-layer's hc post-mix
+// is deferred into the next boundary (hc_fused), which also yields the next sub-layer's normed
+// input; otherwise every op is its own kernel (the reference path, kept for comparison).
 #include <algorithm>
 #include <cmath>
 #include <utility>
 
 #include "engine/cuda/cuda_backend_internal.h"
+#include "engine/cuda/cuda_step.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/fused_ops.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/ops.h"
 
@@ -46,8 +51,49 @@ void CudaBackend::hc_end(int64_t T) {
   std::swap(s.states, s.states_next);
 }
 
+// Fused boundary: the pending post-mix of the previous sub-layer (if any) and, when fn is given,
+// the next sub-layer's coefficients and normed input (RMSNorm with `norm`) in two kernels.
+void CudaBackend::hc_fused(const DeviceTensor* fn, const DeviceTensor* scale, const DeviceTensor* base,
+                           const DeviceTensor* norm, int64_t T) {
+  const ModelConfig& c = config_;
+  Scratch& s = *scratch_;
+  StepState& st = *step_;
+  cuda::HcBoundaryParams bp;
+  bp.states = s.states, bp.n_tokens = T, bp.n_embd = c.n_embd, bp.hc = c.hc_count, bp.mix_dim = c.hc_mix_dim();
+  if (st.pending != StepState::PendingPost::kNone) {
+    bp.prev_coef = s.coef, bp.states_out = s.states_next;
+    if (st.pending == StepState::PendingPost::kAttention) {
+      bp.y = s.y;
+    } else {
+      bp.expert_out = s.expert_out, bp.shared = s.sh_out, bp.k = c.n_expert_used;
+    }
+  }
+  if (fn) bp.fn = fn->data, bp.fn_type = fn->type, bp.fn_row_bytes = fn->row_bytes, bp.partial = st.hc_partial.as<double>();
+  cuda::hc_boundary(bp, stream_);
+  if (st.pending != StepState::PendingPost::kNone) std::swap(s.states, s.states_next);
+  st.pending = StepState::PendingPost::kNone;
+  if (!fn) return;
+  cuda::HcFinishParams fp;
+  fp.partial = st.hc_partial.as<double>(), fp.states = s.states, fp.scale = scale->f32(), fp.base = base->f32();
+  fp.coef = s.coef, fp.norm_weight = norm->f32(), fp.normed = s.normed, fp.n_tokens = T, fp.n_embd = c.n_embd;
+  fp.hc = c.hc_count, fp.mix_dim = c.hc_mix_dim(), fp.sinkhorn_iters = c.hc_sinkhorn_iters;
+  fp.hc_eps = c.hc_eps, fp.rms_eps = c.rms_eps;
+  cuda::hc_finish(fp, stream_);
+}
+
+// After the last layer: the final MoE post-mix (fused path only).
+void CudaBackend::hc_flush(int64_t T) {
+  if (step_->fused_ops && step_->pending != StepState::PendingPost::kNone) hc_fused(nullptr, nullptr, nullptr, nullptr, T);
+}
+
 void CudaBackend::attention_layer(const Plan& plan, int il) {
   const DeviceLayerWeights& w = weights_dev_.layers[il];
+  if (step_->fused_ops) {
+    hc_fused(&w.hc_attn_fn, &w.hc_attn_scale, &w.hc_attn_base, &w.attn_norm, plan.n_tokens);
+    attention_sublayer(plan, il);
+    step_->pending = StepState::PendingPost::kAttention;
+    return;
+  }
   hc_begin(w.hc_attn_fn, w.hc_attn_scale, w.hc_attn_base, plan.n_tokens);
   attention_sublayer(plan, il);
   hc_end(plan.n_tokens);
@@ -55,6 +101,12 @@ void CudaBackend::attention_layer(const Plan& plan, int il) {
 
 void CudaBackend::moe_layer(const Plan& plan, int il) {
   const DeviceLayerWeights& w = weights_dev_.layers[il];
+  if (step_->fused_ops) {
+    hc_fused(&w.hc_ffn_fn, &w.hc_ffn_scale, &w.hc_ffn_base, &w.ffn_norm, plan.n_tokens);
+    moe_sublayer(plan, il);
+    step_->pending = StepState::PendingPost::kMoe;
+    return;
+  }
   hc_begin(w.hc_ffn_fn, w.hc_ffn_scale, w.hc_ffn_base, plan.n_tokens);
   moe_sublayer(plan, il);
   hc_end(plan.n_tokens);
@@ -70,16 +122,29 @@ void CudaBackend::attention_sublayer(const Plan& plan, int il) {
   const double* freq = rope_freq_.as<double>() + (ratio == 0 ? 0 : n_pairs);
   const int32_t* pos = plan.batch.token_pos;
 
-  cuda::rms_norm({s.x, n, s.normed, n, w.attn_norm.f32(), T, n, c.rms_eps}, stream_);
+  const bool fused = step_->fused_ops;
+  if (!fused) cuda::rms_norm({s.x, n, s.normed, n, w.attn_norm.f32(), T, n, c.rms_eps}, stream_);
   matmul_rows(w.attn_q_a, s.normed, n, s.q_lora, c.q_lora_rank, T);
   cuda::rms_norm({s.q_lora, c.q_lora_rank, s.q_lora, c.q_lora_rank, w.attn_q_a_norm.f32(), T, c.q_lora_rank, c.rms_eps}, stream_);
   matmul_rows(w.attn_q_b, s.q_lora, c.q_lora_rank, s.q, qd, T);
-  cuda::rms_norm({s.q, hd, s.q, hd, nullptr, T * c.n_head, hd, c.rms_eps}, stream_);  // per head, no weight
   matmul_rows(w.attn_kv, s.normed, n, s.kv, hd, T);
-  cuda::rms_norm({s.kv, hd, s.kv, hd, w.attn_kv_a_norm.f32(), T, hd, c.rms_eps}, stream_);
-  cuda::rope_tail(rope_params(s.q, hd, T, c.n_head, pos, freq, n_pairs, false), stream_);
-  cuda::rope_tail(rope_params(s.kv, hd, T, 1, pos, freq, n_pairs, false), stream_);
-  cuda::quantize_raw_rows({s.kv, s.rawq, T, c.head_dim, c.nope_dim(), options_.forward.quantize_kv}, stream_);
+  if (fused) {
+    cuda::HeadNormRopeParams qp;
+    qp.x = s.q, qp.n_tokens = T, qp.heads = c.n_head, qp.head_dim = static_cast<int>(hd), qp.eps = c.rms_eps;
+    qp.pos = pos, qp.freq = freq, qp.n_pairs = n_pairs;
+    cuda::q_heads_norm_rope(qp, stream_);
+    cuda::KvRowParams kp;
+    kp.kv = s.kv, kp.weight = w.attn_kv_a_norm.f32(), kp.rawq = s.rawq, kp.n_tokens = T, kp.head_dim = c.head_dim;
+    kp.nope_dim = c.nope_dim(), kp.eps = c.rms_eps, kp.pos = pos, kp.freq = freq, kp.n_pairs = n_pairs;
+    kp.quantize = options_.forward.quantize_kv;
+    cuda::kv_norm_rope_quant(kp, stream_);
+  } else {
+    cuda::rms_norm({s.q, hd, s.q, hd, nullptr, T * c.n_head, hd, c.rms_eps}, stream_);  // per head, no weight
+    cuda::rms_norm({s.kv, hd, s.kv, hd, w.attn_kv_a_norm.f32(), T, hd, c.rms_eps}, stream_);
+    cuda::rope_tail(rope_params(s.q, hd, T, c.n_head, pos, freq, n_pairs, false), stream_);
+    cuda::rope_tail(rope_params(s.kv, hd, T, 1, pos, freq, n_pairs, false), stream_);
+    cuda::quantize_raw_rows({s.kv, s.rawq, T, c.head_dim, c.nope_dim(), options_.forward.quantize_kv}, stream_);
+  }
 
   const bool sparse = ratio == 4;
   if (ratio > 0) compressed_rows(plan, il, false);
@@ -95,9 +160,17 @@ void CudaBackend::attention_sublayer(const Plan& plan, int il) {
   }
   ap.out = s.heads;
   ap.max_rows = c.sliding_window + (ratio > 0 ? plan.for_ratio(ratio).max_comp_rows : 0);
-  cuda::attention(plan.batch, kv, ap, stream_);
-  cuda::store_raw_window(plan.batch, kv, s.rawq, stream_);
-  cuda::rope_tail(rope_params(s.heads, hd, T, c.n_head, pos, freq, n_pairs, true), stream_);
+  if (fused) {  // rows read once per 4 heads, split over blocks; inverse RoPE and ring store fused
+    cuda::AttentionSplitExtras ax;
+    ax.ws_acc = step_->attn_ws.as<float>();
+    ax.ws_ml = reinterpret_cast<double*>(step_->attn_ws.as<uint8_t>() + step_->attn_ws_ml_offset);
+    ax.inv_freq = freq, ax.n_pairs = n_pairs, ax.store_raw = true;
+    cuda::attention_split(plan.batch, kv, ap, ax, stream_);
+  } else {
+    cuda::attention(plan.batch, kv, ap, stream_);
+    cuda::store_raw_window(plan.batch, kv, s.rawq, stream_);
+    cuda::rope_tail(rope_params(s.heads, hd, T, c.n_head, pos, freq, n_pairs, true), stream_);
+  }
 
   // Grouped output projection: row block g of attn_output_a reads head group g.
   cuda::MatmulParams op;
@@ -138,6 +211,7 @@ void CudaBackend::compressed_rows(const Plan& plan, int il, bool indexer) {
   const cuda::LayerKv kv = kv_->layer(il);
   cuda::CompressedFinishParams fp;
   fp.pooled = pooled, fp.n_emit = rp.n_emit, fp.row_dim = dim, fp.nope_dim = c.nope_dim();
+  if (step_->pad_plan) fp.emit_index = rp.emit_index, fp.n_index = plan.n_tokens;  // one block per token: replayable
   fp.norm = norm.f32(), fp.eps = c.rms_eps;
   fp.emit_seq = rp.emit_seq, fp.emit_row = rp.emit_row, fp.emit_pos = rp.emit_pos;
   fp.freq = rope_freq_.as<double>() + c.rope_dim / 2, fp.n_pairs = c.rope_dim / 2;
@@ -155,9 +229,17 @@ void CudaBackend::indexer_select(const Plan& plan, int il) {
   const int64_t T = plan.n_tokens, heads = c.indexer_heads, dim = c.indexer_dim;
   const int n_pairs = c.rope_dim / 2;
   matmul_rows(w.indexer_attn_q_b, s.q_lora, c.q_lora_rank, s.idx_q, heads * dim, T);
-  cuda::rope_tail(rope_params(s.idx_q, dim, T, heads, plan.batch.token_pos, rope_freq_.as<double>() + n_pairs, n_pairs, false),
-                  stream_);
-  if (options_.forward.quantize_kv) cuda::hadamard_fp4_rows(s.idx_q, T * heads, static_cast<int>(dim), stream_);
+  if (step_->fused_ops) {
+    cuda::IndexerQParams iq;
+    iq.q = s.idx_q, iq.n_tokens = T, iq.heads = static_cast<int>(heads), iq.dim = static_cast<int>(dim);
+    iq.pos = plan.batch.token_pos, iq.freq = rope_freq_.as<double>() + n_pairs, iq.n_pairs = n_pairs;
+    iq.quantize = options_.forward.quantize_kv;
+    cuda::indexer_q_rope_qat(iq, stream_);
+  } else {
+    cuda::rope_tail(rope_params(s.idx_q, dim, T, heads, plan.batch.token_pos, rope_freq_.as<double>() + n_pairs, n_pairs, false),
+                    stream_);
+    if (options_.forward.quantize_kv) cuda::hadamard_fp4_rows(s.idx_q, T * heads, static_cast<int>(dim), stream_);
+  }
   matmul_rows(w.indexer_proj, s.normed, c.n_embd, s.idx_w, heads, T);
 
   const cuda::LayerKv kv = kv_->layer(il);
@@ -180,7 +262,8 @@ void CudaBackend::moe_sublayer(const Plan& plan, int il) {
   Scratch& s = *scratch_;
   const int64_t T = plan.n_tokens, n = c.n_embd, k = c.n_expert_used;
   const int64_t n_expert = static_cast<int64_t>(w.ffn_gate_exps.ne2), ffn = static_cast<int64_t>(w.ffn_gate_exps.ne1);
-  cuda::rms_norm({s.x, n, s.normed, n, w.ffn_norm.f32(), T, n, c.rms_eps}, stream_);
+  const bool fused = step_->fused_ops;
+  if (!fused) cuda::rms_norm({s.x, n, s.normed, n, w.ffn_norm.f32(), T, n, c.rms_eps}, stream_);
   matmul_rows(w.ffn_gate_inp, s.normed, n, s.router_logits, n_expert, T);
   const bool hash = c.is_hash_layer(il);
   cuda::RouterParams rp;
@@ -188,10 +271,14 @@ void CudaBackend::moe_sublayer(const Plan& plan, int il) {
   rp.hash_table = hash ? w.ffn_gate_tid2eid.i32() : nullptr, rp.tokens = plan.tokens;
   rp.experts = s.experts, rp.weights = s.route_weights, rp.n_tokens = T, rp.n_expert = static_cast<int>(n_expert);
   rp.k = static_cast<int>(k), rp.normalize = c.expert_weights_norm, rp.scale = c.expert_weights_scale;
-  cuda::route(rp, stream_);
-  cuda::moe_group({s.experts, T, static_cast<int>(k), static_cast<int>(n_expert), s.group_offsets, s.token_rows, s.slot_rows,
-                   s.active_experts, s.n_active},
-                  stream_);
+  const cuda::MoeGroupParams gp{s.experts,     T,           static_cast<int>(k), static_cast<int>(n_expert), s.group_offsets,
+                                s.token_rows,  s.slot_rows, s.active_experts,    s.n_active};
+  if (fused) {
+    cuda::route_and_group(rp, gp, step_->route_counter.as<int32_t>(), stream_);
+  } else {
+    cuda::route(rp, stream_);
+    cuda::moe_group(gp, stream_);
+  }
 
   // Routed experts: every expert's matrices read once for all of its tokens.
   auto grouped = [&](const DeviceTensor& t, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
@@ -204,16 +291,25 @@ void CudaBackend::moe_sublayer(const Plan& plan, int il) {
     p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, T * k);
     cuda::matmul(p, stream_);
   };
+  const float limit = c.swiglu_clamp[il];
+  const int64_t ffn_sh = static_cast<int64_t>(w.ffn_gate_shexp.ne1);
+  const cuda::SwigluParams routed{s.ffn_gate, s.ffn_up, s.ffn_mid, T * k, ffn, limit, s.route_weights};
+  const cuda::SwigluParams shared{s.sh_gate, s.sh_up, s.sh_mid, T, ffn_sh, limit, nullptr};
   grouped(w.ffn_gate_exps, s.normed, n, s.token_rows, s.ffn_gate, ffn);
   grouped(w.ffn_up_exps, s.normed, n, s.token_rows, s.ffn_up, ffn);
-  const float limit = c.swiglu_clamp[il];
-  cuda::swiglu({s.ffn_gate, s.ffn_up, s.ffn_mid, T * k, ffn, limit, s.route_weights}, stream_);
+  if (fused) {  // both activations in one launch; the combine happens in the next hc boundary
+    matmul_rows(w.ffn_gate_shexp, s.normed, n, s.sh_gate, ffn_sh, T);
+    matmul_rows(w.ffn_up_shexp, s.normed, n, s.sh_up, ffn_sh, T);
+    cuda::swiglu_pair(routed, shared, stream_);
+    grouped(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n);
+    matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
+    return;
+  }
+  cuda::swiglu(routed, stream_);
   grouped(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n);
-
-  const int64_t ffn_sh = static_cast<int64_t>(w.ffn_gate_shexp.ne1);
   matmul_rows(w.ffn_gate_shexp, s.normed, n, s.sh_gate, ffn_sh, T);
   matmul_rows(w.ffn_up_shexp, s.normed, n, s.sh_up, ffn_sh, T);
-  cuda::swiglu({s.sh_gate, s.sh_up, s.sh_mid, T, ffn_sh, limit, nullptr}, stream_);
+  cuda::swiglu(shared, stream_);
   matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
   cuda::moe_combine({s.expert_out, s.sh_out, s.y, T, n, static_cast<int>(k)}, stream_);
 }
