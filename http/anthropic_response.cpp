@@ -37,6 +37,8 @@ class AnthropicWriter final : public BlockWriter {
  public:
   using BlockWriter::BlockWriter;
 
+  std::string error_body(const ApiError& error) const override { return anthropic_error_body(error); }
+
   std::string stream_error(const ApiError& error) override {
     std::string out;
     append_event(out, "error", anthropic_error_body(error));

@@ -182,6 +182,7 @@ net::awaitable<void> Relay::finish(FinishReason reason, const StreamChunk& last)
     const ApiError e = internal_error("Generation failed: " + last.error);
     if (!streaming_) {
       result.reply = error_reply(e);
+      result.reply.body = writer_->error_body(e);
     } else if (co_await write_chunk(writer_->stream_error(e))) {
       auto [ec, n] = co_await net::async_write(stream_, bhttp::make_chunk_last(), kAwaitable);
       if (ec) result.ok = false;

@@ -35,6 +35,8 @@ class ResponseWriter {
   virtual std::string finish(FinishReason reason, const RequestUsage& usage) = 0;
   // An error in the middle of a stream, in the API's shape.
   virtual std::string stream_error(const ApiError& error) = 0;
+  // The body of an error reply (no stream), in the API's shape.
+  virtual std::string error_body(const ApiError& error) const { return ds4::http::error_body(error); }
   // Keeps the connection alive while a long prompt is prefilled (before any output).
   virtual std::string heartbeat() const { return ": ping\n\n"; }
 

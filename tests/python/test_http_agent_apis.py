@@ -198,7 +198,7 @@ def test_agent_loop_hits_the_prefix_cache(claude, server):
     """10 turns of a growing agent conversation (long system prompt, tools, thinking): from turn 2 on
     >= 90% of each prompt is read from the prefix cache, per usage and per the /metrics counters."""
     messages = [{"role": "user", "content": "Refactor the handlers."}]
-    ratios = []
+    ratios = []  # (cached share from usage, from /metrics, prompt tokens) per turn
     for turn in range(10):
         q0, h0 = prefix_counters(server)
         r = claude.messages.create(model=MODEL_NAME, system=SYSTEM, tools=[TIME_TOOL, WEATHER_TOOL], messages=messages,
@@ -210,6 +210,7 @@ def test_agent_loop_hits_the_prefix_cache(claude, server):
         ratios.append((u.cache_read_input_tokens / prompt, (h1 - h0) / (q1 - q0), prompt))
         messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in r.content]},
                      {"role": "user", "content": f"Step {turn + 2}: continue."}]
+    print("agent loop (cached share by usage, by metrics, prompt tokens):", ratios)
     assert ratios[0][2] > 2800, ratios[0]  # long enough that block granularity (256) allows 90%
     for turn, (from_usage, from_metrics, prompt) in enumerate(ratios[1:], start=2):
         assert from_usage >= 0.9, (turn, ratios)
