@@ -179,16 +179,12 @@ plot() {
   command -v gnuplot >/dev/null || { echo "gnuplot is not installed: no plot"; return 0; }
   local data
   data=$(mktemp -d)
+  local plots=""
   for ctx in $(awk -F, 'NR > 1 {print $1}' "$dir/decode.csv" | sort -un); do
     awk -F, -v c="$ctx" 'NR > 1 && $1 == c && $3 == "ok" {print $2, $8, $9}' "$dir/decode.csv" >"$data/engine_$ctx.dat"
+    [ -s "$data/engine_$ctx.dat" ] && plots+="'$data/engine_$ctx.dat' using 1:2 with linespoints title 'engine, context $ctx', "
   done
   [ -f "$dir/load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $14, $13}' "$dir/load.csv" >"$data/server.dat"
-  local plots=""
-  for f in "$data"/engine_*.dat; do
-    [ -s "$f" ] || continue
-    local ctx=${f##*engine_}
-    plots+="'$f' using 1:2 with linespoints title 'engine, context ${ctx%.dat}', "
-  done
   [ -s "$data/server.dat" ] && plots+="'$data/server.dat' using 1:2 with linespoints title 'ds4serve + ds4serve-load (decode tok/s)', "
   gnuplot <<EOF
 set terminal pngcairo size 1000,600 noenhanced
