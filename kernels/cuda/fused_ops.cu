@@ -2,7 +2,8 @@
 // arithmetic and its reduction tree (256-thread f64 block sums for the norms, f64 sincos for
 // RoPE, the qat.cuh round trips), so the outputs equal the chain's bit for bit; the one
 // exception is the hyper-connection mix, reduced in f64 over chunks and scaled by 1/rms at the
-// end (mathematically the chain's fn · RMSNorm(state), within the matmul tolerance).
+// end (mathematically the chain's fn · RMSNorm(state), within the matmul tolerance). Sinkhorn runs
+// on one warp (hc_math.cuh hc_coef_warp, same arithmetic as the one-thread version).
 #include "kernels/cuda/fused_ops.h"
 
 #include <cuda_fp16.h>
@@ -124,12 +125,12 @@ __global__ void __launch_bounds__(kRowThreads) hc_finish_kernel(HcFinishParams p
     sums[threadIdx.x] = s;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < 32) {  // warp 0: mix = Σ dot / rms, then the coefficients (Sinkhorn by 16 lanes)
+    const int lane = threadIdx.x;
     const float inv = static_cast<float>(1.0 / sqrt(sums[0] / static_cast<double>(hw) + static_cast<double>(p.rms_eps)));
-    float mix[kHcMaxMix];
-    for (int o = 0; o < p.mix_dim; ++o) mix[o] = static_cast<float>(sums[1 + o] * static_cast<double>(inv));
-    hc_coef_from_mix(mix, p.scale, p.base, p.hc, p.sinkhorn_iters, p.hc_eps, coef);
-    for (int o = 0; o < p.mix_dim; ++o) p.coef[t * p.mix_dim + o] = coef[o];
+    const float mix = lane < p.mix_dim ? static_cast<float>(sums[1 + lane] * static_cast<double>(inv)) : 0.0f;
+    hc_coef_warp(mix, p.scale, p.base, p.hc, p.sinkhorn_iters, p.hc_eps, coef);
+    if (lane < p.mix_dim) p.coef[t * p.mix_dim + lane] = coef[lane];
   }
   __syncthreads();
   const float* st = p.states + t * hw;
