@@ -4,6 +4,8 @@
 // compressed-row finish into block-addressed storage (rel. 1e-5; indexer FP4 codes may flip on a
 // last-ulp difference, at most 1 value in 1000), indexer scores (rel. 1e-6) and top-k (exact,
 // ties to the lower row), and sink-aware attention over ring, step and compressed rows (rel. 1e-5).
+// The graph-replayable launch forms (finish over every token through emit_index, query lists
+// padded with -1) give the same bits as the compact ones.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -178,6 +180,15 @@ TEST(CudaAttention, CompressedFinishNormRopeQuantiseStore) {
       }
     }
     EXPECT_LE(flips, n_emit * dim / 1000) << "indexer FP4 codes that differ";
+    // The graph-replayable form: one block per token, emission emit_index[t] (-1: none), same rows.
+    const std::vector<int32_t> emit_index = {-1, 3, 0, -1, -1, 4, 1, 2, -1};
+    DeviceArray<int32_t> ei(emit_index);
+    DeviceArray<float> store2(4 * rpb * dim);
+    cuda::fill(store2.get(), 4 * rpb * dim, NAN, nullptr);
+    p.store = store2.get(), p.emit_index = ei.get(), p.n_index = static_cast<int64_t>(emit_index.size());
+    cuda::compressed_finish(b.view(), p, nullptr);
+    const auto store_b = store2.to_host();
+    for (size_t i = 0; i < store.size(); ++i) ASSERT_EQ(f32_bits(store_b[i]), f32_bits(store[i])) << "emit_index form, value " << i;
   }
 }
 
@@ -233,6 +244,23 @@ TEST(CudaAttention, IndexerScoresAndTopKMatchCpu) {
         ASSERT_EQ(sel_got[t * k + j], j < static_cast<int>(ref.size()) ? ref[j] : -1) << "token " << t << " rank " << j;
     }
   }
+  // A padded query list (the graph-replayable form): -1 entries are skipped, the rest unchanged.
+  const std::vector<int32_t> padded = {0, 1, 2, 3, -1, -1};
+  DeviceArray<int32_t> padd(padded), out2(6 * k);
+  DeviceArray<float> scores2(6 * max_rows);
+  p.tokens = padd.get(), p.n_sel = 6, p.scores = scores2.get();
+  cuda::indexer_scores(b.view(), p, nullptr);
+  const auto got2 = scores2.to_host();
+  for (int64_t i = 0; i < 4 * max_rows; ++i) ASSERT_EQ(f32_bits(got2[i]), f32_bits(got[i])) << "padded scores, value " << i;
+  cuda::TopKParams tp;
+  tp.tokens = padd.get(), tp.n_sel = 6, tp.scores = scores2.get(), tp.max_rows = max_rows, tp.ratio = 4, tp.k = k;
+  tp.selected = out2.get();
+  cuda::indexer_top_k(b.view(), tp, nullptr);
+  scores.upload(got);
+  tp.tokens = seld.get(), tp.n_sel = 4, tp.scores = scores.get(), tp.selected = out.get();
+  cuda::indexer_top_k(b.view(), tp, nullptr);
+  const auto sel_padded = out2.to_host(), sel_plain = out.to_host();
+  EXPECT_TRUE(std::equal(sel_plain.begin(), sel_plain.end(), sel_padded.begin())) << "padded top-k";
 }
 
 // CPU restatement of the sink-aware attention of cpu_attention.cpp attend() (without inverse RoPE).
