@@ -22,6 +22,14 @@ MaybeError add_function_tool(ChatRequest& req, const std::string& param, std::st
 // tool_choice kinds that need tools, and a named function that must be one of them.
 MaybeError check_tool_choice(const ChatRequest& req, const std::string& param);
 
+// A message with only a role and content.
+inline ChatMessage chat_message(std::string role, std::string content = {}) {
+  ChatMessage m;
+  m.role = std::move(role);
+  m.content = std::move(content);
+  return m;
+}
+
 // "param[i]".
 inline std::string indexed(const std::string& param, size_t i) { return param + "[" + std::to_string(i) + "]"; }
 

@@ -38,11 +38,11 @@ MaybeError read_text(const Element& v, const std::string& p, std::string& out) {
 
 // One user message: text blocks become a user message, tool_result blocks tool messages, in order.
 MaybeError read_user_blocks(const Element& content, const std::string& p, std::vector<ChatMessage>& out) {
-  ChatMessage user{"user"};
+  ChatMessage user = chat_message("user");
   bool have_user = false;
   auto flush = [&] {
     if (have_user) out.push_back(std::move(user));
-    user = ChatMessage{"user"};
+    user = chat_message("user");
     have_user = false;
   };
   size_t i = 0;
@@ -58,7 +58,7 @@ MaybeError read_user_blocks(const Element& content, const std::string& p, std::v
       have_user = true;
     } else if (type == "tool_result") {
       flush();
-      ChatMessage tool{"tool"};
+      ChatMessage tool = chat_message("tool");
       std::string_view id;
       if (block["tool_use_id"].get(id) || id.empty())
         return invalid_param(bp + ".tool_use_id", "'" + bp + ".tool_use_id' must be a non-empty string");
@@ -120,7 +120,7 @@ MaybeError read_messages_field(const Element& v, std::vector<ChatMessage>& out) 
       return invalid_param(p + ".role", "'" + p + ".role' must be 'user' or 'assistant'");
     if (m["content"].get(content)) return invalid_param(p + ".content", "'" + p + ".content' is required");
     if (content.type() == element_type::STRING) {
-      out.push_back(ChatMessage{std::string(role), std::string(content.get_string().value_unsafe())});
+      out.push_back(chat_message(std::string(role), std::string(content.get_string().value_unsafe())));
       continue;
     }
     if (content.type() != element_type::ARRAY) return wrong_type(p + ".content", "a string or an array of content blocks", content);
@@ -128,7 +128,7 @@ MaybeError read_messages_field(const Element& v, std::vector<ChatMessage>& out) 
       if (auto e = read_user_blocks(content, p + ".content", out)) return e;
       continue;
     }
-    ChatMessage msg{"assistant"};
+    ChatMessage msg = chat_message("assistant");
     if (auto e = read_assistant_blocks(content, p + ".content", msg)) return e;
     out.push_back(std::move(msg));
   }
@@ -261,7 +261,7 @@ std::optional<ApiError> parse_anthropic_request(std::string_view body, bool coun
       have_messages = true;
     } else if (key == "system") {
       if (is_null(v)) continue;
-      system.push_back(ChatMessage{"system"});
+      system.push_back(chat_message("system"));
       if (auto e = read_text(v, "system", system.back().content)) return e;
     } else if (key == "tools") {
       if (auto e = read_tools_field(v, req)) return e;

@@ -5,9 +5,10 @@
 // calls (input re-serialised compactly, ids kept for exact replay); tools ({name, description,
 // input_schema}) become function tools; tool_choice auto / any / tool / none; max_tokens (required
 // for messages), temperature (0..1), top_p, top_k, stop_sequences, stream; thinking
-// {"type":"enabled"|"adaptive"} turns reasoning on (absent or disabled: off, as Anthropic's
-// default is), its budget_tokens is validated but the reasoning is bounded by max_tokens only.
-// Refused with a clear 400: images, documents, server tools, MCP servers, containers. Unknown
+// {"type":"enabled"|"adaptive"|"between_tools"} turns reasoning on (absent or disabled: off, as
+// Anthropic's default is), its budget_tokens (>= 1) bounds the reasoning (the generation route
+// closes it there: Relay::plan_reasoning_budget). Refused with a clear 400: images, documents,
+// server tools, MCP servers, containers, structured output (output_config.format). Unknown
 // top-level fields are ignored and listed. Tested by tests/unit/http_agent_request_test.cpp.
 #pragma once
 #include <optional>

@@ -42,6 +42,7 @@ std::optional<ApiError> prepare_for_api(GenerationApi api, std::string_view body
       AnthropicRequest r;
       error = parse_anthropic_request(body, /*count_tokens=*/false, r);
       if (!error) error = prepare_chat(ctx, r.chat, out.prep);
+      out.reasoning_budget = r.thinking_budget.value_or(0);
       ignored = std::move(r.chat.gen.ignored_fields);
       break;
     }

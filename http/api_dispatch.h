@@ -21,6 +21,7 @@ namespace ds4::http {
 struct ApiPrepared {
   PreparedGeneration prep;
   ResponsesEcho echo;  // kResponses: request fields the response repeats
+  int64_t reasoning_budget = 0;  // kAnthropicMessages: thinking.budget_tokens (0: none)
 };
 
 // Parses body as `api` and prepares it; `ignored` receives unknown top-level fields.

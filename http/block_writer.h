@@ -41,6 +41,7 @@ class BlockWriter : public ResponseWriter {
   const std::string& finish_reason() const override { return openai_reason_; }
   int64_t completion_tokens() const override { return completion_tokens_; }
   bool first_text_sent() const override { return started_; }
+  bool in_reasoning() const override { return in_reasoning_; }
 
  protected:
   // Streaming hooks; each appends its API's events to out.

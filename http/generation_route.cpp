@@ -73,6 +73,12 @@ class Relay {
     return std::nullopt;
   }
 
+  // A reasoning budget (Anthropic thinking.budget_tokens): the request first samples at most
+  // `budget` tokens; if the reasoning is still open then, a continuation closes it with </think>
+  // and samples the rest of max_tokens (its prompt is this turn so far: the prefix cache covers
+  // all but the last partial block). Call before submit; `request` is the one to submit.
+  void plan_reasoning_budget(GenerationRequest& request, int64_t budget);
+
   net::awaitable<void> pump();
   net::awaitable<void> watch_client();
   // The response is fully determined by the prompt (a forced call of a function without
@@ -92,6 +98,8 @@ class Relay {
   void record_tokens(const StreamChunk& chunk);
   void record_finished(const std::string& reason, const RequestTiming& timing);
   void remember_turn(FinishReason reason);
+  // The first request reached the reasoning budget: submits the continuation (see above).
+  net::awaitable<void> close_reasoning(StreamChunk& chunk);
 
   Stream& stream_;
   ServerState& state_;
@@ -109,7 +117,33 @@ class Relay {
   RequestTiming timing_;
   std::vector<double> gaps_;
   std::vector<int32_t> turn_ids_;  // the forced tail and every sampled id, for exact replay
+  std::optional<GenerationRequest> continuation_;  // reasoning budget: the whole request
+  std::optional<int64_t> cached_prompt_tokens_;     // of the first admission (usage reports it)
 };
+
+void Relay::plan_reasoning_budget(GenerationRequest& request, int64_t budget) {
+  if (budget <= 0 || budget >= request.max_tokens || !writer_->in_reasoning()) return;
+  continuation_ = request;
+  request.max_tokens = budget;
+}
+
+net::awaitable<void> Relay::close_reasoning(StreamChunk& chunk) {
+  GenerationRequest next = std::move(*continuation_);
+  continuation_.reset();
+  const int32_t close = service_.tokenizer().chat_ids().think_end;
+  next.prompt_tokens.insert(next.prompt_tokens.end(), turn_ids_.begin(), turn_ids_.end());
+  next.prompt_tokens.push_back(close);
+  next.max_tokens -= writer_->completion_tokens() + 1;  // </think> takes a position of the output too
+  std::string sse;
+  writer_->add_tokens(std::span<const int32_t>(&close, 1), {}, chunk.usage, sse);
+  turn_ids_.push_back(close);
+  if (streaming_ && !co_await write_chunk(sse)) co_return;
+  if (next.max_tokens < 1) {
+    co_await finish(FinishReason::kLength, chunk);
+    co_return;
+  }
+  rs_ = service_.engine().submit(std::move(next), waker_->notify());
+}
 
 net::awaitable<bool> Relay::send_header() {
   bhttp::response<bhttp::empty_body> res{bhttp::status::ok, ctx_.version};
@@ -189,7 +223,9 @@ net::awaitable<void> Relay::finish(FinishReason reason, const StreamChunk& last)
     }
     co_return;
   }
-  std::string out = writer_->finish(reason, last.usage);
+  RequestUsage usage = last.usage;
+  if (cached_prompt_tokens_) usage.cached_prompt_tokens = *cached_prompt_tokens_;
+  std::string out = writer_->finish(reason, usage);
   record_finished(writer_->finish_reason(), last.timing);
   remember_turn(reason);
   if (streaming_) {
@@ -220,6 +256,8 @@ void Relay::remember_turn(FinishReason reason) {
 
 net::awaitable<void> Relay::on_chunk(StreamChunk& chunk) {
   timing_ = chunk.timing;
+  if (!cached_prompt_tokens_ && (!chunk.tokens.empty() || chunk.finished()))
+    cached_prompt_tokens_ = chunk.usage.cached_prompt_tokens;
   // The token that ended the request (EOS or a stop id) is counted but shows no text.
   std::span<const int32_t> tokens(chunk.tokens);
   record_tokens(chunk);
@@ -231,6 +269,10 @@ net::awaitable<void> Relay::on_chunk(StreamChunk& chunk) {
     service_.engine().abort(rs_->id());
     chunk.timing.finished = Clock::now();
     co_await finish(FinishReason::kStop, chunk);
+    co_return;
+  }
+  if (chunk.finished() && chunk.finish_reason == FinishReason::kLength && continuation_ && writer_->in_reasoning()) {
+    co_await close_reasoning(chunk);
     co_return;
   }
   if (chunk.finished()) co_await finish(chunk.finish_reason, chunk);
@@ -327,6 +369,7 @@ net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state
     co_return relay.result;
   }
   auto waker = std::make_shared<Waker>(co_await net::this_coro::executor);
+  relay.plan_reasoning_budget(prep.request, prepared.reasoning_budget);
   if (auto e = relay.submit(std::move(prep.request), waker))
     co_return RouteResult{api_error_reply(api, *e), false, true, 503};
   stream.expires_never();

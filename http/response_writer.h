@@ -45,6 +45,8 @@ class ResponseWriter {
   virtual const std::string& finish_reason() const = 0;
   virtual int64_t completion_tokens() const = 0;
   virtual bool first_text_sent() const = 0;
+  // The prompt opened a reasoning that no token has closed yet.
+  virtual bool in_reasoning() const { return false; }
 };
 
 // /v1/chat/completions and /v1/completions.

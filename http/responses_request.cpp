@@ -57,7 +57,7 @@ class InputItems {
       return invalid_param(p + ".role", "'" + p + ".role' must be user, system, developer or assistant");
     if (item["content"].get(content)) return invalid_param(p + ".content", "'" + p + ".content' is required");
     if (role != "assistant") {
-      ChatMessage m{std::string(role)};
+      ChatMessage m = chat_message(std::string(role));
       if (auto e = read_parts(content, p + ".content", "\n", m.content)) return e;
       out_.push_back(std::move(m));
       open_ = false;
@@ -91,7 +91,7 @@ class InputItems {
     Element output;
     if (item["call_id"].get(call_id) || call_id.empty()) return invalid_param(p + ".call_id", "'" + p + ".call_id' must be a non-empty string");
     if (item["output"].get(output)) return invalid_param(p + ".output", "'" + p + ".output' is required");
-    ChatMessage tool{"tool"};
+    ChatMessage tool = chat_message("tool");
     tool.tool_call_id = std::string(call_id);
     if (auto e = read_parts(output, p + ".output", "\n", tool.content)) return e;
     out_.push_back(std::move(tool));
@@ -120,7 +120,7 @@ class InputItems {
     }
     ChatMessage& a = assistant(/*fresh_if_calls=*/true);
     if (!a.content.empty()) {  // reasoning opens a turn: a new assistant message
-      out_.push_back(ChatMessage{"assistant"});
+      out_.push_back(chat_message("assistant"));
       open_ = true;
     }
     out_.back().reasoning_content += text;
@@ -132,7 +132,7 @@ class InputItems {
   ChatMessage& assistant(bool fresh_if_calls) {
     const bool usable = open_ && !out_.empty() && out_.back().role == "assistant" &&
                         !(fresh_if_calls && !out_.back().tool_calls.empty());
-    if (!usable) out_.push_back(ChatMessage{"assistant"});
+    if (!usable) out_.push_back(chat_message("assistant"));
     open_ = true;
     return out_.back();
   }
@@ -143,7 +143,7 @@ class InputItems {
 
 MaybeError read_input(const Element& v, std::vector<ChatMessage>& out) {
   if (v.type() == element_type::STRING) {
-    out.push_back(ChatMessage{"user", std::string(v.get_string().value_unsafe())});
+    out.push_back(chat_message("user", std::string(v.get_string().value_unsafe())));
     return std::nullopt;
   }
   if (v.type() != element_type::ARRAY) return wrong_type("input", "a string or an array of items", v);
@@ -295,7 +295,7 @@ std::optional<ApiError> parse_responses_request(std::string_view body, Responses
   }
   if (!have_input) return invalid_param("input", "'input' is required");
   if (auto e = check_tool_choice(req, "tool_choice")) return e;
-  if (out.echo.instructions) req.messages.push_back(ChatMessage{"system", *out.echo.instructions});
+  if (out.echo.instructions) req.messages.push_back(chat_message("system", *out.echo.instructions));
   for (ChatMessage& m : messages) req.messages.push_back(std::move(m));
   return std::nullopt;
 }

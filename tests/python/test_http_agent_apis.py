@@ -103,6 +103,22 @@ def test_anthropic_tool_use_conversation(claude, server, stream):
     assert r3.content and all(b.type in ("text", "tool_use") for b in r3.content)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_thinking_budget_closes_the_reasoning(claude, stream):
+    """budget_tokens bounds the reasoning: at the budget the server writes </think> and the rest of
+    max_tokens goes to the answer (the demo model never closes its reasoning by itself)."""
+    kw = dict(model=MODEL_NAME, max_tokens=9, messages=[{"role": "user", "content": "Think briefly."}],
+              thinking={"type": "enabled", "budget_tokens": 3})
+    r = anthropic_stream(claude, **kw)[1] if stream else claude.messages.create(**kw)
+    assert [b.type for b in r.content][:2] == ["thinking", "text"], r.content
+    assert r.usage.output_tokens <= 9 and r.stop_reason in ("max_tokens", "end_turn")
+    if r.stop_reason == "max_tokens":
+        assert r.usage.output_tokens == 9  # 3 reasoning + </think> + 5 answer tokens
+    # Without a budget below max_tokens the same request stays in its reasoning.
+    kw["thinking"]["budget_tokens"] = 9
+    assert [b.type for b in claude.messages.create(**kw).content] == ["thinking"]
+
+
 def test_anthropic_errors(claude, server):
     status, body = server.post_json("/v1/messages", {"messages": [{"role": "user", "content": "x"}]}, headers=AUTH)
     assert status == 400 and body["type"] == "error"
