@@ -1,12 +1,21 @@
 // Tensor-core dequantising products (mma_matmul.h). A block of 4 warps; warp w owns the row tile
 // (w / wsplit) of 32 rows and the k part (blockIdx.z · wsplit + w % wsplit) of the
 // wsplit · csplit parts; the chunks of a row (kChunkValues values each) go round robin to the
-// parts. A warp streams its chunks for its 32 rows into a 4-stage shared-memory ring with
-// aligned 16-byte cp.async copies (3 chunks in flight), then per 32-value sub-chunk decodes the
-// A fragments of its rows once and runs them against up to four 8-token tiles (a 32-token pass).
+// parts. A warp streams its chunks for its 32 rows into a shared-memory ring with aligned
+// 16-byte cp.async copies, then per 32-value sub-chunk decodes the A fragments of its rows once
+// and runs them against the pass's 8-token tiles. Two instantiations per format, picked per call:
+//   * NT = 4 (the general one): 32-token passes, a 4-stage ring (3 chunks in flight), 3 blocks/SM;
+//   * NT = 1 (decode-sized calls: ≤ 8 tokens, or grouped through a list of ≤ 48 groups): 8-token
+//     passes, a 3-stage ring, registers budgeted for 4-5 blocks/SM (16-20 warps), two sub-chunks
+//     decoded per loop step. Fewer accumulators and partials, more warps to hide latency.
+// Both run the same chunks per part, sub-chunks in the same order, the same MMA chains and the
+// same reduction tree, so every output element is bit-identical whichever one runs (batch
+// invariance across the switch at 8 tokens; cuda_matmul_test compares 1, 3 and 8 tokens with 45).
 // Grid: x = token slab (plain mode; slab s runs passes s, s + gridDim.x, …) or group (grouped
 // mode), y = block of row tiles, z = k part within a cluster of csplit blocks; wsplit and csplit
-// come from the shape alone (choose_split).
+// come from the shape alone (choose_split; DS4_MMA_SPLIT overrides the rule for tuning runs).
+// Q8_0 decodes a pair of signed bytes with two byte permutes and one bf16 subtraction (exact);
+// Q8_0 and F16 read their 2-byte aligned bytes as aligned words plus funnel shifts.
 //
 // Fragment mapping (m16n8k16): lane = 4g + c holds rows g and g + 8 of an m16 tile and, in the
 // k dimension, the 8 consecutive columns 8c .. 8c + 7 of the sub-chunk: columns 8c + 4s + 0..3
@@ -17,6 +26,9 @@
 #include "kernels/cuda/mma_matmul.h"
 
 #include <cooperative_groups.h>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_check.h"
@@ -35,10 +47,17 @@ constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kMTiles = 2;                  // m16 tiles per warp
 constexpr int kWarpRows = 16 * kMTiles;     // 32 rows per warp
-constexpr int kTokTiles = 4;                // n8 tiles per pass
-constexpr int kPassTokens = 8 * kTokTiles;  // 32 tokens per pass over the weights
-constexpr int kStages = 4;
-constexpr int kMaxParts = 32;               // k parts: ≤ 4 warps × ≤ 8 blocks of a cluster
+// n8 token tiles per pass: NT = 4 (32-token passes) in general; NT = 1 (8-token passes, fewer
+// registers, 3 stages, more blocks per SM) for decode-sized calls. An output element's arithmetic
+// is the same in both (same chunks per part, sub-chunk order and reduction tree).
+constexpr int kLargeTiles = 4;
+constexpr int kSmallTiles = 1;
+template <int NT>
+constexpr int stages_for() { return NT == kSmallTiles ? 3 : 4; }
+// Blocks per SM the registers are budgeted for (shared memory allows as many: Q8_0's 43 KB
+// 8-token blocks five, the other formats' four; Q4_K's 68 KB three).
+template <GgmlType T, int NT>
+constexpr int min_blocks_for() { return NT == kSmallTiles ? (T == GgmlType::Q8_0 ? 5 : 4) : 3; }
 
 // Chunk geometry per format: values and bytes of one row's chunk (whole blocks).
 template <GgmlType T>
@@ -54,15 +73,16 @@ struct MmaFormat<GgmlType::Q2_K> { static constexpr int kValues = 256, kBytes = 
 template <>
 struct MmaFormat<GgmlType::Q4_K> { static constexpr int kValues = 256, kBytes = 144; };
 
-template <GgmlType T>
+template <GgmlType T, int NT>
 struct Layout {
+  static constexpr int kStages = stages_for<NT>();
   // A chunk at any 2-byte alignment spans at most kBytes + 30 bytes of aligned 16-byte words.
   static constexpr int kSeg = (MmaFormat<T>::kBytes + 30 + 15) / 16 * 16;  // bytes per row per stage
   static constexpr int kStageBytes = kWarpRows * kSeg;
   static constexpr int kWarpBytes = kStages * kStageBytes;
   static constexpr int kSmemBytes = kWarps * kWarpBytes;
   // The split-K partials reuse a warp's stages.
-  static_assert(kMTiles * kTokTiles * 4 * 32 * 4 <= kWarpBytes, "reduction buffer larger than the stages");
+  static_assert(kMTiles * NT * 4 * 32 * 4 <= kWarpBytes, "reduction buffer larger than the stages");
 };
 
 // ---- small helpers -------------------------------------------------------------------------
@@ -104,15 +124,26 @@ __device__ __forceinline__ uint32_t small_pair(uint32_t w) {
   return bf162_bits(__hsub2(biased_pair<I0, I1>(w), __floats2bfloat162_rn(128.0f, 128.0f)));
 }
 
+// 8 bytes at a 2-byte aligned shared-memory address: three aligned words and two funnel shifts
+// (the third word may lie past the data; its bytes are shifted out).
+__device__ __forceinline__ uint2 ld_u64_a2(const uint8_t* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~uintptr_t(3));
+  const uint32_t shift = static_cast<uint32_t>(a & 3u) * 8u;
+  const uint32_t x0 = w[0], x1 = w[1], x2 = w[2];
+  return make_uint2(__funnelshift_r(x0, x1, shift), __funnelshift_r(x1, x2, shift));
+}
+
+// Signed bytes I0, I1 of w as an exact bf16 pair: q = v − 128·b7 with v = q & 127 and b7 its
+// sign bit, as (128 + v) − (128 + 128·b7), both exact bf16 magic numbers (0x43vv and 0x4300 /
+// 0x4380): two byte permutes and one bf16 subtraction per pair instead of per-value conversions.
+template <int I0, int I1>
+__device__ __forceinline__ uint32_t s8_pair(uint32_t w) {
+  return bf162_bits(__hsub2(biased_pair<I0, I1>(w & 0x7f7f7f7fu), biased_pair<I0, I1>(w & 0x80808080u)));
+}
+
 // An integer u < 2^23 as an exact float without the conversion unit (magic number 2^23).
 __device__ __forceinline__ float small_float(uint32_t u) { return __uint_as_float(0x4B000000u | u) - 8388608.0f; }
-
-// Signed byte K of w as an exact float (magic-number conversion, no conversion unit).
-template <int K>
-__device__ __forceinline__ float s8_float(uint32_t w) {
-  const int v = static_cast<int>(static_cast<int8_t>((w >> (8 * K)) & 0xffu));
-  return __int_as_float(0x4B400000 + v) - 12582912.0f;
-}
 
 // Splits x0, x1 exactly into bf16 pairs hi + mid + lo (truncation: each part takes the next 8
 // significant bits, so the three parts hold all 24).
@@ -145,19 +176,21 @@ __device__ __forceinline__ void decode_sub<GgmlType::Q8_0>(const uint8_t* chunk,
                                                            RowSub& r) {
   const uint8_t* b = chunk + 34 * j;
   r.scale = half_bits_to_float(ld_u16(b));
-  const uint32_t w0 = ld_u32_a2(b + 2 + 8 * c), w1 = ld_u32_a2(b + 6 + 8 * c);
-  r.a[0] = bf16_pair_exact(s8_float<0>(w0), s8_float<1>(w0));
-  r.a[1] = bf16_pair_exact(s8_float<2>(w0), s8_float<3>(w0));
-  r.a[2] = bf16_pair_exact(s8_float<0>(w1), s8_float<1>(w1));
-  r.a[3] = bf16_pair_exact(s8_float<2>(w1), s8_float<3>(w1));
+  const uint2 w = ld_u64_a2(b + 2 + 8 * c);
+  r.a[0] = s8_pair<0, 1>(w.x);
+  r.a[1] = s8_pair<2, 3>(w.x);
+  r.a[2] = s8_pair<0, 1>(w.y);
+  r.a[3] = s8_pair<2, 3>(w.y);
 }
 
 template <>
 __device__ __forceinline__ void decode_sub<GgmlType::F16>(const uint8_t* chunk, int, int c, const uint64_t*, RowSub& r) {
   r.scale = 1.0f;
+  const uint2 h01 = ld_u64_a2(chunk + 16 * c), h23 = ld_u64_a2(chunk + 16 * c + 8);
+  const uint32_t hs[4] = {h01.x, h01.y, h23.x, h23.y};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint32_t h = ld_u32_a2(chunk + 16 * c + 4 * i);
+    const uint32_t h = hs[i];
     const float f0 = half_bits_to_float(h & 0xffffu), f1 = half_bits_to_float(h >> 16);
     const float h0 = __uint_as_float(__float_as_uint(f0) & 0xffff0000u);
     const float h1 = __uint_as_float(__float_as_uint(f1) & 0xffff0000u);
@@ -304,13 +337,13 @@ __device__ __forceinline__ float accumulate(float acc, const RowSub& r, float f,
   return fmaf(r.scale, f, acc);
 }
 
-// The decoded sub-chunk of the warp's rows against the pass's token tiles (all kTokTiles when
-// kFull, else the first n_tiles): acc += the scaled sums.
-template <GgmlType T, bool kFull>
-__device__ __forceinline__ void sub_tiles(const RowSub (&rs)[4], const float* const (&xrow)[kTokTiles], int64_t col,
-                                          int n_tiles, int c, float (&acc)[kMTiles][kTokTiles][4]) {
+// The decoded sub-chunk of the warp's rows against the pass's token tiles (all NT when
+// kFull, else the first n_tiles of NT): acc += the scaled sums.
+template <GgmlType T, int NT, bool kFull>
+__device__ __forceinline__ void sub_tiles(const RowSub (&rs)[4], const float* const (&xrow)[NT], int64_t col,
+                                          int n_tiles, int c, float (&acc)[kMTiles][NT][4]) {
 #pragma unroll
-  for (int n = 0; n < kTokTiles; ++n) {
+  for (int n = 0; n < NT; ++n) {
     if (kFull || n < n_tiles) {
       const float4 u = __ldg(reinterpret_cast<const float4*>(xrow[n] + col));
       const float4 v = __ldg(reinterpret_cast<const float4*>(xrow[n] + col + 4));
@@ -339,12 +372,13 @@ struct Pass {
 };
 
 // One warp's k part for one pass: acc[mt][n][e] over its chunks.
-template <GgmlType T>
+template <GgmlType T, int NT>
 __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* wbase, int64_t row0, int part, int n_parts,
-                                          const Pass& ps, const float* const (&xrow)[kTokTiles], uint8_t* stages,
-                                          const uint64_t* grid, float (&acc)[kMTiles][kTokTiles][4]) {
+                                          const Pass& ps, const float* const (&xrow)[NT], uint8_t* stages,
+                                          const uint64_t* grid, float (&acc)[kMTiles][NT][4]) {
   using F = MmaFormat<T>;
-  using L = Layout<T>;
+  using L = Layout<T, NT>;
+  constexpr int kStages = L::kStages;
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t n_chunks = (p.n_in + F::kValues - 1) / F::kValues;
   const int64_t n_mine = part < n_chunks ? (n_chunks - part + n_parts - 1) / n_parts : 0;
@@ -386,13 +420,14 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
       seg[k] = stage + (g + 8 * k) * L::kSeg + (reinterpret_cast<uintptr_t>(row_src[k] + off) & 15);
     const int64_t k_first = chunk * F::kValues;
     const int n_sub = static_cast<int>((p.n_in - k_first < F::kValues ? p.n_in - k_first : F::kValues) / 32);
+#pragma unroll(NT == kSmallTiles && F::kValues > 32 ? 2 : 1)  // decode-sized passes: two sub-chunks interleaved
     for (int j = 0; j < n_sub; ++j) {
       RowSub rs[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) decode_sub<T>(seg[k], j, c, grid, rs[k]);
       const int64_t col = k_first + 32 * j + 8 * c;
-      if (ps.n_tiles == kTokTiles) sub_tiles<T, true>(rs, xrow, col, ps.n_tiles, c, acc);  // loads hoisted
-      else sub_tiles<T, false>(rs, xrow, col, ps.n_tiles, c, acc);
+      if (ps.n_tiles == NT) sub_tiles<T, NT, true>(rs, xrow, col, ps.n_tiles, c, acc);  // loads hoisted
+      else sub_tiles<T, NT, false>(rs, xrow, col, ps.n_tiles, c, acc);
     }
     __syncwarp();  // the stage is refilled by a later iteration's copy
   }
@@ -400,8 +435,10 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
   __syncwarp();
 }
 
-template <GgmlType T>
-__global__ void __launch_bounds__(kThreads, 3) mma_matmul_kernel(MatmulParams p, int wsplit, int csplit) {
+template <GgmlType T, int NT>
+__global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_kernel(MatmulParams p, int wsplit, int csplit) {
+  constexpr int kPassTokens = 8 * NT;
+  using L = Layout<T, NT>;
   extern __shared__ __align__(16) uint8_t mma_smem[];  // [kWarps][kStages][kWarpRows][kSeg]
   __shared__ __align__(16) uint64_t grid_s[T == GgmlType::IQ2_XXS ? sizeof(Iq2Tables) / 8 : 1];  // IQ2_XXS: Iq2Tables
   // blockIdx.x: the group (grouped mode) or the token slab (plain mode: passes x, x + gridDim.x, …);
@@ -430,49 +467,49 @@ __global__ void __launch_bounds__(kThreads, 3) mma_matmul_kernel(MatmulParams p,
   const int part = static_cast<int>(blockIdx.z) * wsplit + wpart, n_parts = wsplit * csplit;
   // Padding warps past n_out read the last group's columns (their results are never written).
   const int64_t x_col = p.x_group_rows > 0 ? ((row0 < p.n_out ? row0 : p.n_out - 1) / p.x_group_rows) * p.n_in : 0;
-  uint8_t* stages = mma_smem + warp * Layout<T>::kWarpBytes;
-  float* red = reinterpret_cast<float*>(stages);  // [kMTiles·kTokTiles·4][32], after the k loop
+  uint8_t* stages = mma_smem + warp * L::kWarpBytes;
+  float* red = reinterpret_cast<float*>(stages);  // [kMTiles·NT·4][32], after the k loop
   const bool split = n_parts > 1;
   cg::cluster_group cluster = cg::this_cluster();
   const unsigned rank = csplit > 1 ? cluster.block_rank() : 0;
 
   for (int64_t t0 = begin + slab * kPassTokens; t0 < end; t0 += n_slabs * kPassTokens) {
     Pass ps{t0, end, static_cast<int>(((end - t0 < kPassTokens ? end - t0 : kPassTokens) + 7) / 8)};
-    const float* xrow[kTokTiles];
+    const float* xrow[NT];
 #pragma unroll
-    for (int n = 0; n < kTokTiles; ++n) {
+    for (int n = 0; n < NT; ++n) {
       int64_t i = t0 + 8 * n + g;
       if (i >= end) i = t0;
       const int64_t xr = p.x_rows ? p.x_rows[i] : i;
       xrow[n] = p.x + xr * p.x_stride + x_col;
     }
-    float acc[kMTiles][kTokTiles][4];
+    float acc[kMTiles][NT][4];
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-      for (int n = 0; n < kTokTiles; ++n)
+      for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][n][e] = 0.0f;
-    warp_part<T>(p, wbase, row0, part, n_parts, ps, xrow, stages, grid_s, acc);
+    warp_part<T, NT>(p, wbase, row0, part, n_parts, ps, xrow, stages, grid_s, acc);
 
     // Split-K: the warps of a row tile in order, then the blocks of the cluster in rank order.
     if (split) {
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-        for (int n = 0; n < kTokTiles; ++n)
+        for (int n = 0; n < NT; ++n)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) red[((mt * kTokTiles + n) * 4 + e) * 32 + lane] = acc[mt][n][e];
+          for (int e = 0; e < 4; ++e) red[((mt * NT + n) * 4 + e) * 32 + lane] = acc[mt][n][e];
       __syncthreads();
       if (wpart == 0) {
         for (int q = 1; q < wsplit; ++q) {
-          const float* other = reinterpret_cast<const float*>(mma_smem + (warp + q) * Layout<T>::kWarpBytes);
+          const float* other = reinterpret_cast<const float*>(mma_smem + (warp + q) * L::kWarpBytes);
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-            for (int n = 0; n < kTokTiles; ++n)
+            for (int n = 0; n < NT; ++n)
 #pragma unroll
-              for (int e = 0; e < 4; ++e) acc[mt][n][e] += other[((mt * kTokTiles + n) * 4 + e) * 32 + lane];
+              for (int e = 0; e < 4; ++e) acc[mt][n][e] += other[((mt * NT + n) * 4 + e) * 32 + lane];
         }
       }
       if (csplit > 1) {
@@ -481,9 +518,9 @@ __global__ void __launch_bounds__(kThreads, 3) mma_matmul_kernel(MatmulParams p,
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-            for (int n = 0; n < kTokTiles; ++n)
+            for (int n = 0; n < NT; ++n)
 #pragma unroll
-              for (int e = 0; e < 4; ++e) red[((mt * kTokTiles + n) * 4 + e) * 32 + lane] = acc[mt][n][e];
+              for (int e = 0; e < 4; ++e) red[((mt * NT + n) * 4 + e) * 32 + lane] = acc[mt][n][e];
         cluster.sync();
         if (rank == 0 && wpart == 0) {
           for (int q = 1; q < csplit; ++q) {
@@ -491,9 +528,9 @@ __global__ void __launch_bounds__(kThreads, 3) mma_matmul_kernel(MatmulParams p,
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-              for (int n = 0; n < kTokTiles; ++n)
+              for (int n = 0; n < NT; ++n)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) acc[mt][n][e] += other[((mt * kTokTiles + n) * 4 + e) * 32 + lane];
+                for (int e = 0; e < 4; ++e) acc[mt][n][e] += other[((mt * NT + n) * 4 + e) * 32 + lane];
           }
         }
       }
@@ -502,7 +539,7 @@ __global__ void __launch_bounds__(kThreads, 3) mma_matmul_kernel(MatmulParams p,
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-        for (int n = 0; n < kTokTiles; ++n)
+        for (int n = 0; n < NT; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int64_t row = row0 + 16 * mt + g + 8 * (e >> 1);
@@ -519,34 +556,100 @@ __global__ void __launch_bounds__(kThreads, 3) mma_matmul_kernel(MatmulParams p,
   }
 }
 
-// Parts of the k range: enough warps to cover the GPU several times over (≈ 2048), at least
-// two chunks per part, from the shape alone (never the batch: batch invariance).
+// How the k range is split (from the shape alone, never the batch: batch invariance): parts
+// double while the warps stay under target_warps (≈ 2048 covers the GPU several times over), each
+// part keeps ≥ min_chunks chunks, and a part fits in kWarps × max_cluster. DS4_MMA_SPLIT =
+// "target_warps,min_chunks,max_cluster" overrides the defaults (tuning runs; read once per process).
+struct SplitRule {
+  int64_t target_warps = 2048;
+  int64_t min_chunks = 2;
+  int max_cluster = 8;  // 16: non-portable clusters where the GPU schedules them
+};
+SplitRule read_split_rule() {
+  SplitRule r;
+  if (const char* e = std::getenv("DS4_MMA_SPLIT")) {
+    long long w = 0, m = 0;
+    int c = 0;
+    if (std::sscanf(e, "%lld,%lld,%d", &w, &m, &c) != 3 || w < 1 || m < 1 || (c != 1 && c != 2 && c != 4 && c != 8 && c != 16))
+      launch_fail("mma_matmul", std::string("DS4_MMA_SPLIT must be target_warps,min_chunks,max_cluster (1..16): ") + e,
+                  __FILE__, __LINE__);
+    r = SplitRule{w, m, c};
+  }
+  return r;
+}
+const SplitRule& split_rule() {
+  static const SplitRule rule = read_split_rule();
+  return rule;
+}
+
 struct Split {
   int wsplit = 1, csplit = 1;
 };
-Split choose_split(int64_t n_out, int64_t n_chunks) {
+Split choose_split(int64_t n_out, int64_t n_chunks, int max_cluster) {
+  const SplitRule& r = split_rule();
   const int64_t row_tiles = (n_out + kWarpRows - 1) / kWarpRows;
   int parts = 1;
-  while (parts < kMaxParts && row_tiles * parts < 2048 && n_chunks >= 4 * parts) parts *= 2;
+  while (parts < kWarps * max_cluster && row_tiles * parts < r.target_warps && n_chunks >= 2 * r.min_chunks * parts)
+    parts *= 2;
   Split s;
   s.wsplit = parts < kWarps ? parts : kWarps;
   s.csplit = parts / s.wsplit;
   return s;
 }
 
+template <GgmlType T, int NT>
+void opt_in(int max_cluster) {
+  DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      Layout<T, NT>::kSmemBytes));
+  if (max_cluster > 8)
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T, NT>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+}
+
+// The largest cluster of this format's kernels (both token tilings: the split must not depend on
+// which one runs): the rule's, unless the GPU cannot schedule a 16-block cluster of the larger one.
 template <GgmlType T>
+int format_max_cluster() {
+  static const int cap = [] {
+    const int want = split_rule().max_cluster;
+    opt_in<T, kLargeTiles>(want);
+    opt_in<T, kSmallTiles>(want);
+    if (want <= 8) return want;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(1, 1, static_cast<unsigned>(want));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = Layout<T, kLargeTiles>::kSmemBytes;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = static_cast<unsigned>(want);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, mma_matmul_kernel<T, kLargeTiles>, &cfg);
+    if (err != cudaSuccess) (void)cudaGetLastError();
+    return err == cudaSuccess && clusters >= 1 ? want : 8;
+  }();
+  return cap;
+}
+
+// Decode-sized calls take the 8-token tiling: plain mode up to 8 tokens; grouped mode through a
+// group list of ≤ 48 groups (≤ 8 tokens × 6 routes as the engine sizes grid_groups). Either
+// tiling computes every group size correctly; this only picks the faster one.
+bool decode_sized(const MatmulParams& p) {
+  if (p.n_groups == 0) return p.n_tokens <= 8;
+  return p.group_list != nullptr && p.grid_groups <= 48;
+}
+
+template <GgmlType T, int NT>
 void launch(const MatmulParams& p, cudaStream_t stream) {
-  using L = Layout<T>;
-  static bool smem_set = false;  // opt in to > 48 KB of dynamic shared memory once per format
-  if (!smem_set) {
-    DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmemBytes));
-    smem_set = true;
-  }
+  using L = Layout<T, NT>;
+  constexpr int kPassTokens = 8 * NT;
   const int64_t n_chunks = (p.n_in + MmaFormat<T>::kValues - 1) / MmaFormat<T>::kValues;
-  const Split s = choose_split(p.n_out, n_chunks);
+  const Split s = choose_split(p.n_out, n_chunks, format_max_cluster<T>());
   const int64_t rows_per_block = int64_t(kWarpRows) * (kWarps / s.wsplit);
   cudaLaunchConfig_t cfg = {};
-  // Plain mode: one token slab per 32 tokens, all in parallel (the slabs' passes are independent).
+  // Plain mode: one token slab per pass (8 · NT tokens), all in parallel (the slabs' passes are independent).
   const int64_t slabs = p.n_groups > 0 ? (p.group_list ? p.grid_groups : p.n_groups) : (p.n_tokens + kPassTokens - 1) / kPassTokens;
   cfg.gridDim = dim3(static_cast<unsigned>(slabs), static_cast<unsigned>((p.n_out + rows_per_block - 1) / rows_per_block),
                      static_cast<unsigned>(s.csplit));
@@ -560,7 +663,13 @@ void launch(const MatmulParams& p, cudaStream_t stream) {
   attr[0].val.clusterDim.z = static_cast<unsigned>(s.csplit);
   cfg.attrs = attr;
   cfg.numAttrs = s.csplit > 1 ? 1 : 0;
-  DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T>, p, s.wsplit, s.csplit));
+  DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T, NT>, p, s.wsplit, s.csplit));
+}
+
+template <GgmlType T>
+void launch_format(const MatmulParams& p, cudaStream_t stream) {
+  if (decode_sized(p)) launch<T, kSmallTiles>(p, stream);
+  else launch<T, kLargeTiles>(p, stream);
 }
 
 }  // namespace
@@ -578,11 +687,11 @@ bool mma_matmul_handles(const MatmulParams& p) {
 
 void mma_matmul(const MatmulParams& p, cudaStream_t stream) {
   switch (p.type) {
-    case GgmlType::Q8_0: launch<GgmlType::Q8_0>(p, stream); break;
-    case GgmlType::F16: launch<GgmlType::F16>(p, stream); break;
-    case GgmlType::IQ2_XXS: launch<GgmlType::IQ2_XXS>(p, stream); break;
-    case GgmlType::Q2_K: launch<GgmlType::Q2_K>(p, stream); break;
-    case GgmlType::Q4_K: launch<GgmlType::Q4_K>(p, stream); break;
+    case GgmlType::Q8_0: launch_format<GgmlType::Q8_0>(p, stream); break;
+    case GgmlType::F16: launch_format<GgmlType::F16>(p, stream); break;
+    case GgmlType::IQ2_XXS: launch_format<GgmlType::IQ2_XXS>(p, stream); break;
+    case GgmlType::Q2_K: launch_format<GgmlType::Q2_K>(p, stream); break;
+    case GgmlType::Q4_K: launch_format<GgmlType::Q4_K>(p, stream); break;
     default: launch_fail("mma_matmul", "unsupported weight type", __FILE__, __LINE__);
   }
   DS4_CUDA_LAUNCH_CHECK("mma_matmul_kernel");
