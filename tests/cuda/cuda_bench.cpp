@@ -6,9 +6,12 @@
 // the indexer scores at 16K context. Weights are real quantised blocks (a quantised tile repeated)
 // rotated over enough copies to exceed the L2. Prints a table; no assertions (timings are never
 // test results). Exits 0 with a message when no GPU is present. Run by scripts/gpu_check.sh.
+// Tuning runs: DS4_BENCH_TOKENS="1,8" picks the token counts, DS4_BENCH_CORES=0 skips the CUDA-core
+// kernel, DS4_BENCH_PRODUCTS_ONLY=1 skips the attention and indexer lines.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -172,14 +175,35 @@ Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool c
   return t;
 }
 
-// The shape at 1, 8, 64, 256 and 2048 tokens on the tensor cores, and on the CUDA-core kernel
-// (the previous path) up to 64 tokens.
+// Token counts to run: DS4_BENCH_TOKENS (comma separated) or 1, 8, 64, 256, 2048.
+std::vector<int64_t> bench_tokens() {
+  std::vector<int64_t> out;
+  if (const char* e = std::getenv("DS4_BENCH_TOKENS"))
+    for (const char* q = e; *q;) {
+      char* next = nullptr;
+      const long long v = std::strtoll(q, &next, 10);
+      if (next == q) break;
+      if (v > 0) out.push_back(v);
+      q = *next == ',' ? next + 1 : next;
+    }
+  if (out.empty()) out = {1, 8, 64, 256, 2048};
+  return out;
+}
+
+bool env_flag(const char* name, bool fallback) {
+  const char* e = std::getenv(name);
+  return e ? std::string(e) != "0" : fallback;
+}
+
+// The shape at each token count on the tensor cores, and on the CUDA-core kernel (the previous
+// path) up to 64 tokens unless DS4_BENCH_CORES=0.
 void bench_product(const Case& c, double peak) {
   const int groups = c.experts > 0 ? c.experts : 1;
   BenchWeights w(c.type, c.n_in, c.n_out * groups, uint64_t(512) << 20);
-  for (int64_t tokens : {1, 8, 64, 256, 2048}) {
+  const bool with_cores = env_flag("DS4_BENCH_CORES", true);
+  for (int64_t tokens : bench_tokens()) {
     for (bool cores : {false, true}) {
-      if (cores && tokens > 64) continue;
+      if (cores && (tokens > 64 || !with_cores)) continue;
       const Timing t = time_product(c, w, tokens, cores);
       const double gbs = t.bytes / (t.us * 1e3), gbs_stream = t.bytes / (t.us_stream * 1e3);
       std::printf("%-30s %-7s %6lld %7lld %5lld %-5s %10.2f %7.1f %5.1f%% %10.2f %7.1f %5.1f%% %7.1f\n", c.name.c_str(),
@@ -284,6 +308,7 @@ int main() {
       {"experts gate Q4_K (of 256)", GgmlType::Q4_K, 4096, 2048, 0, 256},
   };
   for (const Case& c : cases) bench_product(c, peak);
+  if (env_flag("DS4_BENCH_PRODUCTS_ONLY", false)) return 0;
   std::printf("\n");
   bench_attention(1, 4096);
   bench_attention(64, 4096);
