@@ -165,6 +165,8 @@ void ModelService::build_engine(const Log& log) {
   ec.context_length = config.context_length;
   ec.eos_token_id = tokenizer_->chat_ids().eos;
   ec.n_vocab = config.n_vocab;
+  // The bounded queue (--max-waiting): more unfinished requests than this are refused with 503.
+  ec.max_queued_requests = static_cast<size_t>(options_.max_num_seqs) + static_cast<size_t>(options_.max_waiting);
   build_speculator(ec, log);
   engine_ = std::make_unique<Engine>(*backend_, *pool_, ec, speculator_.get());
   MetricsConfig mc;
