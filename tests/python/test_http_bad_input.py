@@ -233,3 +233,27 @@ def test_messages_tools_and_stop_lists(server, name, path, body, status, param, 
 
 def test_messages_group_leaves_server_healthy(server):
     assert_healthy(server)
+
+
+# --- the same limits on the agent APIs (Anthropic Messages, OpenAI Responses) ------------------------
+def anthropic_error(server, body, needle):
+    status, data = post(server, "/v1/messages", body)
+    err = json.loads(data)
+    assert status == 400 and err["type"] == "error" and err["error"]["type"] == "invalid_request_error", data
+    assert needle in err["error"]["message"], err
+
+
+def test_agent_apis_share_the_limits(server):
+    user = [{"role": "user", "content": "hi"}]
+    tools = [{"name": f"t{i}", "input_schema": {"type": "object"}} for i in range(MAX_TOOLS + 1)]
+    anthropic_error(server, {"max_tokens": 5, "messages": user, "tools": tools}, f"at most {MAX_TOOLS}")
+    anthropic_error(server, {"max_tokens": MAX_TOKENS + 1, "messages": user}, f"at most {MAX_TOKENS}")
+    anthropic_error(server, {"max_tokens": 5, "messages": user * (MAX_MESSAGES + 1)}, f"at most {MAX_MESSAGES}")
+    anthropic_error(server, {"max_tokens": 5, "messages": user, "stop_sequences": ["s"] * (MAX_STOP + 1)},
+                    f"at most {MAX_STOP}")
+    status, data = post(server, "/v1/responses", {"input": "hi", "max_output_tokens": MAX_TOKENS + 1})
+    check_error(status, data, 400, code="limit_exceeded")
+    rtools = [{"type": "function", "name": f"f{i}", "parameters": {"type": "object"}} for i in range(MAX_TOOLS + 1)]
+    status, data = post(server, "/v1/responses", {"input": "hi", "tools": rtools})
+    check_error(status, data, 400, param="tools", code="limit_exceeded")
+    assert_healthy(server)
