@@ -20,8 +20,9 @@
 # Knobs (environment, defaults in brackets): BENCH_BATCHES [1,2,4,8,16,32,64,128,256],
 # BENCH_CONTEXTS [4096,16384], BENCH_STEPS [5], BENCH_POINT_TIME [15] s, BENCH_TIME_LIMIT [200] s,
 # PREFILL_DEPTHS [0,16384], PREFILL_REPS [2], PREFILL_CHUNK [2048], TTFT_INPUT [2044] words, LOAD_CONCURRENCY [1,2,4,8,16,32,64,128,256],
-# LOAD_INPUT [64] LOAD_OUTPUT [64] tokens, LOAD_LEVEL_S [15], LOAD_REQ_TIMEOUT [60] s,
-# LOAD_TIME [150] s (whole load phase), TTFT_REQUESTS [2], TTFT_TIME [90] s, TESTS [1].
+# LOAD_INPUT [64] LOAD_OUTPUT [64] tokens, LOAD_LEVEL_S [20], LOAD_REQ_TIMEOUT [120] s,
+# LOAD_TIME [300] s (whole load phase), TTFT_REQUESTS [3], TTFT_TIME [90] s, TESTS [1].
+# With the kernels of commit 5664843 the defaults take about 7.5 minutes (bench ~1.5, load 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -35,6 +36,8 @@ bundle() {
   rm -rf "$out" && mkdir -p "$out/lib"
   cp "$build/tests/cuda/cuda_model_bench" "$build/tests/cuda/cuda_serve_test" "$build/http/ds4serve" \
      "$build/loadtest/ds4serve-load" "$build/tools/ds4serve-model" "$out/"
+  # What the binaries were built from (the GPU machine's copy of .git may be older).
+  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
   # Shared libraries outside the base system (simdjson, prometheus-cpp, ...) travel along.
   for b in "$out"/*; do [ -f "$b" ] && ldd "$b" 2>/dev/null; done |
     awk '$3 ~ /^\// && $3 !~ /\/(libc|libm|libdl|librt|libpthread|ld-linux|libgcc_s|libstdc\+\+)[.-]/ {print $3}' |
@@ -64,7 +67,7 @@ wait_healthy() {
 run_tests() {
   [ "${TESTS:-1}" = 1 ] || return 0
   local t0=$SECONDS
-  timeout 300 "$B/cuda_serve_test" --gtest_color=no >"$WORK/logs/cuda_serve_test.log" 2>&1
+  timeout 120 "$B/cuda_serve_test" --gtest_color=no >"$WORK/logs/cuda_serve_test.log" 2>&1
   log "cuda_serve_test rc=$? $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$WORK/logs/cuda_serve_test.log" | tr '\n' ' ')"
   grep -E '^\[ gpu \]|Failure' "$WORK/logs/cuda_serve_test.log" | head -20 | tee -a "$OUT_DIR/summary.txt"
 }
@@ -104,21 +107,23 @@ load_run() {
   local cap=$1 dir=$2
   shift 2
   mkdir -p "$dir"
+  # Explicit outputs instead of --out: that one also draws a PNG, and the GPU machine has no gnuplot.
   timeout -s INT -k 20 "$cap" "$B/ds4serve-load" --url "http://127.0.0.1:$PORT" --ignore-eos --metrics \
-    --progress never --out "$dir" "$@" >"$dir.log" 2>&1
+    --progress never --json "$dir/results.json" --csv "$dir/results.csv" --requests-out "$dir/requests.jsonl" \
+    "$@" >"$dir.log" 2>&1
   echo $?
 }
 
 run_load() {
   local t0=$SECONDS rc
   # Time to first token of a 2K-token prompt on the idle server (2044 words + the template's 4 tokens).
-  rc=$(load_run "${TTFT_TIME:-90}" "$WORK/ttft" --concurrency 1 --requests "${TTFT_REQUESTS:-2}" --warmup 1 \
+  rc=$(load_run "${TTFT_TIME:-90}" "$WORK/ttft" --concurrency 1 --requests "${TTFT_REQUESTS:-3}" --warmup 1 \
          --input-tokens "${TTFT_INPUT:-2044}" --output-tokens 1 --timeout 120)
   log "ttft (2K prompt, idle server) rc=$rc $((SECONDS - t0)) s"
   cp "$WORK/ttft/results.csv" "$OUT_DIR/ttft.csv" 2>/dev/null
   t0=$SECONDS
-  rc=$(load_run "${LOAD_TIME:-150}" "$WORK/load" --concurrency "${LOAD_CONCURRENCY:-1,2,4,8,16,32,64,128,256}" \
-         --requests 100000 --duration "${LOAD_LEVEL_S:-15}" --timeout "${LOAD_REQ_TIMEOUT:-60}" --warmup 1 \
+  rc=$(load_run "${LOAD_TIME:-300}" "$WORK/load" --concurrency "${LOAD_CONCURRENCY:-1,2,4,8,16,32,64,128,256}" \
+         --requests 100000 --duration "${LOAD_LEVEL_S:-20}" --timeout "${LOAD_REQ_TIMEOUT:-120}" --warmup 1 \
          --input-tokens "${LOAD_INPUT:-64}" --output-tokens "${LOAD_OUTPUT:-64}")
   log "load levels rc=$rc $((SECONDS - t0)) s"
   cp "$WORK/load/results.csv" "$OUT_DIR/load.csv" 2>/dev/null
@@ -133,7 +138,7 @@ run() {
   export LD_LIBRARY_PATH="$B/lib:${LD_LIBRARY_PATH:-}"
   WORK=$(mktemp -d)
   mkdir -p "$WORK/logs" "$WORK/tokenizer"
-  log "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+  log "binaries built from commit $(cat "$B/COMMIT" 2>/dev/null || echo unknown)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT_DIR/summary.txt"
   # The tokenizer's carrier for the synthetic model: the demo model, as the build makes it.
   tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$WORK/tokenizer"
