@@ -180,7 +180,7 @@ plot() {
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F, 'NR > 1 { printf "| %s | %s | %s | %.1f | %.1f | %.2f | %.0f | %.1f |\n", $2, $5, $6, $12, $14, $13, $17, $25 }' "$dir/load.csv"
   fi
-  [ -f "$dir/ttft.csv" ] && awk -F, 'NR == 2 { printf "\nTTFT of a 2K-token prompt on the idle server: mean %.0f ms, p50 %.0f ms (%s requests)\n", $16, $17, $5 }' "$dir/ttft.csv"
+  [ -f "$dir/ttft.csv" ] && awk -F, 'NR == 2 && $5 > 0 { printf "\nTTFT on the idle server, prompt of %.0f tokens (by usage): mean %.0f ms, p50 %.0f ms (%s requests)\n", $11 * $8 / $5, $16, $17, $5 }' "$dir/ttft.csv"
   command -v gnuplot >/dev/null || { echo "gnuplot is not installed: no plot"; return 0; }
   local data
   data=$(mktemp -d)
