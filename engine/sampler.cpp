@@ -12,8 +12,21 @@
 namespace ds4 {
 namespace {
 
+// The first largest logit; NaN entries (corrupt weights, an overflow) are skipped, and all-NaN
+// logits give token 0, so a broken forward pass yields a defined token, never undefined behaviour.
 int32_t argmax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  size_t best = logits.size();
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (!std::isnan(logits[i]) && (best == logits.size() || logits[i] > logits[best])) best = i;
+  return best == logits.size() ? 0 : static_cast<int32_t>(best);
+}
+
+TokenDistribution greedy(std::span<const float> logits) {
+  TokenDistribution d;
+  d.ids = {argmax(logits)};
+  d.weights = {1.0};
+  d.total = 1.0;
+  return d;
 }
 
 }  // namespace
@@ -29,20 +42,16 @@ double TokenDistribution::prob(int32_t id) const {
 }
 
 TokenDistribution sampling_distribution(std::span<const float> logits, const SamplingParams& p) {
+  if (p.temperature <= 0.0f || logits.size() == 1) return greedy(logits);
+  const float max_logit = logits[argmax(logits)];
+  if (!std::isfinite(max_logit)) return greedy(logits);  // all NaN, or +inf: no proper distribution
   TokenDistribution d;
-  if (p.temperature <= 0.0f || logits.size() == 1) {
-    d.ids = {argmax(logits)};
-    d.weights = {1.0};
-    d.total = 1.0;
-    return d;
-  }
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
   // Unnormalised probabilities relative to the top token (the top token has weight 1).
   std::vector<int32_t>& ids = d.ids;
   std::vector<double> weight(logits.size());
   double total = 0.0;
   for (size_t i = 0; i < logits.size(); ++i) {
-    weight[i] = std::exp((static_cast<double>(logits[i]) - max_logit) / p.temperature);
+    weight[i] = std::isnan(logits[i]) ? 0.0 : std::exp((static_cast<double>(logits[i]) - max_logit) / p.temperature);
     total += weight[i];
     if (weight[i] >= p.min_p) ids.push_back(static_cast<int32_t>(i));
   }

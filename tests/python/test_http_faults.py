@@ -61,6 +61,29 @@ def test_model_deleted_while_serving(tmp_path):
         assert_healthy(s)
 
 
+def test_nan_weights_do_not_crash_the_server(tmp_path):
+    # A model whose final norm is NaN (a corrupt file whose structure is intact): every logit is
+    # NaN. Sampled and greedy requests must still end normally (token 0) and the server stay up;
+    # before the sampler fix a temperature draw read past the end of an empty candidate list.
+    import gguf
+    import numpy as np
+    path = tmp_path / "nan.gguf"
+    shutil.copyfile(DEMO_MODEL, path)
+    t = next(t for t in gguf.GGUFReader(DEMO_MODEL).tensors if t.name == "output_norm.weight")
+    assert t.tensor_type == gguf.GGMLQuantizationType.F32
+    with open(path, "r+b") as f:
+        f.seek(int(t.data_offset))
+        f.write(np.full(int(t.n_bytes) // 4, np.nan, dtype=np.float32).tobytes())
+    with Ds4Server("--model", path, log_dir=tmp_path) as s:
+        for temperature in (0.7, 0.0):
+            for stream in (False, True):
+                status, _, raw = s.request("POST", CHAT, json.dumps(chat_body(max_tokens=3, temperature=temperature,
+                                                                              stream=stream)).encode())
+                assert status == 200, raw
+                assert (b"data: [DONE]" in raw) if stream else json.loads(raw)["usage"]["completion_tokens"] == 3
+        assert_healthy(s)
+
+
 def test_kv_pool_too_small_for_the_batch_preempts_and_completes(tmp_path):
     # 0.0016 GiB holds 3 blocks of 256 positions for the demo model; 3 sequences of a ~210-token
     # prompt each fit one block, and each needs a second one mid-generation: preemption.

@@ -16,6 +16,24 @@ TEST(Sampler, GreedyTakesFirstMaximum) {
   EXPECT_EQ(sample_token(logits, {.temperature = 0.0f}, 0), 1);
 }
 
+// Non-finite logits (corrupt weights) give a defined token: NaN entries are never drawn, all-NaN
+// logits give token 0, +inf wins; before, a temperature draw over all-NaN logits read past the end.
+TEST(Sampler, NonFiniteLogitsGiveADefinedToken) {
+  const float nan = std::nanf("");
+  const std::vector<float> all_nan(8, nan);
+  const std::vector<float> some_nan{nan, 1.0f, nan, 3.0f, nan};
+  const std::vector<float> with_inf{0.0f, INFINITY, 1.0f};
+  for (const float t : {0.0f, 0.7f}) {
+    for (uint64_t step = 0; step < 200; ++step) {
+      EXPECT_EQ(sample_token(all_nan, {.temperature = t}, step), 0);
+      const int32_t id = sample_token(some_nan, {.temperature = t, .top_p = 0.9f}, step);
+      EXPECT_TRUE(id == 1 || id == 3) << id;
+      EXPECT_EQ(sample_token(with_inf, {.temperature = t}, step), 1);
+    }
+  }
+  EXPECT_EQ(sample_token(some_nan, {.temperature = 0.0f}, 0), 3);
+}
+
 std::set<int32_t> support(const std::vector<float>& logits, SamplingParams p, int draws = 4000) {
   std::set<int32_t> seen;
   for (int i = 0; i < draws; ++i) seen.insert(sample_token(logits, p, i));
