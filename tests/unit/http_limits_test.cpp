@@ -69,9 +69,12 @@ TEST(HttpLimits, FlagsParseWithDefaults) {
   EXPECT_EQ(d.hardening.metrics_access, EndpointAccess::kPublic);
   EXPECT_FALSE(d.hardening.log_prompts);
   EXPECT_EQ(d.service.max_waiting, 256);
+  EXPECT_EQ(d.hardening.header_timeout_seconds, 10);
+  EXPECT_EQ(d.limits.max_connections, 1024);
   const ServerOptions o = parse_server_options(
       {"--max-tokens", "50", "--max-stop", "3", "--max-stop-bytes=7", "--max-tools", "9", "--max-messages", "11",
-       "--log-prompts", "--api-key", "k", "--health-access", "key", "--metrics-access", "off", "--max-waiting", "0"},
+       "--log-prompts", "--api-key", "k", "--health-access", "key", "--metrics-access", "off", "--max-waiting", "0",
+       "--header-timeout", "3", "--max-connections", "50"},
       "m", help);
   EXPECT_EQ(o.hardening.request.max_tokens, 50);
   EXPECT_EQ(o.hardening.request.max_stop, 3u);
@@ -82,6 +85,8 @@ TEST(HttpLimits, FlagsParseWithDefaults) {
   EXPECT_EQ(o.hardening.health_access, EndpointAccess::kKey);
   EXPECT_EQ(o.hardening.metrics_access, EndpointAccess::kOff);
   EXPECT_EQ(o.service.max_waiting, 0);
+  EXPECT_EQ(o.hardening.header_timeout_seconds, 3);
+  EXPECT_EQ(o.limits.max_connections, 50);
   EXPECT_EQ(o.api_keys, std::vector<std::string>{"k"});
 }
 
@@ -103,6 +108,7 @@ TEST(HttpLimits, BadFlagValuesNameTheFlag) {
   fails({"--health-access", "off"}, "--health-access");
   fails({"--metrics-access", "key"}, "no --api-key");
   fails({"--max-messages"}, "needs a value");
+  fails({"--header-timeout", "0"}, "--header-timeout");
 }
 
 }  // namespace
