@@ -19,7 +19,8 @@ const char* const kHardeningUsage =
     "  --max-messages N          chat messages per request [4096]\n"
     "  --health-access public|key       /health without or with an API key [public]\n"
     "  --metrics-access public|key|off  /metrics without or with an API key, or not served [public]\n"
-    "  --header-timeout S        from a request's first byte to the end of its header [10]\n"
+    "  --header-timeout S        from a request's first byte to the end of its header, and from a new\n"
+    "                            connection to its first request [10]\n"
     "  --max-connections N       open client connections; more are closed at once [1024]\n"
     "  --log-prompts             log each generation's prompt text (never logged otherwise)\n";
 

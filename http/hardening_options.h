@@ -18,7 +18,8 @@ struct HardeningOptions {
   EndpointAccess health_access = EndpointAccess::kPublic;   // kOff is refused for /health
   EndpointAccess metrics_access = EndpointAccess::kPublic;
   bool log_prompts = false;  // log each generation's prompt text (escaped, cut to 4 KiB)
-  int header_timeout_seconds = 10;  // from a request's first byte to the end of its header
+  int header_timeout_seconds = 10;  // from a request's first byte to the end of its header; also
+                                    // from accepting a connection to its first request's first byte
 };
 
 struct ServerOptions;

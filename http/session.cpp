@@ -98,11 +98,11 @@ ApiError malformed(const std::string& why, int status = 400, std::string code = 
   return e;
 }
 
-// Waits up to the idle timeout for the first byte of the next request (a kept-alive connection may
-// stay quiet that long); false when the peer closed or timed out.
-net::awaitable<bool> wait_for_request_start(Stream& stream, beast::flat_buffer& buffer, const HttpLimits& l) {
+// Waits up to timeout_seconds for the first byte of the next request; false when the peer closed
+// or timed out.
+net::awaitable<bool> wait_for_request_start(Stream& stream, beast::flat_buffer& buffer, int timeout_seconds) {
   if (buffer.size() > 0) co_return true;  // a pipelined request is already here
-  stream.expires_after(std::chrono::seconds(l.idle_timeout_seconds));
+  stream.expires_after(std::chrono::seconds(timeout_seconds));
   auto [ec, n] = co_await stream.async_read_some(buffer.prepare(16 * 1024), kAwaitable);
   buffer.commit(n);
   co_return !ec && n > 0;
@@ -117,17 +117,17 @@ std::optional<ApiError> unsupported_transfer_encoding(const bhttp::request_parse
                    "unsupported_transfer_encoding");
 }
 
-// Reads one request: the first byte within the idle timeout, then the header within the header
+// Reads one request: the first byte within wait_seconds, then the header within the header
 // timeout (a slow-loris client trickling its header is cut off), then the body within the read
 // timeout. Returns the reply to send instead when the request is malformed or too large (then the
 // connection closes), or nullopt with `closed` set when the peer went away.
 net::awaitable<std::optional<Reply>> read_request(Stream& stream, beast::flat_buffer& buffer, ServerState& state,
-                                                  Request& out, bool& closed) {
+                                                  Request& out, bool& closed, int wait_seconds) {
   const HttpLimits& l = state.options.limits;
   bhttp::request_parser<bhttp::string_body> parser;
   parser.header_limit(l.max_header_bytes);
   parser.body_limit(l.max_body_bytes);
-  closed = !co_await wait_for_request_start(stream, buffer, l);
+  closed = !co_await wait_for_request_start(stream, buffer, wait_seconds);
   if (closed) co_return std::nullopt;
   stream.expires_after(std::chrono::seconds(state.options.hardening.header_timeout_seconds));
   auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kAwaitable);
@@ -217,10 +217,14 @@ net::awaitable<bool> write_reply(Stream& stream, const ResponseContext& ctx, Rep
 net::awaitable<void> run_session(tcp::socket socket, ServerState& state) {
   Stream stream(std::move(socket));
   beast::flat_buffer buffer;
+  // A new connection must start its first request within the header timeout (a client that opens
+  // sockets and stays silent cannot hold connection slots); a kept-alive one may idle longer.
+  int wait_seconds = state.options.hardening.header_timeout_seconds;
   for (;;) {
     Request req;
     bool closed = false;
-    std::optional<Reply> early = co_await read_request(stream, buffer, state, req, closed);
+    std::optional<Reply> early = co_await read_request(stream, buffer, state, req, closed, wait_seconds);
+    wait_seconds = state.options.limits.idle_timeout_seconds;
     if (closed) break;
     const auto start = Clock::now();
     if (early) {

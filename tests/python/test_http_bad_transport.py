@@ -137,6 +137,43 @@ def test_slow_body_is_cut_off(server):
     assert_healthy(server)
 
 
+def test_silent_new_connection_is_closed_but_keep_alive_may_idle(server):
+    # A new connection that sends nothing is closed after the header timeout (2 s here), far below
+    # the keep-alive idle timeout (120 s); a connection that already served a request may idle longer.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+        assert s.recv(1) == b""  # closed by the server (a timeout here raises socket.timeout)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+        for _ in range(2):
+            s.sendall(http_request_bytes("GET", "/health", close=False))
+            reply = b""
+            while not reply.endswith(b'{"status":"ok"}'):
+                chunk = s.recv(4096)
+                assert chunk, "the kept-alive connection was closed"
+                reply += chunk
+            time.sleep(HEADER_TIMEOUT + 1)
+
+
+def test_connection_limit(tmp_path):
+    with Ds4Server("--max-connections", 3, log_dir=tmp_path) as s:
+        held = [socket.create_connection(("127.0.0.1", s.port), timeout=30) for _ in range(3)]
+        for h in held:  # each is a connection the server counts (a request is in progress on it)
+            h.sendall(b"GET /health HTTP/1.1\r\n")
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as extra:
+            extra.sendall(http_request_bytes("GET", "/health"))
+            assert read_all(extra) == b"", "a connection over the limit was served"
+        for h in held:
+            h.close()
+        deadline = time.time() + 10
+        while time.time() < deadline:  # the slots are freed once the server sees the closes
+            raw = raw_exchange(s.port, http_request_bytes("GET", "/health"))
+            if raw:
+                break
+            time.sleep(0.1)
+        assert split_response(raw)[0] == 200
+        assert_healthy(s)
+
+
 # --- pipelining -------------------------------------------------------------------------------------
 def responses_in(raw):
     """Splits a byte stream holding several HTTP/1.1 responses (Content-Length or chunked bodies)."""
