@@ -37,6 +37,11 @@ endif()
 
 if(DS4_FUZZ)
   # Coverage feedback for libFuzzer in every library; only the fuzz targets link its main().
+  # clang 14 fails on coroutines (http/) with coverage plus UBSan's "function" check ("Cannot
+  # represent a difference across sections"): that one check is left out of fuzz builds.
   add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=fuzzer-no-link>")
+  if(DS4_SANITIZE MATCHES "undefined")
+    add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fno-sanitize=function>")
+  endif()
   message(STATUS "ds4serve: libFuzzer targets in fuzz/")
 endif()

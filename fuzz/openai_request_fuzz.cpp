@@ -1,0 +1,16 @@
+// libFuzzer target: JSON request parsing and validation of the OpenAI routes plus their
+// preparation (chat template, tool definitions, tokenization, limits), without HTTP. Byte 0 picks
+// the endpoint (chat, completions, tokenize, detokenize); the rest is the request body. The checks
+// live in request_pipeline.h: every refusal is a 4xx OpenAI error with a JSON body, every accepted
+// request is one the engine can run.
+#include <cstdint>
+#include <string_view>
+
+#include "fuzz/request_pipeline.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const auto endpoint = static_cast<ds4::fuzz::Endpoint>(data[0] % 4);
+  ds4::fuzz::run_request(endpoint, std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
+  return 0;
+}
