@@ -143,8 +143,8 @@ int64_t ModelService::build_device_backend(const Log& log) {
 void ModelService::build_speculator(EngineConfig& ec, const Log& log) {
   if (options_.mtp_path.empty()) return;
   if (!cpu_backend_)
-    throw LoadError("--mtp: speculative decoding needs KV rollback, which the " + options_.backend +
-                    " backend does not implement yet");
+    throw LoadError("--mtp: the MTP draft model runs on the CPU backend only (not yet with --backend " +
+                    options_.backend + ")");
   log("loading MTP draft module " + options_.mtp_path);
   mtp_ = load_mtp(options_.mtp_path, config_);
   draft_ = std::make_unique<CpuMtpDraftModel>(*cpu_backend_, config_, mtp_->weights);

@@ -4,7 +4,8 @@
 #       ds4serve (CUDA build), ds4serve-load and ds4serve-model into BUILD_DIR/h200-bundle (default
 #       BUILD_DIR: build-cuda-serve), with the shared libraries the GPU machine lacks.
 #   scripts/h200_bench.sh run [BUNDLE_DIR]     (GPU machine, repository root) in order:
-#       1. cuda_serve_test (the server's CUDA engine equals the CPU engine; TESTS=0 skips it);
+#       1. cuda_serve_test (the server's CUDA engine equals the CPU engine) and cuda_rollback_test
+#          (speculative rollback on the GPU is exact); TESTS=0 skips them;
 #       2. cuda_model_bench --sweep on the full-size synthetic q2 model generated in GPU memory:
 #          decode step time per (context, batch), weight bytes from the actual expert union, the
 #          copy bandwidth of the same run, prefill chunks by depth (decode.csv, prefill.csv);
@@ -31,10 +32,10 @@ bundle() {
   local build=${1:-build-cuda-serve}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" -j2 --target cuda_model_bench cuda_serve_test ds4serve ds4serve-load ds4serve-model
+  cmake --build "$build" -j2 --target cuda_model_bench cuda_serve_test cuda_rollback_test ds4serve ds4serve-load ds4serve-model
   local out="$build/h200-bundle"
   rm -rf "$out" && mkdir -p "$out/lib"
-  cp "$build/tests/cuda/cuda_model_bench" "$build/tests/cuda/cuda_serve_test" "$build/http/ds4serve" \
+  cp "$build/tests/cuda/cuda_model_bench" "$build/tests/cuda/cuda_serve_test" "$build/tests/cuda/cuda_rollback_test" "$build/http/ds4serve" \
      "$build/loadtest/ds4serve-load" "$build/tools/ds4serve-model" "$out/"
   # What the binaries were built from (the GPU machine's copy of .git may be older).
   echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
@@ -66,10 +67,13 @@ wait_healthy() {
 
 run_tests() {
   [ "${TESTS:-1}" = 1 ] || return 0
-  local t0=$SECONDS
-  timeout 120 "$B/cuda_serve_test" --gtest_color=no >"$WORK/logs/cuda_serve_test.log" 2>&1
-  log "cuda_serve_test rc=$? $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$WORK/logs/cuda_serve_test.log" | tr '\n' ' ')"
-  grep -E '^\[ gpu \]|Failure' "$WORK/logs/cuda_serve_test.log" | head -20 | tee -a "$OUT_DIR/summary.txt"
+  local t t0
+  for t in cuda_serve_test cuda_rollback_test; do
+    t0=$SECONDS
+    timeout 120 "$B/$t" --gtest_color=no >"$WORK/logs/$t.log" 2>&1
+    log "$t rc=$? $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$WORK/logs/$t.log" | tr '\n' ' ')"
+    grep -E '^\[ gpu \]|Failure' "$WORK/logs/$t.log" | head -20 | tee -a "$OUT_DIR/summary.txt"
+  done
 }
 
 run_sweep() {

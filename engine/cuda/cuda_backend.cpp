@@ -318,6 +318,7 @@ void CudaBackend::size_scratch(const Plan& plan) {
 
 ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
   const std::vector<SeqRef> seqs = validate_batch(config_, batch, *kv_);
+  save_speculative(batch, seqs);
   step_->pad_plan = graph_step(batch);
   const Plan plan = build_plan(batch, seqs);
   size_scratch(plan);

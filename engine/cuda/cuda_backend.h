@@ -5,6 +5,9 @@
 // ragged batches of sequences at different positions, routed experts grouped so each selected
 // expert's weights are read once per call. Results do not depend on what else is in the batch.
 // Owned and called by one thread (the engine thread); each forward() synchronises its stream.
+// Speculative inputs: forward() keeps a device copy of each one's slot (raw-window rings and
+// compressor frontiers) and its fed tokens; rollback() restores the slot and re-feeds the kept
+// prefix (engine/cuda/cuda_rollback.cpp), so the state equals a run that never saw the rest.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -57,6 +60,9 @@ class CudaBackend final : public Backend {
   // rows[i] for logit row i, in ForwardOutput order; the same tokens as engine/sampler.h up to
   // the sampler's stated tolerance. rows.size() must equal the last forward's logit rows.
   std::vector<int32_t> sample(std::span<const cuda::SampleRow> rows);
+  // Speculative decoding (see the file comment): exact, one extra forward per rolled-back sequence.
+  bool supports_rollback() const override { return true; }
+  void rollback(SequenceKv& kv, int64_t num_tokens) override;
   // Backend's device sampling: sample() with the rows' parameters.
   bool supports_device_sampling() const override { return true; }
   std::vector<int32_t> sample_rows(std::span<const RowSampling> rows) override;
@@ -76,6 +82,14 @@ class CudaBackend final : public Backend {
   uint64_t kv_bytes() const { return kv_->bytes(); }
 
  private:
+  // A speculative input of the last forward(): where its slot was saved and what it was fed.
+  struct SpeculativeInput {
+    SequenceKv* kv = nullptr;
+    int64_t slot = 0;
+    int64_t start = 0;             // its position before the forward
+    std::vector<int32_t> tokens;   // fed tokens
+  };
+  void save_speculative(const ForwardBatch& batch, const std::vector<SeqRef>& seqs);
   struct Plan;
   struct PlanOffsets;
   struct Scratch;
@@ -111,6 +125,9 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   DeviceWeights weights_dev_;
   std::unique_ptr<CudaKvPool> kv_;
+  std::vector<SpeculativeInput> speculative_;  // of the last forward() (not of rollback's re-feeds)
+  cuda::DeviceBuffer speculative_slots_;       // [speculative_.size(), slot bytes]
+  bool refeeding_ = false;                     // inside rollback()'s forward()
   cuda::DeviceBuffer rope_freq_;  // [2, rope_dim / 2] f64: plain, compressed
   std::unique_ptr<Scratch> scratch_;
   std::unique_ptr<StepState> step_;   // fast-path switches, fused-kernel buffers, graph cache
