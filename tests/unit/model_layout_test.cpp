@@ -88,7 +88,9 @@ ModelConfig small_vocab_tiny() {
 
 std::string write_model(const ModelConfig& c, const std::function<void(std::vector<TensorSpec>&)>& edit,
                         const std::function<void(GgufWriter&)>& extra_metadata = nullptr) {
-  const std::string path = testing::TempDir() + "/layout_test.gguf";
+  // One file per test: ctest runs each test of this binary as its own process, in parallel.
+  const std::string path = testing::TempDir() + "/layout_test_" +
+                           testing::UnitTest::GetInstance()->current_test_info()->name() + ".gguf";
   auto specs = model_tensor_specs(c);
   if (edit) edit(specs);
   GgufWriter w(path);
