@@ -119,7 +119,8 @@ __global__ void compressor_kernel(StepBatch b, CompressorParams p) {
 
 __global__ void compressed_finish_kernel(StepBatch b, CompressedFinishParams p) {
   extern __shared__ float finish_row[];  // [row_dim]
-  const int64_t e = p.emit_index ? p.emit_index[blockIdx.x] : blockIdx.x;
+  // Both arms int64_t: with unsigned blockIdx.x the conditional would be unsigned and -1 a huge row.
+  const int64_t e = p.emit_index ? static_cast<int64_t>(p.emit_index[blockIdx.x]) : static_cast<int64_t>(blockIdx.x);
   if (e < 0) return;
   const int D = p.row_dim;
   double sum = 0.0;
