@@ -13,7 +13,7 @@
 // invariance across the switch at 8 tokens; cuda_matmul_test compares 1, 3 and 8 tokens with 45).
 // Grid: x = token slab (plain mode; slab s runs passes s, s + gridDim.x, …) or group (grouped
 // mode), y = block of row tiles, z = k part within a cluster of csplit blocks; wsplit and csplit
-// come from the shape alone (choose_split; DS4_MMA_SPLIT overrides the rule for tuning runs).
+// come from the shape alone (choose_split, per-shape rule; DS4_MMA_SPLIT overrides it for tuning runs).
 // Q8_0 decodes a pair of signed bytes with two byte permutes and one bf16 subtraction (exact);
 // Q8_0 and F16 read their 2-byte aligned bytes as aligned words plus funnel shifts.
 //
@@ -557,17 +557,34 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
 }
 
 // How the k range is split (from the shape alone, never the batch: batch invariance): parts
-// double while the warps stay under target_warps (≈ 2048 covers the GPU several times over), each
-// part keeps ≥ min_chunks chunks, and a part fits in kWarps × max_cluster. DS4_MMA_SPLIT =
-// "target_warps,min_chunks,max_cluster" overrides the defaults (tuning runs; read once per process).
+// double while the warps stay under target_warps, each part keeps >= min_chunks chunks, and a part
+// fits in kWarps x max_cluster. The rule depends on the number of 32-row tiles (H200 sweep,
+// docs/PERFORMANCE.md "CUDA products"):
+//   * <= 2 row tiles (the hc_*_fn products, 24 rows): 4096,1,16: up to 64 parts in 16-block
+//     clusters (latency-bound, one warp per part; hc_attn_fn 22.1 -> 13.8 us at 1 token, 114 ->
+//     125 us at 2048 tokens; the router, 8 tiles, gains 6% at 1 token but loses 63% at 2048);
+//   * >= 2048 row tiles (the output head): 4096,1,8, i.e. 2 parts (335 -> 311 us at 1 token,
+//     403 -> 368 at 8, +1.4% at 2048 tokens);
+//   * everything else 2048,2,8 (more parts lose: up to 1.9x at 2048 tokens).
+// DS4_MMA_SPLIT = "target_warps,min_chunks,max_cluster" replaces the rule for every shape (tuning
+// runs; read once per process).
 struct SplitRule {
   int64_t target_warps = 2048;
   int64_t min_chunks = 2;
   int max_cluster = 8;  // 16: non-portable clusters where the GPU schedules them
 };
-SplitRule read_split_rule() {
-  SplitRule r;
-  if (const char* e = std::getenv("DS4_MMA_SPLIT")) {
+constexpr int64_t kFewRowTiles = 2, kHeadRowTiles = 2048;
+constexpr int kMaxCluster = 16;  // the largest cluster any rule asks for
+SplitRule shape_rule(int64_t row_tiles) {
+  if (row_tiles <= kFewRowTiles) return SplitRule{4096, 1, 16};
+  if (row_tiles >= kHeadRowTiles) return SplitRule{4096, 1, 8};
+  return SplitRule{};
+}
+// The DS4_MMA_SPLIT override, if set (max_cluster 0 when not).
+SplitRule read_split_override() {
+  SplitRule r{0, 0, 0};
+  const char* e = std::getenv("DS4_MMA_SPLIT");
+  if (e && *e) {
     long long w = 0, m = 0;
     int c = 0;
     if (std::sscanf(e, "%lld,%lld,%d", &w, &m, &c) != 3 || w < 1 || m < 1 || (c != 1 && c != 2 && c != 4 && c != 8 && c != 16))
@@ -577,17 +594,19 @@ SplitRule read_split_rule() {
   }
   return r;
 }
-const SplitRule& split_rule() {
-  static const SplitRule rule = read_split_rule();
+const SplitRule& split_override() {
+  static const SplitRule rule = read_split_override();
   return rule;
 }
 
 struct Split {
   int wsplit = 1, csplit = 1;
 };
-Split choose_split(int64_t n_out, int64_t n_chunks, int max_cluster) {
-  const SplitRule& r = split_rule();
+// format_cap: the largest cluster the format's kernels can run (format_max_cluster).
+Split choose_split(int64_t n_out, int64_t n_chunks, int format_cap) {
   const int64_t row_tiles = (n_out + kWarpRows - 1) / kWarpRows;
+  const SplitRule r = split_override().max_cluster > 0 ? split_override() : shape_rule(row_tiles);
+  const int max_cluster = r.max_cluster < format_cap ? r.max_cluster : format_cap;
   int parts = 1;
   while (parts < kWarps * max_cluster && row_tiles * parts < r.target_warps && n_chunks >= 2 * r.min_chunks * parts)
     parts *= 2;
@@ -606,11 +625,12 @@ void opt_in(int max_cluster) {
 }
 
 // The largest cluster of this format's kernels (both token tilings: the split must not depend on
-// which one runs): the rule's, unless the GPU cannot schedule a 16-block cluster of the larger one.
+// which one runs): the rules' (16, or the override's), unless the GPU cannot schedule a 16-block
+// cluster of the larger one.
 template <GgmlType T>
 int format_max_cluster() {
   static const int cap = [] {
-    const int want = split_rule().max_cluster;
+    const int want = split_override().max_cluster > 0 ? split_override().max_cluster : kMaxCluster;
     opt_in<T, kLargeTiles>(want);
     opt_in<T, kSmallTiles>(want);
     if (want <= 8) return want;
