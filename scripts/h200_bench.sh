@@ -40,7 +40,7 @@ bundle() {
   # What the binaries were built from (the GPU machine's copy of .git may be older).
   echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
   # Shared libraries outside the base system (simdjson, prometheus-cpp, ...) travel along.
-  for b in "$out"/*; do [ -f "$b" ] && ldd "$b" 2>/dev/null; done |
+  for b in "$out"/*; do if [ -f "$b" ] && [ -x "$b" ]; then ldd "$b" 2>/dev/null || true; fi; done |
     awk '$3 ~ /^\// && $3 !~ /\/(libc|libm|libdl|librt|libpthread|ld-linux|libgcc_s|libstdc\+\+)[.-]/ {print $3}' |
     sort -u | xargs -r -I{} cp -L {} "$out/lib/"
   du -sh "$out"
