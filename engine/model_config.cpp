@@ -199,7 +199,8 @@ std::vector<std::string> config_problems(const ModelConfig& c) {
   need(c.o_groups > 0 && c.n_head % c.o_groups == 0, "attention.head_count must be a multiple of output_group_count");
   need(c.n_expert_used <= c.n_expert, "expert_used_count must be <= expert_count");
   need(c.n_hash_layers <= c.n_layer, "hash_layer_count must be <= block_count");
-  need(c.hc_mix_dim() > 0 && c.hc_count <= 16, "hyper_connection.count must be 1..16");
+  // The range is checked before hc_mix_dim() is used: (2 + n) * n overflows int for a hostile n.
+  need(c.hc_count >= 1 && c.hc_count <= 16, "hyper_connection.count must be 1..16");
   need(c.rms_eps > 0 && c.hc_eps > 0, "epsilons must be positive");
   need(c.compress_ratios.size() == static_cast<size_t>(c.n_layer), "attention.compress_ratios needs block_count entries");
   need(c.swiglu_clamp.size() == static_cast<size_t>(c.n_layer), "swiglu_clamp_exp needs block_count entries");
