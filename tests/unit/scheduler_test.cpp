@@ -118,7 +118,7 @@ TEST(Scheduler, DecodesProgressEveryStepDuringLongPromptFlood) {
     for (const auto& [id, before] : generated) {
       if (d.finished.count(id)) continue;  // its Sequence is gone
       const auto& run = d.scheduler().running();
-      auto it = std::find_if(run.begin(), run.end(), [&](Sequence* s) { return s->id == id; });
+      auto it = std::find_if(run.begin(), run.end(), [&, id = id](Sequence* s) { return s->id == id; });
       ASSERT_NE(it, run.end());
       ASSERT_EQ((*it)->num_generated(), before + 1);
     }
