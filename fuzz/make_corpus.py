@@ -100,6 +100,9 @@ def small_tensors(writer):
 def gguf_seeds(model_path):
     write("gguf", "empty.gguf", gguf_bytes(lambda w: None))
     write("gguf", "config.gguf", gguf_bytes(lambda w: copy_config(w, model_path)))
+    # Regression: a hostile hyper_connection.count overflowed int in validation (found by gguf_fuzz).
+    write("gguf", "hc_count_overflow.gguf",
+          gguf_bytes(lambda w: copy_config(w, model_path, {"deepseek4.hyper_connection.count": 16318211})))
     write("gguf", "config_tokenizer_tensors.gguf",
           gguf_bytes(lambda w: (copy_config(w, model_path, {"deepseek4.vocab_size": len(SMALL_TOKENS)}),
                                small_tokenizer(w), small_tensors(w))))

@@ -17,7 +17,7 @@ if [ ! -d "$seeds" ]; then
   exit 2
 fi
 mkdir -p "$work/corpus" "$work/artifacts"
-flags=(-max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1
+flags=(-max_total_time="$seconds" -timeout=60 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1
        -artifact_prefix="$work/artifacts/")
 [ -f "$here/dict/$name.dict" ] && flags+=(-dict="$here/dict/$name.dict")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
