@@ -29,6 +29,9 @@ void ServerState::log_ignored_fields(const std::vector<std::string>& fields) {
 struct HttpServer::Impl {
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
+  // The accept loop and drain's close run on this strand: an acceptor is not thread-safe, and with
+  // several io threads the close could otherwise run while the loop touches it (found by TSan).
+  net::strand<net::io_context::executor_type> accept_strand = net::make_strand(ioc);
   net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
 };
 
@@ -81,7 +84,7 @@ void HttpServer::start() {
     throw std::runtime_error("cannot listen on " + options_.host + ":" + std::to_string(options_.port) + ": " +
                              ec.message());
   port_ = a.local_endpoint().port();
-  net::co_spawn(impl_->ioc, accept_loop(a, *state_), net::detached);
+  net::co_spawn(impl_->accept_strand, accept_loop(a, *state_), net::detached);
   for (int i = 0; i < options_.io_threads; ++i) threads_.emplace_back([this] { impl_->ioc.run(); });
 }
 
@@ -89,7 +92,7 @@ void HttpServer::set_service(ModelService* service) { state_->service.store(serv
 
 int HttpServer::drain() {
   state_->draining = true;
-  net::post(impl_->ioc, [this] {
+  net::post(impl_->accept_strand, [this] {
     beast::error_code ignored;
     impl_->acceptor.close(ignored);
   });
