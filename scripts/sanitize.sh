@@ -27,7 +27,7 @@ python_http() {  # python_http DIR
   local dir=$1 logs=$1/sanitizer-logs
   rm -rf "$logs" && mkdir -p "$logs"
   ASAN_OPTIONS="log_path=$PWD/$logs/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$PWD/$logs/ubsan:print_stacktrace=1" \
-    TSAN_OPTIONS="log_path=$PWD/$logs/tsan:halt_on_error=1" DS4_BINARY_DIR="$PWD/$dir" DS4_SOURCE_DIR="$PWD" \
+    TSAN_OPTIONS="log_path=$PWD/$logs/tsan:halt_on_error=1:suppressions=$PWD/cmake/tsan-suppressions.txt" DS4_BINARY_DIR="$PWD/$dir" DS4_SOURCE_DIR="$PWD" \
     .venv/bin/python -m pytest -q -p no:cacheprovider "${python_http_tests[@]}"
   if compgen -G "$logs/*" >/dev/null; then
     echo "sanitize: sanitizer reports from server processes:" >&2
@@ -61,9 +61,13 @@ tsan_job() {
   cmake --build build-tsan -j "$jobs" --target "${targets[@]}"
   echo "sanitize: tsan build $((SECONDS - t0)) s"
   t0=$SECONDS
+  # Three long single-threaded exactness cases are left to the ASan job (CI time); the other demo
+  # cases drive the same engine thread with concurrent clients and aborts.
+  local skip="-EngineDemo.TinyPoolForcesRepeatedPreemptionAndStaysExact:MtpDemo.SampledContinuationsFollowTheModel"
+  skip+=":MtpDemo.GreedyWithOracleDraftsMatchesAloneRunsBatchedAndSingle"
   for test in "${targets[@]:2}"; do
-    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 DS4_SOURCE_DIR="$PWD" DS4_BINARY_DIR="$PWD/build-tsan" \
-      "build-tsan/tests/$test" --gtest_brief=1
+    TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/cmake/tsan-suppressions.txt" DS4_SOURCE_DIR="$PWD" DS4_BINARY_DIR="$PWD/build-tsan" \
+      "build-tsan/tests/$test" --gtest_brief=1 --gtest_filter="$skip"
   done
   echo "sanitize: tsan scheduler/http GoogleTest suites $((SECONDS - t0)) s"
   t0=$SECONDS
