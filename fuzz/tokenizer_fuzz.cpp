@@ -2,7 +2,8 @@
 // arbitrary bytes. Properties: every id is in the vocabulary and decode(encode(x)) == x for both
 // pre-tokenizer flavours, with and without special-token parsing (engine/tokenizer.h promises it
 // for any byte string); the streaming detokenizer fed those ids emits only valid UTF-8.
-// Input: byte 0 holds the switches, byte 1 the length of an optional stop string, then the text.
+// Input: byte 0 holds the switches, byte 1 the length of an optional stop string (made valid UTF-8,
+// as JSON strings are), then the text.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -51,7 +52,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ds4::fuzz::FuzzReader in(data, size);
   const uint8_t flags = in.byte();
-  const std::string_view stop = (flags & 8) ? in.piece(16) : std::string_view{};
+  // Stop strings come from JSON, which is valid UTF-8 (simdjson checks it).
+  const std::string stop = (flags & 8) ? ds4::fuzz::to_valid_utf8(in.piece(16)) : std::string{};
   const std::string_view text = in.rest();
   const bool parse_special = flags & 1;
   const ds4::Tokenizer& tok = (flags & 2) ? package_tokenizer() : ds4::fuzz::shipped_tokenizer();
