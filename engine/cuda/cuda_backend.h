@@ -34,10 +34,11 @@ struct CudaBackendOptions {
   // one; then batches carry its sequence_kv() views and max_seqs / kv_blocks are unused.
   KvCacheManager* kv_manager = nullptr;
   DeviceWeights::Progress progress;  // weight upload progress (optional)
-  // Step fast paths (engine/cuda/cuda_step.h), off by default until they pass the whole-model GPU
-  // tests (docs/PERFORMANCE.md "CUDA step: fused ops and graphs"); $DS4_CUDA_STEP overrides them.
-  bool fused_ops = false;    // fused small-op kernels (kernels/cuda/fused_ops.h) where the model allows
-  bool cuda_graphs = false;  // decode steps (one token per sequence) captured once per shape, then replayed
+  // Step fast paths (engine/cuda/cuda_step.h), on by default since they passed the whole-model GPU
+  // tests on the H200 (docs/PERFORMANCE.md "CUDA step: fused ops and graphs");
+  // $DS4_CUDA_STEP = plain | fused | graphs overrides them.
+  bool fused_ops = true;    // fused small-op kernels (kernels/cuda/fused_ops.h) where the model allows
+  bool cuda_graphs = true;  // decode steps (one token per sequence) captured once per shape, then replayed
 };
 
 class CudaBackend final : public Backend {
