@@ -220,6 +220,7 @@ MaybeError read_generation(std::string_view key, const Element& v, GenerationFie
     if (i) g.sampling.top_k = static_cast<int>(*i);
   } else if (k == "stop_sequences") {
     if (is_null(v)) return std::nullopt;
+    g.stop_name = k;
     if (v.type() != element_type::ARRAY) return wrong_type(k, "an array of strings", v);
     return read_string_or_list(v, k, g.stop);
   } else if (k == "stream") {

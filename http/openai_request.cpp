@@ -98,7 +98,7 @@ MaybeError read_generation_field(std::string_view key, const Element& v, Generat
     if (i) g.sampling.seed = static_cast<uint64_t>(*i), g.seed_given = true;
   } else if (k == "max_tokens" || k == "max_completion_tokens") {
     if (auto e = read_int(v, k, 1, kMaxSeed, i)) return e;
-    if (i && (k == "max_completion_tokens" || !g.max_tokens)) g.max_tokens = *i;
+    if (i && (k == "max_completion_tokens" || !g.max_tokens)) g.max_tokens = *i, g.max_tokens_name = k;
   } else if (k == "stop") {
     if (auto e = read_string_or_list(v, k, g.stop)) return e;  // counts and sizes: request_limits.h
   } else if (k == "stop_token_ids") {

@@ -34,6 +34,10 @@ struct GenerationFields {
   bool return_token_ids = false;        // vLLM extension: token ids per choice / chunk
   int priority = 0;
   std::vector<std::string> ignored_fields;  // unknown top-level fields
+  // The request's own names of the fields above, for errors about them (limits are checked after
+  // parsing): max_completion_tokens / max_output_tokens, stop_sequences.
+  std::string max_tokens_name = "max_tokens";
+  std::string stop_name = "stop";
 };
 
 enum class ToolChoiceKind { kAuto, kNone, kRequired, kNamed };

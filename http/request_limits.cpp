@@ -19,15 +19,16 @@ ApiError over_limit(const std::string& param, const std::string& what, size_t go
 
 std::optional<ApiError> check_generation_limits(const RequestLimits& limits, const GenerationFields& g) {
   if (limits.max_tokens > 0 && g.max_tokens && *g.max_tokens > limits.max_tokens) {
-    ApiError e = invalid_param("max_tokens", "'max_tokens' is " + std::to_string(*g.max_tokens) +
-                                                 "; this server allows at most " + std::to_string(limits.max_tokens));
+    const std::string& name = g.max_tokens_name;
+    ApiError e = invalid_param(name, "'" + name + "' is " + std::to_string(*g.max_tokens) +
+                                         "; this server allows at most " + std::to_string(limits.max_tokens));
     e.code = "limit_exceeded";
     return e;
   }
-  if (g.stop.size() > limits.max_stop) return over_limit("stop", "strings", g.stop.size(), limits.max_stop);
+  if (g.stop.size() > limits.max_stop) return over_limit(g.stop_name, "strings", g.stop.size(), limits.max_stop);
   for (size_t i = 0; i < g.stop.size(); ++i) {
     if (g.stop[i].size() <= limits.max_stop_bytes) continue;
-    ApiError e = invalid_param("stop", "'stop[" + std::to_string(i) + "]' is " + std::to_string(g.stop[i].size()) +
+    ApiError e = invalid_param(g.stop_name, "'" + g.stop_name + "[" + std::to_string(i) + "]' is " + std::to_string(g.stop[i].size()) +
                                            " bytes long; this server accepts at most " +
                                            std::to_string(limits.max_stop_bytes) + " bytes per stop string");
     e.code = "limit_exceeded";

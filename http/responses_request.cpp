@@ -231,6 +231,7 @@ MaybeError read_field(std::string_view key, const Element& v, ResponsesRequest& 
   } else if (k == "max_output_tokens") {
     if (auto e = read_int(v, k, 1, std::numeric_limits<int64_t>::max(), i)) return e;
     g.max_tokens = out.echo.max_output_tokens = i;
+    g.max_tokens_name = k;
   } else if (k == "temperature" || k == "top_p") {
     if (auto e = read_number(v, k, 0.0, k == "top_p" ? 1.0 : 2.0, k == "top_p", d)) return e;
     if (d) (k == "top_p" ? g.sampling.top_p : g.sampling.temperature) = static_cast<float>(*d);

@@ -250,9 +250,12 @@ def test_agent_apis_share_the_limits(server):
     anthropic_error(server, {"max_tokens": MAX_TOKENS + 1, "messages": user}, f"at most {MAX_TOKENS}")
     anthropic_error(server, {"max_tokens": 5, "messages": user * (MAX_MESSAGES + 1)}, f"at most {MAX_MESSAGES}")
     anthropic_error(server, {"max_tokens": 5, "messages": user, "stop_sequences": ["s"] * (MAX_STOP + 1)},
-                    f"at most {MAX_STOP}")
+                    "'stop_sequences' holds")
     status, data = post(server, "/v1/responses", {"input": "hi", "max_output_tokens": MAX_TOKENS + 1})
-    check_error(status, data, 400, code="limit_exceeded")
+    check_error(status, data, 400, param="max_output_tokens", code="limit_exceeded")
+    status, data = post(server, "/v1/chat/completions",
+                        {"messages": user, "max_completion_tokens": MAX_TOKENS + 1})
+    check_error(status, data, 400, param="max_completion_tokens", code="limit_exceeded")
     rtools = [{"type": "function", "name": f"f{i}", "parameters": {"type": "object"}} for i in range(MAX_TOOLS + 1)]
     status, data = post(server, "/v1/responses", {"input": "hi", "tools": rtools})
     check_error(status, data, 400, param="tools", code="limit_exceeded")
