@@ -52,8 +52,15 @@ inline uint32_t load_u32(const uint8_t* p) {
 inline void store_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 inline void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 
-// Round half away from zero (C roundf), as ggml's nearest_int does for in-range values.
-inline int round_to_int(float v) { return static_cast<int>(__builtin_roundf(v)); }
+// Round half away from zero (C roundf), as ggml's nearest_int does for in-range values. Values
+// beyond int's range saturate and NaN gives 0: converting them would be undefined (found by UBSan
+// on extreme magnitudes); every caller clamps to a small range afterwards anyway.
+inline int round_to_int(float v) {
+  const float r = __builtin_roundf(v);
+  if (r >= 2147483648.0f) return 2147483647;
+  if (r < -2147483648.0f) return -2147483647 - 1;
+  return r == r ? static_cast<int>(r) : 0;
+}
 
 inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 

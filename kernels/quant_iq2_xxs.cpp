@@ -195,7 +195,10 @@ float best_sub_block_scale(const GroupTarget* groups, float amax) {
 void encode_sub_block(const GroupTarget* groups, float sigma, float d, uint8_t* out) {
   int best_s = 0;
   if (d > 0.0f) {
-    const int s_guess = static_cast<int>(std::floor((sigma * 8.0f / d - 1.0f) * 0.5f));
+    // Clamped before the conversion (huge or NaN guesses were undefined, found by UBSan); every
+    // guess <= -3 or >= 17 already gave an empty search range, and still does.
+    const float guess = std::floor((sigma * 8.0f / d - 1.0f) * 0.5f);
+    const int s_guess = guess >= -3.0f ? (guess <= 17.0f ? static_cast<int>(guess) : 17) : -3;
     float best_err = INFINITY;
     for (int s = std::max(0, s_guess - 1); s <= std::min(15, s_guess + 2); ++s) {
       const float err = sub_block_error(groups, d * (0.5f + static_cast<float>(s)) * 0.25f);
