@@ -41,4 +41,27 @@ MaybeError check_tool_choice(const ChatRequest& req, const std::string& param) {
   return std::nullopt;
 }
 
+MaybeError append_text_parts(const Element& v, const std::string& param, std::string_view sep,
+                             const TextPartRules& rules, std::string& out) {
+  if (v.type() == simdjson::dom::element_type::STRING) {
+    out += v.get_string().value_unsafe();
+    return std::nullopt;
+  }
+  if (v.type() != simdjson::dom::element_type::ARRAY)
+    return wrong_type(param, std::string("a string or ") + rules.array_desc, v);
+  size_t i = 0;
+  for (Element part : array_of(v)) {
+    const std::string pp = indexed(param, i++);
+    std::string_view type, text;
+    if (part.type() != simdjson::dom::element_type::OBJECT || part["type"].get(type))
+      return invalid_param(pp, "'" + pp + "' must be a " + rules.item + " with a 'type'");
+    const char* key = rules.text_key(type);
+    if (!key) return rules.refuse(pp, type);
+    if (part[key].get(text)) return invalid_param(pp + "." + key, "'" + pp + "." + key + "' must be a string");
+    if (i > 1) out += sep;
+    out += text;
+  }
+  return std::nullopt;
+}
+
 }  // namespace ds4::http

@@ -30,6 +30,20 @@ inline ChatMessage chat_message(std::string role, std::string content = {}) {
   return m;
 }
 
+// How one API spells its text parts, for append_text_parts: the array's description and the item's
+// name in errors ("an array of text blocks", "block"), the member holding a part's text for its
+// type (null: the API does not take that type), and the error for such a type.
+struct TextPartRules {
+  const char* array_desc;
+  const char* item;
+  const char* (*text_key)(std::string_view type);
+  MaybeError (*refuse)(const std::string& param, std::string_view type);
+};
+
+// A string, or an array of typed text parts whose texts are joined by `sep`, appended to out.
+MaybeError append_text_parts(const Element& v, const std::string& param, std::string_view sep,
+                             const TextPartRules& rules, std::string& out);
+
 // "param[i]".
 inline std::string indexed(const std::string& param, size_t i) { return param + "[" + std::to_string(i) + "]"; }
 

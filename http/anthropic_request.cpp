@@ -16,24 +16,13 @@ MaybeError refuse_block(const std::string& p, std::string_view type) {
                                       "' are not supported (the model reads text, tool calls and tool results)");
 }
 
-// A string or a list of text blocks, joined by "\n" (system prompts, tool_result content).
+// A string or a list of text blocks, joined by "\n" (system prompts, tool_result content); out is
+// empty before.
 MaybeError read_text(const Element& v, const std::string& p, std::string& out) {
-  if (v.type() == element_type::STRING) {
-    out = std::string(v.get_string().value_unsafe());
-    return std::nullopt;
-  }
-  if (v.type() != element_type::ARRAY) return wrong_type(p, "a string or an array of text blocks", v);
-  size_t i = 0;
-  for (Element block : array_of(v)) {
-    const std::string bp = indexed(p, i++);
-    std::string_view type, text;
-    if (block.type() != element_type::OBJECT || block["type"].get(type)) return invalid_param(bp, "'" + bp + "' must be a block with a 'type'");
-    if (type != "text") return refuse_block(bp, type);
-    if (block["text"].get(text)) return invalid_param(bp + ".text", "'" + bp + ".text' must be a string");
-    if (i > 1) out += '\n';
-    out += text;
-  }
-  return std::nullopt;
+  static constexpr TextPartRules kTextBlocks{
+      "an array of text blocks", "block", [](std::string_view type) { return type == "text" ? "text" : nullptr; },
+      refuse_block};
+  return append_text_parts(v, p, "\n", kTextBlocks, out);
 }
 
 // One user message: text blocks become a user message, tool_result blocks tool messages, in order.

@@ -18,27 +18,21 @@ ApiError stateless(const std::string& param) {
                                             "conversations); send the whole conversation in 'input'");
 }
 
-// A string, or a list of text parts (input_text / output_text / text / refusal), joined by `sep`.
+// The text member of a content part's type (input_text / output_text / text / refusal); null for others.
+const char* part_text_key(std::string_view type) {
+  if (type == "refusal") return "refusal";
+  return type == "input_text" || type == "output_text" || type == "text" ? "text" : nullptr;
+}
+
+MaybeError refuse_part(const std::string& pp, std::string_view type) {
+  return unsupported(pp + ".type", "'" + pp + ".type': content parts of type '" + std::string(type) +
+                                       "' are not supported (the model reads text only)");
+}
+
+// A string, or a list of text parts, joined by `sep`, appended to out.
 MaybeError read_parts(const Element& v, const std::string& p, const char* sep, std::string& out) {
-  if (v.type() == element_type::STRING) {
-    out += v.get_string().value_unsafe();
-    return std::nullopt;
-  }
-  if (v.type() != element_type::ARRAY) return wrong_type(p, "a string or an array of content parts", v);
-  size_t i = 0;
-  for (Element part : array_of(v)) {
-    const std::string pp = indexed(p, i++);
-    std::string_view type, text;
-    if (part.type() != element_type::OBJECT || part["type"].get(type)) return invalid_param(pp, "'" + pp + "' must be a part with a 'type'");
-    const char* key = type == "refusal" ? "refusal" : "text";
-    if (type != "input_text" && type != "output_text" && type != "text" && type != "refusal")
-      return unsupported(pp + ".type", "'" + pp + ".type': content parts of type '" + std::string(type) +
-                                           "' are not supported (the model reads text only)");
-    if (part[key].get(text)) return invalid_param(pp + "." + key, "'" + pp + "." + key + "' must be a string");
-    if (i > 1) out += sep;
-    out += text;
-  }
-  return std::nullopt;
+  static constexpr TextPartRules kContentParts{"an array of content parts", "part", part_text_key, refuse_part};
+  return append_text_parts(v, p, sep, kContentParts, out);
 }
 
 // Builds the message list; the open assistant message collects one turn's items.

@@ -98,6 +98,15 @@ TEST(AnthropicRequest, RefusalsNameTheParameter) {
   EXPECT_EQ(anthropic_error(R"({"max_tokens":1,"messages":[{"role":"system","content":"x"}]})").param, "messages[0].role");
   EXPECT_EQ(anthropic_error(R"({"max_tokens":1,"messages":[{"role":"user","content":[{"type":"image","source":{}}]}]})").param,
             "messages[0].content[0].type");
+  // System text blocks: joined by newlines; a non-text block, a non-list and a block without text refused.
+  EXPECT_EQ(anthropic_ok(R"({"max_tokens":1,"system":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"messages":[{"role":"user","content":"x"}]})")
+                .chat.messages.front().content,
+            "a\nb");
+  EXPECT_EQ(anthropic_error(R"({"max_tokens":1,"system":[{"type":"image","source":{}}],"messages":[{"role":"user","content":"x"}]})").param,
+            "system[0].type");
+  EXPECT_EQ(anthropic_error(R"({"max_tokens":1,"system":5,"messages":[{"role":"user","content":"x"}]})").param, "system");
+  EXPECT_EQ(anthropic_error(R"({"max_tokens":1,"system":[{"type":"text"}],"messages":[{"role":"user","content":"x"}]})").param,
+            "system[0].text");
   EXPECT_EQ(anthropic_error(R"({"max_tokens":1,"temperature":1.5,"messages":[{"role":"user","content":"x"}]})").param, "temperature");
   EXPECT_EQ(anthropic_error(R"({"max_tokens":1,"tools":[{"type":"web_search_20250305","name":"w"}],"messages":[{"role":"user","content":"x"}]})").param,
             "tools[0].type");
