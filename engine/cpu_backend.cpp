@@ -85,16 +85,30 @@ int64_t dense_weight_bytes(const Weights& w) {
   return total;
 }
 
+// An active shard must be a non-empty range of the model's experts; with one rank it must be all of them.
+void check_expert_shard(const ModelConfig& c, const ExpertParallel& ep) {
+  if (!ep.active()) return;
+  const ExpertShard& s = ep.shard;
+  if (s.first < 0 || s.count < 1 || s.first + s.count > c.n_expert)
+    throw LoadError("expert parallelism: experts [" + std::to_string(s.first) + ", " + std::to_string(s.first + s.count) +
+                    ") are not a non-empty range of the model's " + std::to_string(c.n_expert) + " experts");
+  if (ep.comm->world() == 1 && s.count != c.n_expert)
+    throw LoadError("expert parallelism: a world of 1 rank must compute all " + std::to_string(c.n_expert) + " experts");
+}
+
 }  // namespace
 
-CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options, int threads)
+CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options, int threads,
+                       ExpertParallel experts)
     : config_(config),
       weights_(weights),
       options_(options),
+      experts_(experts),
       pool_(threads),
       rope_plain_(rope_frequencies(config, false)),
       rope_compressed_(rope_frequencies(config, true)) {
   if (options_.quantize_kv) check_kv_quantization_shapes(config);
+  check_expert_shard(config, experts_);
   dense_weight_bytes_ = dense_weight_bytes(weights);
 }
 
@@ -116,7 +130,7 @@ ForwardOutput CpuBackend::forward(const ForwardBatch& batch) {
     const LayerWeights& lw = weights_.layers[il];
     const int ratio = c.compress_ratio(il);
     const LayerContext ctx{c, lw, options_, pool_, ratio == 0 ? rope_plain_ : rope_compressed_, il, ratio,
-                           c.is_hash_layer(il), c.swiglu_clamp[il], tokens, kv, undo, &counters};
+                           c.is_hash_layer(il), c.swiglu_clamp[il], tokens, kv, undo, &counters, &experts_};
     run_with_hc(ctx, lw.hc_attn_fn, lw.hc_attn_scale, lw.hc_attn_base, states, attention_sublayer);
     run_with_hc(ctx, lw.hc_ffn_fn, lw.hc_ffn_scale, lw.hc_ffn_base, states, moe_sublayer);
   }

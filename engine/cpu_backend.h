@@ -1,12 +1,16 @@
 // CpuBackend: the readable, exact reference forward pass (f32 from dequantised weights,
 // multithreaded). Every fast backend is tested against it. Owned and called by one thread.
 // Speculative inputs keep an undo log (engine/kv_undo.h) until the next forward(); rollback()
-// replays it. forward_mtp() runs the MTP draft module on the same thread pool.
+// replays it. forward_mtp() runs the MTP draft module on the same thread pool (never sharded: the
+// leader drafts alone). With ExpertParallel active, forward() computes only this rank's routed
+// experts and all-reduces the routed sums (every rank of the group must run the same forwards);
+// the read counters then count this rank's experts only.
 #pragma once
 #include <memory>
 #include <unordered_map>
 
 #include "engine/draft_model.h"
+#include "engine/expert_parallel.h"
 #include "engine/forward.h"
 #include "engine/kv_undo.h"
 #include "engine/model_config.h"
@@ -22,8 +26,11 @@ ModelConfig mtp_kv_config(const ModelConfig& config);
 class CpuBackend final : public Backend {
  public:
   // config and weights must outlive the backend. threads = 0: hardware concurrency. Throws
-  // LoadError when options.quantize_kv is set for a model whose shapes the round trips cannot take.
-  CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options = {}, int threads = 0);
+  // LoadError when options.quantize_kv is set for a model whose shapes the round trips cannot take,
+  // or when an active `experts` shard is not inside [0, n_expert) or its communicator's world is 1
+  // while the shard is not every expert.
+  CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options = {}, int threads = 0,
+             ExpertParallel experts = {});
   ForwardOutput forward(const ForwardBatch& batch) override;
   bool supports_rollback() const override { return true; }
   void rollback(SequenceKv& kv, int64_t num_tokens) override;
@@ -36,6 +43,7 @@ class CpuBackend final : public Backend {
   const ModelConfig& config_;
   const Weights& weights_;
   ForwardOptions options_;
+  ExpertParallel experts_;
   ThreadPool pool_;
   RopeFrequencies rope_plain_, rope_compressed_;
   int64_t dense_weight_bytes_ = 0;  // every weight but the routed experts and the embedding

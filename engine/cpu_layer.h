@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/expert_parallel.h"
 #include "engine/forward.h"
 #include "engine/kv_undo.h"
 #include "engine/model_config.h"
@@ -44,6 +45,9 @@ struct LayerContext {
   const std::vector<KvUndoLog*>& undo;
   KvUndoLog* undo_log(int seq) const { return undo.empty() ? nullptr : undo[seq]; }
   ForwardCounters* counters = nullptr;  // what the pass read (may be null)
+  // Expert parallelism: the MoE sub-layer computes only this rank's experts and all-reduces the
+  // routed sum before adding the shared expert (null or inactive: every expert, no collective).
+  const ExpertParallel* experts = nullptr;
 };
 
 // Attention sub-layer: y[t] from x[t] ([n_tokens, n_embd] each), updating each sequence's KV.

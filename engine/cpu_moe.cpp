@@ -1,7 +1,9 @@
 // MoE sub-layer of the CPU reference (MODEL.md 1.5): sqrt-softplus router, hash routing (token-id
 // table) or top-k with a selection-only bias, normalised and scaled weights, SwiGLU experts with
 // the clamp, plus the shared expert. Tokens are grouped by expert so each expert's weights are read
-// once per call; every token accumulates its experts in expert-id order (batch invariant).
+// once per call; every token accumulates its experts in expert-id order (batch invariant). Under
+// expert parallelism (ctx.experts) only this rank's experts are computed and the routed sums are
+// all-reduced over the ranks before the (replicated) shared expert is added.
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -77,7 +79,8 @@ void moe_sublayer(const LayerContext& ctx, const float* x, float* y) {
   std::map<int, std::vector<std::pair<int64_t, float>>> by_expert;
   for (int64_t t = 0; t < T; ++t) {
     const Route r = route_token(ctx, &logits[t * c.n_expert], ctx.tokens[t].token);
-    for (size_t k = 0; k < r.experts.size(); ++k) by_expert[r.experts[k]].push_back({t, r.weights[k]});
+    for (size_t k = 0; k < r.experts.size(); ++k)
+      if (!ctx.experts || ctx.experts->computes(r.experts[k])) by_expert[r.experts[k]].push_back({t, r.weights[k]});
   }
   std::fill(y, y + T * n_embd, 0.0f);
   if (ctx.counters) {
@@ -101,6 +104,8 @@ void moe_sublayer(const LayerContext& ctx, const float* x, float* y) {
     for (size_t i = 0; i < list.size(); ++i)
       for (int64_t d = 0; d < n_embd; ++d) y[list[i].first * n_embd + d] += out[i * n_embd + d];
   }
+  // Every rank joins the sum, also with no routed token of its own (its part is then zeros).
+  if (ctx.experts && ctx.experts->active()) ctx.experts->comm->all_reduce_sum(y, static_cast<size_t>(T * n_embd), nullptr);
   std::vector<float> ones(T, 1.0f);
   expert_ffn(ctx, w.ffn_gate_shexp.mat(), w.ffn_up_shexp.mat(), w.ffn_down_shexp.mat(), normed, ones, out);
   for (int64_t i = 0; i < T * n_embd; ++i) y[i] += out[i];

@@ -1,0 +1,67 @@
+// In-process Communicator test double (see thread_communicator.h). Each collective is two
+// rendezvous: the first publishes every rank's pointer, the second keeps the buffers alive until
+// every rank has read them.
+#include "parallel/thread_communicator.h"
+
+#include <cstring>
+
+namespace ds4 {
+
+ThreadGroup::ThreadGroup(int world, std::chrono::milliseconds timeout)
+    : world_(world), timeout_(timeout), slots_(world > 0 ? world : 0) {
+  if (world < 1) throw std::invalid_argument("ThreadGroup: world must be >= 1");
+}
+
+void ThreadGroup::abort(const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  if (abort_reason_.empty()) abort_reason_ = reason.empty() ? "aborted" : reason;
+  cv_.notify_all();
+}
+
+template <typename Deposit>
+void ThreadGroup::rendezvous(Deposit deposit) {
+  std::unique_lock lock(mutex_);
+  if (!abort_reason_.empty()) throw CommError("communicator aborted: " + abort_reason_);
+  deposit();
+  const unsigned long long my_generation = generation_;
+  if (++arrived_ == world_) {
+    arrived_ = 0;
+    ++generation_;
+    cv_.notify_all();
+    return;
+  }
+  const bool done = cv_.wait_for(lock, timeout_, [&] { return generation_ != my_generation || !abort_reason_.empty(); });
+  if (generation_ != my_generation) return;  // completed, even if an abort came afterwards
+  if (!done) {
+    abort_reason_ = "a collective waited longer than the timeout (a rank is gone)";
+    cv_.notify_all();
+  }
+  throw CommError("communicator aborted: " + abort_reason_);
+}
+
+ThreadCommunicator::ThreadCommunicator(ThreadGroup& group, int rank) : group_(group), rank_(rank) {
+  if (rank < 0 || rank >= group.world()) throw std::invalid_argument("ThreadCommunicator: rank out of range");
+}
+
+void ThreadCommunicator::all_reduce_sum(float* data, size_t count, void* stream) {
+  if (stream) throw CommError("the thread test double reduces host memory only (stream must be null)");
+  std::vector<float> sum(count, 0.0f);
+  group_.rendezvous([&] { group_.slots_[rank_] = data; });
+  for (int r = 0; r < group_.world(); ++r) {  // rank order on every rank: identical bits
+    const float* src = static_cast<const float*>(group_.slots_[r]);
+    for (size_t i = 0; i < count; ++i) sum[i] += src[i];
+  }
+  group_.rendezvous([] {});  // nobody writes its buffer before every rank has read it
+  std::memcpy(data, sum.data(), count * sizeof(float));
+}
+
+void ThreadCommunicator::broadcast(void* data, size_t bytes, int root) {
+  if (root < 0 || root >= group_.world()) throw CommError("broadcast: root rank out of range");
+  group_.rendezvous([&] { group_.slots_[rank_] = data; });
+  if (rank_ != root && bytes) std::memcpy(data, group_.slots_[root], bytes);
+  group_.rendezvous([] {});
+}
+
+void ThreadCommunicator::barrier() { group_.rendezvous([] {}); }
+
+}  // namespace ds4

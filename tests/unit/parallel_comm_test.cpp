@@ -1,0 +1,116 @@
+// The in-process Communicator test double (parallel/thread_communicator.h) and expert ranges
+// (parallel/expert_shard.h): sums and broadcasts for worlds 1-4 with the same bits on every rank,
+// and a "dead" rank (abort or timeout) making every other rank's collective throw instead of hang.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "parallel/expert_shard.h"
+#include "parallel/thread_communicator.h"
+
+namespace ds4 {
+namespace {
+
+// Runs fn(comm) on one thread per rank and joins them.
+template <typename Fn>
+void run_ranks(ThreadGroup& group, Fn fn) {
+  std::vector<std::thread> threads;
+  for (int r = 0; r < group.world(); ++r)
+    threads.emplace_back([&group, &fn, r] {
+      ThreadCommunicator comm(group, r);
+      fn(comm);
+    });
+  for (auto& t : threads) t.join();
+}
+
+TEST(ThreadCommunicator, AllReduceSumsInRankOrderWithIdenticalBits) {
+  for (int world : {1, 2, 3, 4}) {
+    ThreadGroup group(world);
+    std::vector<std::vector<float>> results(world);
+    run_ranks(group, [&](Communicator& comm) {
+      for (int round = 0; round < 5; ++round) {  // buffers reused across rounds
+        std::vector<float> v(37);
+        for (size_t i = 0; i < v.size(); ++i) v[i] = 0.1f * float(comm.rank() + 1) + 1e-3f * float(i) + float(round);
+        comm.all_reduce_sum(v.data(), v.size(), nullptr);
+        if (round == 4) results[comm.rank()] = v;
+      }
+    });
+    for (size_t i = 0; i < 37; ++i) {
+      float expect = 0.0f;
+      for (int r = 0; r < world; ++r) expect += 0.1f * float(r + 1) + 1e-3f * float(i) + 4.0f;
+      EXPECT_EQ(results[0][i], expect) << "world " << world << " element " << i;
+      for (int r = 1; r < world; ++r) EXPECT_EQ(results[r][i], results[0][i]);
+    }
+  }
+}
+
+TEST(ThreadCommunicator, BroadcastAndBarrier) {
+  ThreadGroup group(4);
+  std::vector<std::string> got(4);
+  run_ranks(group, [&](Communicator& comm) {
+    std::string text = comm.rank() == 2 ? "step message from rank 2" : std::string(24, '?');
+    comm.broadcast(text.data(), text.size(), 2);
+    comm.barrier();
+    got[comm.rank()] = text;
+  });
+  for (const std::string& s : got) EXPECT_EQ(s, "step message from rank 2");
+}
+
+TEST(ThreadCommunicator, AbortedRankMakesOthersThrowInsteadOfHanging) {
+  ThreadGroup group(3);
+  std::vector<std::string> errors(3);
+  run_ranks(group, [&](Communicator& comm) {
+    try {
+      if (comm.rank() == 1) {
+        group.abort("rank 1 died");  // never reaches the collective
+        return;
+      }
+      float x = 1.0f;
+      comm.all_reduce_sum(&x, 1, nullptr);
+    } catch (const CommError& e) {
+      errors[comm.rank()] = e.what();
+    }
+  });
+  EXPECT_NE(errors[0].find("rank 1 died"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[2].find("rank 1 died"), std::string::npos) << errors[2];
+}
+
+TEST(ThreadCommunicator, MissingRankTimesOut) {
+  ThreadGroup group(2, std::chrono::milliseconds(50));
+  ThreadCommunicator alone(group, 0);  // rank 1 never comes
+  EXPECT_THROW(alone.barrier(), CommError);
+  EXPECT_THROW(alone.barrier(), CommError);  // stays failed
+}
+
+TEST(ThreadCommunicator, RefusesDeviceStreamsAndBadRanks) {
+  ThreadGroup group(1);
+  ThreadCommunicator comm(group, 0);
+  float x = 1.0f;
+  int fake_stream = 0;
+  EXPECT_THROW(comm.all_reduce_sum(&x, 1, &fake_stream), CommError);
+  EXPECT_THROW(comm.broadcast(&x, 4, 1), CommError);
+  EXPECT_THROW(ThreadCommunicator(group, 1), std::invalid_argument);
+  EXPECT_THROW(ThreadGroup(0), std::invalid_argument);
+}
+
+TEST(ExpertShard, ContiguousRangesCoverEveryExpertOnce) {
+  for (int world : {1, 2, 3, 4, 7, 8, 16}) {
+    int next = 0;
+    for (int r = 0; r < world; ++r) {
+      const ExpertShard s = expert_shard(r, world, 256);
+      EXPECT_EQ(s.first, next);
+      EXPECT_GE(s.count, 256 / world);
+      EXPECT_LE(s.count, 256 / world + 1);
+      next = s.first + s.count;
+    }
+    EXPECT_EQ(next, 256);
+  }
+  EXPECT_EQ(expert_shard(1, 4, 256).first, 64);
+  EXPECT_TRUE(expert_shard(1, 4, 256).owns(127));
+  EXPECT_FALSE(expert_shard(1, 4, 256).owns(128));
+  EXPECT_THROW(expert_shard(4, 4, 256), std::invalid_argument);
+  EXPECT_THROW(expert_shard(0, 17, 16), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace ds4
