@@ -69,6 +69,13 @@ class Backend {
   // compressor frontiers restored, later compressed rows invisible, kv->num_tokens() == num_tokens).
   // Calling it for a sequence that was not speculative in the last forward() is a programmer error.
   virtual void rollback(SequenceKv& kv, int64_t num_tokens);
+  // rollback() of several sequences of the last forward() at once (a backend may batch the work;
+  // default: one rollback() each, in order).
+  struct RollbackTo {
+    SequenceKv* kv = nullptr;
+    int64_t num_tokens = 0;
+  };
+  virtual void rollback_all(std::span<const RollbackTo> rollbacks);
   // True when sample_rows() is implemented.
   virtual bool supports_device_sampling() const { return false; }
   // One token per logit row of the last forward() (rows in ForwardOutput order; rows.size() must

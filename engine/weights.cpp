@@ -162,6 +162,10 @@ Weights bind_weights(const GgufFile& file, const ModelConfig& config) {
   return w;
 }
 
+TensorView* mtp_weight_slot(MtpWeights& w, const TensorSpec& spec) {
+  return spec.layer == kMtpLayer ? mtp_slot_for(w, spec) : nullptr;
+}
+
 MtpWeights bind_mtp_weights(const GgufFile& file, const ModelConfig& config) {
   MtpWeights w;
   std::set<std::string> used;

@@ -70,5 +70,7 @@ Weights bind_weights(const GgufFile& file, const ModelConfig& config);
 // not read a GGUF (the GPU's synthetic weights) fill the same views.
 TensorView* weight_slot(Weights& w, const TensorSpec& spec);
 MtpWeights bind_mtp_weights(const GgufFile& file, const ModelConfig& config);
+// The member of w that an MTP tensor spec (mtp_tensor_specs) binds to, or null.
+TensorView* mtp_weight_slot(MtpWeights& w, const TensorSpec& spec);
 
 }  // namespace ds4

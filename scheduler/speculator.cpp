@@ -287,7 +287,7 @@ std::vector<SampledToken> Speculator::verify_entry(const ScheduledSequence& e, c
     return stream == kBonusStream ? sampling_uniform(sp.seed, g0 + j) : speculative_uniform(sp.seed, g0 + j, stream);
   });
   const int64_t accepted = static_cast<int64_t>(emitted.size()) - 1;
-  target_.rollback(kv.kv(seq.id), e.start + 1 + accepted);
+  rollbacks_.push_back({&kv.kv(seq.id), e.start + 1 + accepted});  // done for the whole step in verify()
 
   std::vector<SampledToken> tokens(emitted.size());
   for (size_t j = 0; j < emitted.size(); ++j) {
@@ -312,6 +312,7 @@ std::vector<std::vector<SampledToken>> Speculator::verify(const ScheduledBatch& 
   policy_.record_target(batch.num_tokens, forward_us);
   std::vector<std::vector<SampledToken>> result(batch.entries.size());
   std::vector<int32_t> emitted;
+  rollbacks_.clear();
   for (size_t i = 0; i < batch.entries.size(); ++i) {
     const ScheduledSequence& e = batch.entries[i];
     if (!e.sample) continue;
@@ -325,6 +326,7 @@ std::vector<std::vector<SampledToken>> Speculator::verify(const ScheduledBatch& 
     for (const SampledToken& t : result[i]) emitted.push_back(t.token);
     remember_inputs(e, out, i, emitted);
   }
+  if (!rollbacks_.empty()) target_.rollback_all(rollbacks_);  // before the scheduler's update
   return result;
 }
 

@@ -100,6 +100,7 @@ class Speculator {
   int32_t n_vocab_, eos_;
   SpecPolicy policy_;
   std::unordered_map<uint64_t, std::unique_ptr<SeqState>> states_;
+  std::vector<Backend::RollbackTo> rollbacks_;  // of the step being verified
   SpecStepStats step_;
 };
 

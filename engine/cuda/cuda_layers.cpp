@@ -86,38 +86,43 @@ void CudaBackend::hc_flush(int64_t T) {
   if (step_->fused_ops && step_->pending != StepState::PendingPost::kNone) hc_fused(nullptr, nullptr, nullptr, nullptr, T);
 }
 
-void CudaBackend::attention_layer(const Plan& plan, int il) {
-  const DeviceLayerWeights& w = weights_dev_.layers[il];
+CudaBackend::LayerRef CudaBackend::main_layer(int il) const {
+  const ModelConfig& c = config_;
+  return LayerRef{&weights_dev_.layers[il], kv_->layer(il), il, c.compress_ratio(il), c.is_hash_layer(il), c.swiglu_clamp[il]};
+}
+
+void CudaBackend::attention_layer(const Plan& plan, const LayerRef& L) {
+  const DeviceLayerWeights& w = *L.w;
   if (step_->fused_ops) {
     hc_fused(&w.hc_attn_fn, &w.hc_attn_scale, &w.hc_attn_base, &w.attn_norm, plan.n_tokens);
-    attention_sublayer(plan, il);
+    attention_sublayer(plan, L);
     step_->pending = StepState::PendingPost::kAttention;
     return;
   }
   hc_begin(w.hc_attn_fn, w.hc_attn_scale, w.hc_attn_base, plan.n_tokens);
-  attention_sublayer(plan, il);
+  attention_sublayer(plan, L);
   hc_end(plan.n_tokens);
 }
 
-void CudaBackend::moe_layer(const Plan& plan, int il) {
-  const DeviceLayerWeights& w = weights_dev_.layers[il];
+void CudaBackend::moe_layer(const Plan& plan, const LayerRef& L) {
+  const DeviceLayerWeights& w = *L.w;
   if (step_->fused_ops) {
     hc_fused(&w.hc_ffn_fn, &w.hc_ffn_scale, &w.hc_ffn_base, &w.ffn_norm, plan.n_tokens);
-    moe_sublayer(plan, il);
+    moe_sublayer(plan, L);
     step_->pending = StepState::PendingPost::kMoe;
     return;
   }
   hc_begin(w.hc_ffn_fn, w.hc_ffn_scale, w.hc_ffn_base, plan.n_tokens);
-  moe_sublayer(plan, il);
+  moe_sublayer(plan, L);
   hc_end(plan.n_tokens);
 }
 
-void CudaBackend::attention_sublayer(const Plan& plan, int il) {
+void CudaBackend::attention_sublayer(const Plan& plan, const LayerRef& L) {
   const ModelConfig& c = config_;
-  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  const DeviceLayerWeights& w = *L.w;
   Scratch& s = *scratch_;
   const int64_t T = plan.n_tokens, n = c.n_embd, hd = c.head_dim, qd = c.q_dim();
-  const int ratio = c.compress_ratio(il);
+  const int ratio = L.ratio;
   const int n_pairs = c.rope_dim / 2;
   const double* freq = rope_freq_.as<double>() + (ratio == 0 ? 0 : n_pairs);
   const int32_t* pos = plan.batch.token_pos;
@@ -147,12 +152,12 @@ void CudaBackend::attention_sublayer(const Plan& plan, int il) {
   }
 
   const bool sparse = ratio == 4;
-  if (ratio > 0) compressed_rows(plan, il, false);
+  if (ratio > 0) compressed_rows(plan, L.il, false);
   if (sparse) {
-    compressed_rows(plan, il, true);
-    indexer_select(plan, il);
+    compressed_rows(plan, L.il, true);
+    indexer_select(plan, L.il);
   }
-  const cuda::LayerKv kv = kv_->layer(il);
+  const cuda::LayerKv& kv = L.kv;
   cuda::AttentionParams ap;
   ap.q = s.q, ap.rawq = s.rawq, ap.sinks = w.attn_sinks.f32(), ap.heads = c.n_head;
   if (sparse && plan.n_sel > 0) {
@@ -256,16 +261,16 @@ void CudaBackend::indexer_select(const Plan& plan, int il) {
   cuda::indexer_top_k(plan.batch, tp, stream_);
 }
 
-void CudaBackend::moe_sublayer(const Plan& plan, int il) {
+void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   const ModelConfig& c = config_;
-  const DeviceLayerWeights& w = weights_dev_.layers[il];
+  const DeviceLayerWeights& w = *L.w;
   Scratch& s = *scratch_;
   const int64_t T = plan.n_tokens, n = c.n_embd, k = c.n_expert_used;
   const int64_t n_expert = static_cast<int64_t>(w.ffn_gate_exps.ne2), ffn = static_cast<int64_t>(w.ffn_gate_exps.ne1);
   const bool fused = step_->fused_ops;
   if (!fused) cuda::rms_norm({s.x, n, s.normed, n, w.ffn_norm.f32(), T, n, c.rms_eps}, stream_);
   matmul_rows(w.ffn_gate_inp, s.normed, n, s.router_logits, n_expert, T);
-  const bool hash = c.is_hash_layer(il);
+  const bool hash = L.hash;
   cuda::RouterParams rp;
   rp.logits = s.router_logits, rp.bias = !hash && w.exp_probs_b.present() ? w.exp_probs_b.f32() : nullptr;
   rp.hash_table = hash ? w.ffn_gate_tid2eid.i32() : nullptr, rp.tokens = plan.tokens;
@@ -289,9 +294,10 @@ void CudaBackend::moe_sublayer(const Plan& plan, int il) {
     p.n_groups = static_cast<int64_t>(t.ne2), p.group_stride_bytes = t.matrix_bytes();
     p.group_offsets = s.group_offsets, p.x_rows = x_rows, p.y_rows = s.slot_rows;
     p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, T * k);
+    p.n_tokens = T * k;  // the list's entries: picks the tiling (cuda::matmul)
     cuda::matmul(p, stream_);
   };
-  const float limit = c.swiglu_clamp[il];
+  const float limit = L.swiglu_clamp;
   const int64_t ffn_sh = static_cast<int64_t>(w.ffn_gate_shexp.ne1);
   const cuda::SwigluParams routed{s.ffn_gate, s.ffn_up, s.ffn_mid, T * k, ffn, limit, s.route_weights};
   const cuda::SwigluParams shared{s.sh_gate, s.sh_up, s.sh_mid, T, ffn_sh, limit, nullptr};

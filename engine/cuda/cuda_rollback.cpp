@@ -5,7 +5,8 @@
 // first n − start tokens: the kernels are deterministic and batch-invariant, so the state is bit for
 // bit that of a run that was fed only those tokens. Compressed and indexer rows need nothing: rows
 // past n are invisible (their count follows the position) and rewritten when their window closes.
-// Costs one slot copy per speculative sequence per step and one forward per rolled-back sequence.
+// Costs one slot copy per speculative sequence per step and one batched forward per step for all
+// rolled-back sequences (rollback_all).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -42,25 +43,35 @@ void CudaBackend::save_speculative(const ForwardBatch& batch, const std::vector<
 }
 
 void CudaBackend::rollback(SequenceKv& kv, int64_t num_tokens) {
-  const auto it = std::find_if(speculative_.begin(), speculative_.end(),
-                               [&kv](const SpeculativeInput& in) { return in.kv == &kv; });
-  if (it == speculative_.end()) rollback_error("the sequence was not speculative in the last forward");
-  const int64_t end = it->start + static_cast<int64_t>(it->tokens.size());
-  if (num_tokens < it->start || num_tokens > end) rollback_error("position outside what the last forward fed");
-  if (kv.num_tokens() != end) rollback_error("the sequence moved since its speculative forward");
-  if (num_tokens == end) return;
+  const RollbackTo one{&kv, num_tokens};
+  rollback_all(std::span<const RollbackTo>(&one, 1));
+}
+
+// Every slot restored first, then one batched forward re-feeds every kept prefix: the kernels are
+// batch invariant, so each sequence ends as if re-fed alone.
+void CudaBackend::rollback_all(std::span<const RollbackTo> rollbacks) {
   KvCacheManager& m = kv_->manager();
   const int64_t slot_bytes = m.layout().sizes.slot_bytes;
   std::byte* slots = m.storage().region(m.layout().slot_region());
-  const size_t index = static_cast<size_t>(it - speculative_.begin());
-  DS4_CUDA_CHECK(cudaMemcpyAsync(slots + it->slot * slot_bytes, speculative_slots_.as<std::byte>() + index * slot_bytes,
-                                 static_cast<size_t>(slot_bytes), cudaMemcpyDeviceToDevice, stream_));
-  DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  kv.set_num_tokens(it->start);
-  if (num_tokens == it->start) return;
   ForwardBatch refeed;
   refeed.host_logits = false;
-  refeed.sequences.push_back({&kv, std::span<const int32_t>(it->tokens).first(static_cast<size_t>(num_tokens - it->start))});
+  for (const RollbackTo& r : rollbacks) {
+    const auto it = std::find_if(speculative_.begin(), speculative_.end(),
+                                 [&r](const SpeculativeInput& in) { return in.kv == r.kv; });
+    if (it == speculative_.end()) rollback_error("the sequence was not speculative in the last forward");
+    const int64_t end = it->start + static_cast<int64_t>(it->tokens.size());
+    if (r.num_tokens < it->start || r.num_tokens > end) rollback_error("position outside what the last forward fed");
+    if (r.kv->num_tokens() != end) rollback_error("the sequence moved since its speculative forward");
+    if (r.num_tokens == end) continue;
+    const size_t index = static_cast<size_t>(it - speculative_.begin());
+    DS4_CUDA_CHECK(cudaMemcpyAsync(slots + it->slot * slot_bytes, speculative_slots_.as<std::byte>() + index * slot_bytes,
+                                   static_cast<size_t>(slot_bytes), cudaMemcpyDeviceToDevice, stream_));
+    r.kv->set_num_tokens(it->start);
+    if (r.num_tokens > it->start)
+      refeed.sequences.push_back({r.kv, std::span<const int32_t>(it->tokens).first(static_cast<size_t>(r.num_tokens - it->start))});
+  }
+  DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (refeed.sequences.empty()) return;
   refeeding_ = true;
   forward(refeed);
   refeeding_ = false;

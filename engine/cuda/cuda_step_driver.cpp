@@ -58,7 +58,7 @@ bool CudaBackend::graph_step(const ForwardBatch& batch) const {
                      [](const SequenceInput& in) { return in.tokens.size() == 1; });
 }
 
-bool CudaBackend::step_begin(const Plan& plan) {
+void CudaBackend::prepare_step_buffers(const Plan& plan) {
   StepState& st = *step_;
   if (st.fused_ops) {  // the fused kernels' buffers (none on the op-by-op path)
     const int64_t chunks = cuda::hc_boundary_chunks(int64_t(config_.hc_count) * config_.n_embd);
@@ -70,6 +70,11 @@ bool CudaBackend::step_begin(const Plan& plan) {
                                256 * 256;
   }
   st.pending = StepState::PendingPost::kNone;
+}
+
+bool CudaBackend::step_begin(const Plan& plan) {
+  StepState& st = *step_;
+  prepare_step_buffers(plan);
   if (!st.pad_plan) {
     ++st.stats.eager_steps;
     return false;
@@ -100,20 +105,20 @@ void CudaBackend::step_end() {
   step_->graphs.end_capture(stream_, step_->stats);
 }
 
-void CudaBackend::head_logits(const Plan& plan) {
+void CudaBackend::head_logits(const Plan& plan, const DeviceTensor& hc_fn, const DeviceTensor& hc_scale,
+                              const DeviceTensor& hc_base, const DeviceTensor& norm) {
   const ModelConfig& c = config_;
-  const DeviceWeights& w = weights_dev_;
   Scratch& s = *scratch_;
   const int64_t R = plan.n_logit_rows, n = c.n_embd, hw = int64_t(c.hc_count) * n;
   cuda::gather_rows({s.states, hw, plan.logit_rows, s.head_states, hw, R, hw}, stream_);
   cuda::rms_norm({s.head_states, hw, s.head_flat, hw, nullptr, R, hw, c.rms_eps}, stream_);
-  matmul_rows(w.output_hc_fn, s.head_flat, hw, s.head_mix, c.hc_count, R);
+  matmul_rows(hc_fn, s.head_flat, hw, s.head_mix, c.hc_count, R);
   cuda::HcCollapseParams hp;
-  hp.mix = s.head_mix, hp.scale = w.output_hc_scale.f32(), hp.base = w.output_hc_base.f32();
+  hp.mix = s.head_mix, hp.scale = hc_scale.f32(), hp.base = hc_base.f32();
   hp.states = s.head_states, hp.out = s.head_h, hp.n_tokens = R, hp.n_embd = n, hp.hc = c.hc_count, hp.eps = c.hc_eps;
   cuda::hc_collapse(hp, stream_);
-  cuda::rms_norm({s.head_h, n, s.head_h, n, w.output_norm.f32(), R, n, c.rms_eps}, stream_);
-  matmul_rows(w.output, s.head_h, n, s.logits, c.n_vocab, R);
+  cuda::rms_norm({s.head_h, n, s.head_h, n, norm.f32(), R, n, c.rms_eps}, stream_);
+  matmul_rows(weights_dev_.output, s.head_h, n, s.logits, c.n_vocab, R);
 }
 
 }  // namespace ds4

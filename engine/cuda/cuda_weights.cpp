@@ -187,10 +187,14 @@ uint64_t DeviceWeights::synthetic_bytes(const ModelConfig& config, QuantScheme s
   return total;
 }
 
-DeviceWeights DeviceWeights::synthesize(const ModelConfig& c, QuantScheme scheme, uint64_t seed, int threads,
-                                        const Progress& progress) {
-  validate_config(c);
-  const std::vector<TensorSpec> specs = model_tensor_specs(c);
+namespace {
+
+// Generates every tensor of specs into one new device buffer (the synthetic bytes of
+// engine/synth.h) and points slot_of(spec)'s view at it. Throws LoadError on a spec without a slot
+// or when the device lacks the memory.
+template <typename SlotOf>
+void generate_synthetic(const std::vector<TensorSpec>& specs, const ModelConfig& c, QuantScheme scheme, uint64_t seed,
+                        int threads, const DeviceWeights::Progress& progress, SlotOf slot_of, cuda::DeviceBuffer& buffer) {
   uint64_t total = 0;
   const std::vector<SynthPlacement> place = place_synthetic(specs, scheme, total);
   size_t free_bytes = 0, total_bytes = 0;
@@ -199,12 +203,8 @@ DeviceWeights DeviceWeights::synthesize(const ModelConfig& c, QuantScheme scheme
     throw LoadError("synthetic weights need " + std::to_string(total >> 20) + " MiB but the device has " +
                     std::to_string(free_bytes >> 20) + " MiB free");
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  DeviceWeights d;
-  d.layers.resize(c.n_layer);
-  d.buffer_.grow(total);
-  uint8_t* base = d.buffer_.as<uint8_t>();
-  Weights views;  // the same views bind_weights would make, pointing into device memory
-  views.layers.resize(c.n_layer);
+  buffer.grow(total);
+  uint8_t* base = buffer.as<uint8_t>();
   cudaStream_t stream = nullptr;
   DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   {
@@ -213,8 +213,8 @@ DeviceWeights DeviceWeights::synthesize(const ModelConfig& c, QuantScheme scheme
     for (size_t i = 0; i < specs.size(); ++i) {
       const TensorSpec& spec = specs[i];
       const SynthPlacement& p = place[i];
-      TensorView* slot = weight_slot(views, spec);
-      if (!slot) throw LoadError("synthetic weights: tensor '" + spec.name + "' has no slot in Weights");
+      TensorView* slot = slot_of(spec);
+      if (!slot) throw LoadError("synthetic weights: tensor '" + spec.name + "' has no slot in the weights");
       uint8_t* dst = base + p.offset;
       slot->data = dst, slot->type = p.type, slot->ne0 = spec.dims[0];
       slot->ne1 = spec.dims.size() > 1 ? spec.dims[1] : 1, slot->ne2 = spec.dims.size() > 2 ? spec.dims[2] : 1;
@@ -234,9 +234,69 @@ DeviceWeights DeviceWeights::synthesize(const ModelConfig& c, QuantScheme scheme
     DS4_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
   DS4_CUDA_CHECK(cudaStreamDestroy(stream));
-  for_each_slot(views, &d, [](const TensorView& v, DeviceTensor* t) {
-    if (v.present()) *t = DeviceTensor{v.data, v.type, v.ne0, v.ne1, v.ne2, v.row_bytes};
-  });
+}
+
+DeviceTensor device_view(const TensorView& v) {
+  return v.present() ? DeviceTensor{v.data, v.type, v.ne0, v.ne1, v.ne2, v.row_bytes} : DeviceTensor{};
+}
+
+// The device views of a host-side MtpWeights whose data pointers are device addresses.
+void set_mtp_views(const MtpWeights& v, DeviceMtpWeights& d) {
+  d.hc_head_base = device_view(v.hc_head_base), d.hc_head_fn = device_view(v.hc_head_fn);
+  d.hc_head_scale = device_view(v.hc_head_scale), d.e_proj = device_view(v.e_proj), d.h_proj = device_view(v.h_proj);
+  d.enorm = device_view(v.enorm), d.hnorm = device_view(v.hnorm), d.norm = device_view(v.norm);
+  for (const auto& [host, dev] : kLayerPairs) d.block.*dev = device_view(v.block.*host);
+}
+
+}  // namespace
+
+DeviceWeights DeviceWeights::synthesize(const ModelConfig& c, QuantScheme scheme, uint64_t seed, int threads,
+                                        const Progress& progress) {
+  validate_config(c);
+  DeviceWeights d;
+  d.layers.resize(c.n_layer);
+  Weights views;  // the same views bind_weights would make, pointing into device memory
+  views.layers.resize(c.n_layer);
+  generate_synthetic(model_tensor_specs(c), c, scheme, seed, threads, progress,
+                     [&views](const TensorSpec& spec) { return weight_slot(views, spec); }, d.buffer_);
+  for_each_slot(views, &d, [](const TensorView& v, DeviceTensor* t) { *t = device_view(v); });
+  return d;
+}
+
+DeviceMtpWeights DeviceMtpWeights::synthesize(const ModelConfig& c, QuantScheme scheme, uint64_t seed, int threads) {
+  validate_config(c);
+  DeviceMtpWeights d;
+  MtpWeights views;
+  generate_synthetic(mtp_tensor_specs(c), c, scheme, seed, threads, {},
+                     [&views](const TensorSpec& spec) { return mtp_weight_slot(views, spec); }, d.buffer_);
+  set_mtp_views(views, d);
+  return d;
+}
+
+DeviceMtpWeights DeviceMtpWeights::upload(const MtpWeights& w) {
+  const TensorView* heads[] = {&w.hc_head_base, &w.hc_head_fn, &w.hc_head_scale, &w.e_proj, &w.h_proj,
+                               &w.enorm,        &w.hnorm,      &w.norm};
+  std::vector<const TensorView*> all(std::begin(heads), std::end(heads));
+  for (const auto& [host, dev] : kLayerPairs) all.push_back(&(w.block.*host));
+  uint64_t total = 0;
+  for (const TensorView* v : all) total += align_up(view_bytes(*v));
+  DeviceMtpWeights d;
+  d.buffer_.grow(total);
+  MtpWeights views = w;  // the same geometry, data pointing into device memory
+  uint8_t* base = d.buffer_.as<uint8_t>();
+  uint64_t offset = 0;
+  auto place = [&](TensorView& v) {
+    if (!v.present()) return;
+    const uint64_t bytes = view_bytes(v);
+    DS4_CUDA_CHECK(cudaMemcpy(base + offset, v.data, bytes, cudaMemcpyHostToDevice));
+    v.data = base + offset;
+    offset += align_up(bytes);
+  };
+  for (TensorView* v : {&views.hc_head_base, &views.hc_head_fn, &views.hc_head_scale, &views.e_proj, &views.h_proj,
+                        &views.enorm, &views.hnorm, &views.norm})
+    place(*v);
+  for (const auto& [host, dev] : kLayerPairs) place(views.block.*host);
+  set_mtp_views(views, d);
   return d;
 }
 

@@ -71,4 +71,22 @@ class DeviceWeights {
   cuda::DeviceBuffer buffer_;
 };
 
+// The MTP draft module's own tensors (MODEL.md 3; it shares the main model's embedding and
+// output head) on the device: uploaded from its bound GGUF, or generated with the bytes of
+// `ds4serve-model synth --mtp` for the same (config, scheme, seed).
+class DeviceMtpWeights {
+ public:
+  static DeviceMtpWeights upload(const MtpWeights& w);
+  // Throws LoadError when the device lacks the memory.
+  static DeviceMtpWeights synthesize(const ModelConfig& config, QuantScheme scheme, uint64_t seed, int threads = 0);
+
+  DeviceTensor hc_head_base, hc_head_fn, hc_head_scale;
+  DeviceTensor e_proj, h_proj, enorm, hnorm, norm;
+  DeviceLayerWeights block;
+  uint64_t bytes() const { return buffer_.bytes(); }
+
+ private:
+  cuda::DeviceBuffer buffer_;
+};
+
 }  // namespace ds4

@@ -274,7 +274,7 @@ __global__ void attention_kernel(StepBatch b, LayerKv kv, AttentionParams p) {
   const int h = blockIdx.y;
   const int s = b.token_seq[t];
   const int64_t pos = b.token_pos[t], start = b.seq_start[s];
-  const int64_t lo = pos - kv.window + 1 > 0 ? pos - kv.window + 1 : 0;
+  const int64_t lo = raw_window_lo(b, kv, s, pos);
   const int64_t n_raw = pos - lo + 1;
   const int sel = p.sel_of_token ? p.sel_of_token[t] : -1;
   const int64_t n_comp = kv.ratio == 0 ? 0 : (sel >= 0 ? p.top_k : (pos + 1) / kv.ratio);

@@ -29,6 +29,8 @@ struct StepBatch {
   const int32_t* seq_slot = nullptr;     // [S] slot of the raw ring and frontiers
   const int32_t* block_table = nullptr;  // [S, max_blocks] block ids of the compressed rows
   int max_blocks = 0;
+  // Optional [S]: first position whose raw row exists (an MTP window restarted there); null: 0.
+  const int32_t* seq_window_start = nullptr;
 };
 
 // One layer's KV storage. Strides are in floats; 0 means dense (the value in brackets), so the

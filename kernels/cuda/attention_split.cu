@@ -30,7 +30,7 @@ __device__ __forceinline__ TokenRows token_rows(const StepBatch& b, const LayerK
   TokenRows r;
   r.seq = b.token_seq[t];
   r.pos = b.token_pos[t], r.start = b.seq_start[r.seq];
-  r.lo = r.pos - kv.window + 1 > 0 ? r.pos - kv.window + 1 : 0;
+  r.lo = raw_window_lo(b, kv, r.seq, r.pos);
   r.n_raw = r.pos - r.lo + 1;
   r.sel = p.sel_of_token ? p.sel_of_token[t] : -1;
   const int64_t n_comp = kv.ratio == 0 ? 0 : (r.sel >= 0 ? p.top_k : (r.pos + 1) / kv.ratio);
