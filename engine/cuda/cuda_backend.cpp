@@ -126,6 +126,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaB
   rope_freq_.grow(freq.size() * sizeof(double));
   DS4_CUDA_CHECK(cudaMemcpy(rope_freq_.get(), freq.data(), freq.size() * sizeof(double), cudaMemcpyHostToDevice));
   scratch_ = std::make_unique<Scratch>();
+  mtp_scratch_ = std::make_unique<Scratch>();
   step_ = std::make_unique<StepState>();
   step_->route_counter.grow(sizeof(int32_t));
   DS4_CUDA_CHECK(cudaMemset(step_->route_counter.get(), 0, sizeof(int32_t)));
@@ -325,12 +326,14 @@ ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
   if (!step_begin(plan)) {
     embed(plan);
     for (int il = 0; il < config_.n_layer; ++il) {
-      attention_layer(plan, il);
+      const LayerRef layer = main_layer(il);
+      attention_layer(plan, layer);
       scratch_->n_active = scratch_->n_active_layers + il;  // kept per layer for the read counters
-      moe_layer(plan, il);
+      moe_layer(plan, layer);
     }
     hc_flush(plan.n_tokens);
-    head_logits(plan);
+    const DeviceWeights& w = weights_dev_;
+    head_logits(plan, w.output_hc_fn, w.output_hc_scale, w.output_hc_base, w.output_norm);
     step_end();
   }
   ForwardOutput out;

@@ -6,8 +6,9 @@
 // expert's weights are read once per call. Results do not depend on what else is in the batch.
 // Owned and called by one thread (the engine thread); each forward() synchronises its stream.
 // Speculative inputs: forward() keeps a device copy of each one's slot (raw-window rings and
-// compressor frontiers) and its fed tokens; rollback() restores the slot and re-feeds the kept
-// prefix (engine/cuda/cuda_rollback.cpp), so the state equals a run that never saw the rest.
+// compressor frontiers) and its fed tokens; rollback_all() restores the slots and re-feeds the kept
+// prefixes in one batch (engine/cuda/cuda_rollback.cpp), so each state equals a run that never saw
+// the rest. forward_mtp() runs the MTP draft module (engine/cuda/cuda_mtp.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "engine/cuda/cuda_kv.h"
 #include "engine/cuda/cuda_step.h"
 #include "engine/cuda/cuda_weights.h"
+#include "engine/draft_model.h"
 #include "engine/forward.h"
 #include "engine/model_config.h"
 #include "engine/weights.h"
@@ -61,12 +63,26 @@ class CudaBackend final : public Backend {
   // rows[i] for logit row i, in ForwardOutput order; the same tokens as engine/sampler.h up to
   // the sampler's stated tolerance. rows.size() must equal the last forward's logit rows.
   std::vector<int32_t> sample(std::span<const cuda::SampleRow> rows);
-  // Speculative decoding (see the file comment): exact, one extra forward per rolled-back sequence.
+  // Speculative decoding (see the file comment): exact, one extra batched forward per step.
   bool supports_rollback() const override { return true; }
   void rollback(SequenceKv& kv, int64_t num_tokens) override;
+  void rollback_all(std::span<const RollbackTo> rollbacks) override;  // one batched re-feed
   // Backend's device sampling: sample() with the rows' parameters.
   bool supports_device_sampling() const override { return true; }
   std::vector<int32_t> sample_rows(std::span<const RowSampling> rows) override;
+
+  // The MTP draft module (MODEL.md 3; engine/cuda/cuda_mtp.h drives it): per run, embedding +
+  // enorm and the per-stream hnorm of the paired states, e_proj / h_proj, the block's raw-window
+  // attention and MoE with their hyper-connections over `kv` (slot and window start per run), and
+  // the MTP's hc head + norm over the shared output head; op for op CpuBackend::forward_mtp. One
+  // logits row and one output state per run (host copies); each run's kv advances by its tokens.
+  // Launched op by op (never graph-captured); keeps the main step's graphs valid.
+  struct MtpSlot {
+    int32_t slot = 0;          // ring slot in kv
+    int64_t window_start = 0;  // first position with a raw row
+  };
+  ForwardOutput forward_mtp(const DeviceMtpWeights& mtp, const cuda::LayerKv& kv, std::span<const DraftRun> runs,
+                            std::span<const MtpSlot> slots);
 
   // A batch sequence resolved to its place in the pool.
   struct SeqRef {
@@ -108,14 +124,28 @@ class CudaBackend final : public Backend {
   // Graph replay of the step when its shape was captured before (true: nothing left to launch);
   // else starts a capture when the step is replayable (step_end finishes it).
   bool step_begin(const Plan& plan);
+  void prepare_step_buffers(const Plan& plan);  // the fused kernels' buffers; no sub-layer post-mix pending
   void step_end();
   bool graph_step(const ForwardBatch& batch) const;
   void apply_step_env();
-  void head_logits(const Plan& plan);
-  void attention_layer(const Plan& plan, int il);
-  void moe_layer(const Plan& plan, int il);
-  void attention_sublayer(const Plan& plan, int il);
-  void moe_sublayer(const Plan& plan, int il);
+  // The head over the rows plan.logit_rows of the states: hc collapse (fn, scale, base), norm, output.
+  void head_logits(const Plan& plan, const DeviceTensor& hc_fn, const DeviceTensor& hc_scale, const DeviceTensor& hc_base,
+                   const DeviceTensor& norm);
+  // What a block's sub-layers read: its weights and KV, compress ratio, hash routing, SwiGLU clamp
+  // (a main layer il, or the MTP block with its own raw-window KV and il = -1).
+  struct LayerRef {
+    const DeviceLayerWeights* w = nullptr;
+    cuda::LayerKv kv;
+    int il = -1;  // main-model layer (compressor frontiers, indexer); -1: none
+    int ratio = 0;
+    bool hash = false;
+    float swiglu_clamp = 0.0f;
+  };
+  LayerRef main_layer(int il) const;
+  void attention_layer(const Plan& plan, const LayerRef& layer);
+  void moe_layer(const Plan& plan, const LayerRef& layer);
+  void attention_sublayer(const Plan& plan, const LayerRef& layer);
+  void moe_sublayer(const Plan& plan, const LayerRef& layer);
   void compressed_rows(const Plan& plan, int il, bool indexer);
   void indexer_select(const Plan& plan, int il);
   // Logits (and, with host_logits, their copy to the host) and the read counters into out.
@@ -131,6 +161,7 @@ class CudaBackend final : public Backend {
   bool refeeding_ = false;                     // inside rollback()'s forward()
   cuda::DeviceBuffer rope_freq_;  // [2, rope_dim / 2] f64: plain, compressed
   std::unique_ptr<Scratch> scratch_;
+  std::unique_ptr<Scratch> mtp_scratch_;  // forward_mtp's own (swapped in): the step graphs' pointers stay valid
   std::unique_ptr<StepState> step_;   // fast-path switches, fused-kernel buffers, graph cache
   bool capturing_ = false;
   int64_t last_logit_rows_ = 0;          // logit rows of the last forward (in scratch_->logits)
