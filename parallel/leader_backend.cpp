@@ -1,0 +1,62 @@
+// LeaderBackend (see leader_backend.h).
+#include "parallel/leader_backend.h"
+
+#include <stdexcept>
+
+#include "parallel/step_message.h"
+
+namespace ds4 {
+
+LeaderBackend::LeaderBackend(Backend& local, Communicator& comm, KvCacheManager& manager, RecordingKvStorage& recorder)
+    : local_(local), comm_(comm), manager_(manager), recorder_(recorder) {
+  if (comm.rank() != 0) throw std::invalid_argument("LeaderBackend runs on rank 0 only");
+  if (&manager.storage() != &recorder) throw std::invalid_argument("LeaderBackend: the recorder must be the pool's storage");
+}
+
+LeaderBackend::~LeaderBackend() {
+  try {
+    stop();
+  } catch (const std::exception&) {
+    // the followers are gone already; nothing to tell them
+  }
+}
+
+ForwardOutput LeaderBackend::forward(const ForwardBatch& batch) {
+  StepMessage m;
+  m.step = step_ + 1;
+  m.host_logits = batch.host_logits;
+  for (const SequenceInput& in : batch.sequences) {
+    const std::optional<KvSeqId> id = in.kv ? manager_.id_of(*in.kv) : std::nullopt;
+    if (!id || in.tokens.empty()) throw std::invalid_argument("LeaderBackend: a sequence that is not a view of the pool");
+    const int64_t start = in.kv->num_tokens();
+    // Blocks the local forward would reserve must be in the table the followers get.
+    if (!in.kv->reserve(start + static_cast<int64_t>(in.tokens.size())))
+      throw std::invalid_argument("LeaderBackend: KV reserve failed");
+    const std::span<const int32_t> blocks = manager_.block_table(*id);
+    m.sequences.push_back({.slot = manager_.slot(*id), .start = start, .blocks = {blocks.begin(), blocks.end()},
+                           .tokens = {in.tokens.begin(), in.tokens.end()}, .all_logits = in.all_logits,
+                           .speculative = in.speculative});
+  }
+  m.ops = recorder_.take_ops();  // after the reserves: they may initialise storage too
+  send_step(comm_, m);
+  ++step_;
+  return local_.forward(batch);
+}
+
+void LeaderBackend::rollback(SequenceKv& kv, int64_t num_tokens) {
+  const std::optional<KvSeqId> id = manager_.id_of(kv);
+  if (!id) throw std::invalid_argument("LeaderBackend: rollback of a sequence that is not a view of the pool");
+  local_.rollback(kv, num_tokens);
+  recorder_.record_rollback(manager_.slot(*id), num_tokens);
+}
+
+void LeaderBackend::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  StepMessage m;
+  m.kind = StepMessage::Kind::kStop;
+  m.step = step_ + 1;
+  send_step(comm_, m);
+}
+
+}  // namespace ds4

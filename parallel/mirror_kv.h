@@ -1,0 +1,45 @@
+// MirrorSequenceKv: a follower rank's SequenceKv for one pool slot: the same addressing as the
+// leader's KvCacheManager views (kvcache/kv_storage.h layout: rows of the sequence's blocks, raw
+// ring and frontiers in its slot) over the follower's own host storage of the same layout, with
+// the block table and position the step message carries. It never allocates: reserve() only checks
+// that the message's block table covers the positions. Host storage with f32 rows only.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kvcache/kv_storage.h"
+#include "kvcache/sequence_kv.h"
+
+namespace ds4 {
+
+class MirrorSequenceKv final : public SequenceKv {
+ public:
+  // layout and storage must outlive the view. Throws std::invalid_argument when the storage is not
+  // host-accessible or the rows are not f32.
+  MirrorSequenceKv(const KvPoolLayout& layout, KvStorage& storage, int64_t slot);
+  // The step message's state of this slot (slot and table checked against the layout).
+  void assign(std::vector<int32_t> blocks, int64_t num_tokens);
+  int64_t slot() const { return slot_; }
+
+  int64_t num_tokens() const override { return n_tokens_; }
+  void set_num_tokens(int64_t n) override;
+  bool reserve(int64_t n_tokens) override;
+  float* raw_row(int layer, int64_t pos) override;
+  float* comp_row(int layer, int64_t c) override;
+  float* index_row(int layer, int64_t c) override;
+  float* frontier_kv(int layer, bool indexer) override;
+  float* frontier_score(int layer, bool indexer) override;
+
+ private:
+  const KvPoolLayout& layout_;
+  KvStorage& storage_;
+  int64_t slot_;
+  std::vector<int32_t> blocks_;
+  int64_t n_tokens_ = 0;
+
+  const KvLayerPlacement& placement(int layer) const;
+  std::byte* slot_base() const;
+  float* pool_row(int pool, int pool_layer, int64_t c);
+};
+
+}  // namespace ds4
