@@ -188,6 +188,50 @@ TEST(LeaderFollowers, EngineServesTheSameTokensAndFollowersMirrorThePool) {
   }
 }
 
+// Speculative inputs and rollbacks (what MTP verification does) reach the follower in order: after
+// feed, rollback, feed, its pool equals the leader's.
+TEST(LeaderFollowers, RollbacksAreReplayed) {
+  const Demo& d = demo();
+  const KvPoolLayout layout = pool_layout();
+  ThreadGroup group(2, 60s);
+  auto storage = make_host_storage(layout);
+  std::string error;
+  std::thread follower_thread([&] {
+    try {
+      ThreadCommunicator comm(group, 1);
+      CpuBackend backend(d.config(), d.model->weights, kExact, 1, {&comm, expert_shard(1, 2, d.config().n_expert)});
+      Follower(comm, backend, layout, *storage).run();
+    } catch (const std::exception& e) {
+      error = e.what();
+      group.abort(e.what());
+    }
+  });
+  ThreadCommunicator comm(group, 0);
+  auto recorder_owned = std::make_unique<RecordingKvStorage>(make_host_storage(layout));
+  RecordingKvStorage* recorder = recorder_owned.get();
+  PagedKvPool pool(std::make_unique<KvCacheManager>(layout, std::move(recorder_owned)));
+  CpuBackend local(d.config(), d.model->weights, kExact, 1, {&comm, expert_shard(0, 2, d.config().n_expert)});
+  LeaderBackend leader(local, comm, pool.manager(), *recorder);
+  const std::vector<int32_t> prompt = tokens(140, 9), drafts = tokens(6, 10);
+  ASSERT_TRUE(pool.admit(1, prompt, 0, 160));
+  SequenceKv& kv = pool.kv(1);
+  ForwardBatch batch;
+  batch.sequences.push_back({&kv, prompt, false});
+  leader.forward(batch);
+  batch.sequences[0] = {&kv, drafts, true, true};
+  leader.forward(batch);
+  leader.rollback(kv, 142);  // keep two of the six
+  batch.sequences[0] = {&kv, std::span(drafts).first(3), false};
+  leader.forward(batch);
+  leader.stop();
+  follower_thread.join();
+  EXPECT_EQ(error, "");
+  for (int region = 0; region < layout.num_regions(); ++region)
+    EXPECT_EQ(std::memcmp(storage->region(region), recorder->region(region), layout.region_bytes(region)), 0)
+        << "region " << region << " differs from the leader's";
+  pool.release(1);
+}
+
 TEST(LeaderFollowers, AFollowerThatDiesStopsTheLeaderWithAnError) {
   const Demo& d = demo();
   const KvPoolLayout layout = pool_layout();
