@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
     if (help) {
       std::fputs(kServerUsage, stdout);
       std::fputs(kHardeningUsage, stdout);
+      std::fputs(kParallelUsage, stdout);
       return 0;
     }
     return serve(options);

@@ -90,7 +90,7 @@ bool apply(ServerOptions& o, const std::string& opt, const std::string& v) {
     const auto e = parse_reasoning_effort(v);
     if (!e) throw LoadError("--reasoning-effort: '" + v + "' is not one of none, low, medium, high, max");
     s.default_effort = *e;
-  } else {
+  } else if (!apply_parallel_option(o.parallel, opt, v)) {
     return apply_hardening_option(o, opt, v);
   }
   return true;
@@ -119,7 +119,7 @@ ServerOptions parse_server_options(const std::vector<std::string>& args, const s
     if (!inline_value && apply_hardening_switch(o.hardening, opt)) continue;
     if (!inline_value) {
       if (i + 1 >= args.size()) {
-        const bool known = (std::string(kServerUsage) + kHardeningUsage).find(opt + " ") != std::string::npos;
+        const bool known = (std::string(kServerUsage) + kHardeningUsage + kParallelUsage).find(opt + " ") != std::string::npos;
         throw LoadError(known ? "option " + opt + " needs a value" : "unknown option " + opt + " (see --help)");
       }
       value = args[i + 1];
@@ -132,6 +132,7 @@ ServerOptions parse_server_options(const std::vector<std::string>& args, const s
     throw LoadError("--backend: '" + o.service.backend + "' is not one of cpu, cuda");
   if (!o.service.synth_preset.empty() && o.service.backend != "cuda")
     throw LoadError("--synth generates the weights in GPU memory: it needs --backend cuda");
+  check_parallel_options(o.parallel, o.service.backend);
   if (const char* key = std::getenv("DS4SERVE_API_KEY"); key && *key) o.api_keys.emplace_back(key);
   for (const std::string& k : o.api_keys)
     if (k.empty()) throw LoadError("--api-key: an API key must not be empty");

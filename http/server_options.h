@@ -8,6 +8,7 @@
 
 #include "http/hardening_options.h"
 #include "http/model_service.h"
+#include "http/parallel_options.h"
 
 namespace ds4::http {
 
@@ -31,6 +32,7 @@ struct ServerOptions {
   int io_threads = 2;
   HttpLimits limits;
   HardeningOptions hardening;             // request limits, /health and /metrics access, prompt logging
+  ParallelOptions parallel;               // --gpus / --rank --world --master (several GPUs: not yet served)
 };
 
 extern const char* const kServerUsage;

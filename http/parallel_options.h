@@ -1,0 +1,29 @@
+// ds4serve's multi-GPU options (docs/PARALLEL.md section 1): --gpus LIST (one rank per GPU of this
+// host, launched by ds4serve) or --rank R --world W --master HOST:PORT (one process per GPU on
+// several hosts, NCCL bootstrap through rank 0). Parsed and checked with errors naming the option;
+// serving with more than one rank is not implemented yet, so check_parallel_options refuses it
+// with a message saying so. Called by http/server_options.cpp.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace ds4::http {
+
+struct ParallelOptions {
+  std::vector<int> gpus;  // --gpus: CUDA device ids, distinct
+  int rank = -1;          // --rank (-1: not given)
+  int world = 0;          // --world (0: not given)
+  std::string master;     // --master HOST:PORT
+  bool any() const { return !gpus.empty() || rank >= 0 || world > 0 || !master.empty(); }
+};
+
+extern const char* const kParallelUsage;
+
+// Applies a value option of this group; false when `opt` is not one of them. Throws LoadError.
+bool apply_parallel_option(ParallelOptions& p, const std::string& opt, const std::string& value);
+// Checks the combination (after every option is read): --gpus excludes the explicit form, the
+// explicit form needs all three, rank < world, and both need --backend cuda. Then refuses anything
+// with more than one rank: not implemented yet. Throws LoadError naming the problem.
+void check_parallel_options(const ParallelOptions& p, const std::string& backend);
+
+}  // namespace ds4::http

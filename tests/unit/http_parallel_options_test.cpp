@@ -1,0 +1,59 @@
+// ds4serve's multi-GPU options (http/parallel_options.h): malformed values and combinations are
+// refused naming the option, and a well-formed multi-rank request is refused with a message that
+// says it is not implemented yet (never silently served on one GPU).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "engine/load_error.h"
+#include "http/server_options.h"
+
+namespace ds4::http {
+namespace {
+
+std::string error_of(std::vector<std::string> args) {
+  bool help = false;
+  try {
+    parse_server_options(args, "demo.gguf", help);
+  } catch (const LoadError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(HttpParallelOptions, MalformedValuesNameTheOption) {
+  EXPECT_NE(error_of({"--gpus", "0,x"}).find("--gpus: 'x'"), std::string::npos);
+  EXPECT_NE(error_of({"--gpus", "0,,1"}).find("--gpus: ''"), std::string::npos);
+  EXPECT_NE(error_of({"--gpus", "1,1"}).find("GPU 1 is listed twice"), std::string::npos);
+  EXPECT_NE(error_of({"--rank", "-1"}).find("--rank"), std::string::npos);
+  EXPECT_NE(error_of({"--world", "0"}).find("--world"), std::string::npos);
+  EXPECT_NE(error_of({"--master", "nohost"}).find("not HOST:PORT"), std::string::npos);
+  EXPECT_NE(error_of({"--master", "h:99999"}).find("--master"), std::string::npos);
+  EXPECT_NE(error_of({"--gpus"}).find("needs a value"), std::string::npos);
+}
+
+TEST(HttpParallelOptions, CombinationsAreChecked) {
+  const std::vector<std::string> cuda = {"--backend", "cuda"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), cuda.begin(), cuda.end());
+    return error_of(more);
+  };
+  EXPECT_NE(with({"--gpus", "0,1", "--rank", "0"}).find("cannot be combined"), std::string::npos);
+  EXPECT_NE(with({"--rank", "0", "--world", "2"}).find("go together"), std::string::npos);
+  EXPECT_NE(with({"--rank", "2", "--world", "2", "--master", "h:5000"}).find("not below --world 2"), std::string::npos);
+  EXPECT_NE(error_of({"--gpus", "0,1"}).find("need --backend cuda"), std::string::npos);
+}
+
+TEST(HttpParallelOptions, WellFormedMultiRankIsRefusedAsNotImplemented) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--backend", "cuda", "--gpus", "0,1,2,3"},
+           {"--backend", "cuda", "--rank", "1", "--world", "8", "--master", "10.0.0.1:29500"}}) {
+    const std::string e = error_of(args);
+    EXPECT_NE(e.find("not implemented yet"), std::string::npos) << e;
+  }
+  EXPECT_NE(error_of({"--backend", "cuda", "--gpus", "0,1,2,3"}).find("4 ranks"), std::string::npos);
+  EXPECT_EQ(error_of({"--backend", "cuda"}), "");  // nothing parallel asked: unchanged
+}
+
+}  // namespace
+}  // namespace ds4::http
