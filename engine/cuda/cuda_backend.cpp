@@ -133,6 +133,11 @@ CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaB
   set_step_modes(options_.fused_ops, options_.cuda_graphs);
   apply_step_env();
   dense_weight_bytes_ = dense_weight_bytes(weights_dev_);
+  const ExpertParallel& ep = options_.expert_parallel;
+  if (ep.active() && (ep.shard.first < 0 || ep.shard.count < 1 || ep.shard.first + ep.shard.count > config_.n_expert))
+    throw LoadError("expert parallelism: experts [" + std::to_string(ep.shard.first) + ", " +
+                    std::to_string(ep.shard.first + ep.shard.count) + ") are not a range of the model's " +
+                    std::to_string(config_.n_expert) + " experts");
 }
 
 CudaBackend::~CudaBackend() {
@@ -311,6 +316,7 @@ void CudaBackend::size_scratch(const Plan& plan) {
   a.add(s.active_experts, n_expert), a.add(s.n_active_layers, c.n_layer);
   a.add(s.ffn_gate, tk * ffn), a.add(s.ffn_up, tk * ffn), a.add(s.ffn_mid, tk * ffn), a.add(s.expert_out, tk * n);
   a.add(s.sh_gate, T * ffn_sh), a.add(s.sh_up, T * ffn_sh), a.add(s.sh_mid, T * ffn_sh), a.add(s.sh_out, T * n);
+  if (options_.expert_parallel.active()) a.add(s.ep_sum, T * n);
   a.add(s.head_states, R * hw), a.add(s.head_flat, R * hw), a.add(s.head_mix, R * c.hc_count);
   a.add(s.head_h, R * n), a.add(s.logits, R * c.n_vocab);
   s.arena.grow(a.total());

@@ -18,6 +18,7 @@
 #include "engine/cuda/cuda_kv.h"
 #include "engine/cuda/cuda_step.h"
 #include "engine/cuda/cuda_weights.h"
+#include "engine/expert_parallel.h"
 #include "engine/draft_model.h"
 #include "engine/forward.h"
 #include "engine/model_config.h"
@@ -41,6 +42,10 @@ struct CudaBackendOptions {
   // $DS4_CUDA_STEP = plain | fused | graphs overrides them.
   bool fused_ops = true;    // fused small-op kernels (kernels/cuda/fused_ops.h) where the model allows
   bool cuda_graphs = true;  // decode steps (one token per sequence) captured once per shape, then replayed
+  // Expert parallelism (docs/PARALLEL.md): this rank computes only its routed experts and the
+  // routed sums are all-reduced on the backend's stream after the down product (main layers only;
+  // the MTP block is never sharded). Inactive by default. The weights still hold every expert.
+  ExpertParallel expert_parallel;
 };
 
 class CudaBackend final : public Backend {

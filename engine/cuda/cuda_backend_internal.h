@@ -66,6 +66,7 @@ struct CudaBackend::Scratch {
   int32_t* n_active_layers = nullptr;  // [n_layer]: n_active points at layer il's entry (metrics)
   float *ffn_gate = nullptr, *ffn_up = nullptr, *ffn_mid = nullptr, *expert_out = nullptr;
   float *sh_gate = nullptr, *sh_up = nullptr, *sh_mid = nullptr, *sh_out = nullptr;
+  float* ep_sum = nullptr;  // [T, n_embd] routed sum all-reduced under expert parallelism
   float *head_states = nullptr, *head_flat = nullptr, *head_mix = nullptr, *head_h = nullptr, *logits = nullptr;
 };
 

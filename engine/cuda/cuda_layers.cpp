@@ -12,6 +12,7 @@
 #include "engine/cuda/cuda_backend_internal.h"
 #include "engine/cuda/cuda_step.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/expert_shard.h"
 #include "kernels/cuda/fused_ops.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/ops.h"
@@ -284,6 +285,20 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     cuda::route(rp, stream_);
     cuda::moe_group(gp, stream_);
   }
+  // Expert parallelism: read only this rank's experts; the other routes' output rows stay zero,
+  // and after the down product the routed sums of all ranks are added up (docs/PARALLEL.md).
+  const ExpertParallel& ep = options_.expert_parallel;
+  const bool sharded = ep.active() && L.il >= 0;
+  if (sharded) {
+    cuda::keep_shard_experts(s.active_experts, s.n_active, ep.shard.first, ep.shard.count, stream_);
+    cuda::fill(s.expert_out, T * k * n, 0.0f, stream_);
+  }
+  const auto routed_all_reduce = [&] {
+    if (!sharded) return;
+    cuda::sum_route_slots(s.expert_out, T, static_cast<int>(k), n, s.ep_sum, stream_);
+    ep.comm->all_reduce_sum(s.ep_sum, static_cast<size_t>(T * n), stream_);
+    cuda::spread_route_sum(s.ep_sum, T, static_cast<int>(k), n, s.expert_out, stream_);
+  };
 
   // Routed experts: every expert's matrices read once for all of its tokens.
   auto grouped = [&](const DeviceTensor& t, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
@@ -308,11 +323,13 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     matmul_rows(w.ffn_up_shexp, s.normed, n, s.sh_up, ffn_sh, T);
     cuda::swiglu_pair(routed, shared, stream_);
     grouped(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n);
+    routed_all_reduce();
     matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
     return;
   }
   cuda::swiglu(routed, stream_);
   grouped(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n);
+  routed_all_reduce();
   matmul_rows(w.ffn_gate_shexp, s.normed, n, s.sh_gate, ffn_sh, T);
   matmul_rows(w.ffn_up_shexp, s.normed, n, s.sh_up, ffn_sh, T);
   cuda::swiglu(shared, stream_);
