@@ -1,0 +1,247 @@
+// Expert parallelism on the GPU (docs/PARALLEL.md): the shard kernels against their CPU
+// references; CudaBackend with 2 and 4 ranks sharing one GPU (threads; a host-staged test
+// communicator, so no graphs) against one rank (logits within relative 1e-5 without KV
+// quantisation, same greedy tokens); and, with two or more GPUs, the NCCL communicator
+// (all-reduce, broadcast, barrier) and the same model comparison over NCCL, one rank per GPU.
+// Skips visibly without a GPU, or without a second GPU for the NCCL cases.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include "engine/cuda/cuda_backend.h"
+#include "engine/model.h"
+#include "kernels/cuda/expert_shard.h"
+#include "parallel/thread_communicator.h"
+#include "tests/cuda/gpu_test_util.h"
+#ifdef DS4_HAVE_NCCL
+#include "parallel/nccl_communicator.h"
+#endif
+
+namespace ds4 {
+namespace {
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<int32_t> random_tokens(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng() % 128000);
+  t[0] = 0;  // BOS
+  return t;
+}
+
+TEST(CudaExpertShard, KernelsMatchTheirReferences) {
+  DS4_REQUIRE_GPU();
+  std::vector<int32_t> active = {0, 3, 5, 8, 9, 12, 15};
+  test::DeviceArray<int32_t> d_active(active), d_n(std::vector<int32_t>{static_cast<int32_t>(active.size())});
+  cuda::keep_shard_experts(d_active.get(), d_n.get(), 4, 8, nullptr);  // keep [4, 12)
+  const std::vector<int32_t> kept = d_active.to_host();
+  EXPECT_EQ(d_n.to_host()[0], 3);
+  EXPECT_EQ(std::vector<int32_t>(kept.begin(), kept.begin() + 3), (std::vector<int32_t>{5, 8, 9}));
+
+  const int64_t T = 5, n = 48;
+  const int k = 6;
+  const std::vector<float> out = random_floats(T * k * n, 7);
+  test::DeviceArray<float> d_out(out), d_sum(T * n);
+  cuda::sum_route_slots(d_out.get(), T, k, n, d_sum.get(), nullptr);
+  const std::vector<float> sum = d_sum.to_host();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < n; ++d) {
+      float y = 0.0f;
+      for (int s = 0; s < k; ++s) y += out[(t * k + s) * n + d];
+      ASSERT_EQ(sum[t * n + d], y);
+    }
+  cuda::spread_route_sum(d_sum.get(), T, k, n, d_out.get(), nullptr);
+  const std::vector<float> spread = d_out.to_host();
+  for (int64_t t = 0; t < T; ++t)
+    for (int s = 0; s < k; ++s)
+      for (int64_t d = 0; d < n; ++d) ASSERT_EQ(spread[(t * k + s) * n + d], s == 0 ? sum[t * n + d] : 0.0f);
+}
+
+// A TEST DOUBLE for device memory on one GPU: synchronises the stream, reduces through the host
+// over the thread communicator, copies back. Not capturable in a CUDA graph (graphs off).
+class HostStagedCommunicator final : public Communicator {
+ public:
+  HostStagedCommunicator(ThreadGroup& group, int rank) : inner_(group, rank) {}
+  int rank() const override { return inner_.rank(); }
+  int world() const override { return inner_.world(); }
+  void all_reduce_sum(float* data, size_t count, void* stream) override {
+    std::vector<float> host(count);
+    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    DS4_CUDA_CHECK(cudaMemcpy(host.data(), data, count * sizeof(float), cudaMemcpyDeviceToHost));
+    inner_.all_reduce_sum(host.data(), count, nullptr);
+    DS4_CUDA_CHECK(cudaMemcpy(data, host.data(), count * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  void broadcast(void* data, size_t bytes, int root) override { inner_.broadcast(data, bytes, root); }
+  void barrier() override { inner_.barrier(); }
+  std::string name() const override { return "host-staged threads (test double)"; }
+
+ private:
+  ThreadCommunicator inner_;
+};
+
+const Model& demo_model() {
+  static std::unique_ptr<Model> model = load_model(test::binary_dir() + "/models/tiny-q2.gguf");
+  return *model;
+}
+
+struct RankRun {
+  std::vector<std::vector<float>> logits;
+  std::vector<int32_t> tokens;
+};
+
+// A ragged prefill of three sequences, then four greedy decode steps.
+RankRun run_rank(CudaBackend& backend) {
+  std::vector<std::vector<int32_t>> prompts = {random_tokens(37, 1), random_tokens(9, 2), random_tokens(21, 3)};
+  std::vector<std::unique_ptr<CudaSequenceKv>> kv;
+  for (size_t s = 0; s < prompts.size(); ++s) kv.push_back(backend.new_sequence());
+  RankRun run;
+  std::vector<std::vector<int32_t>> next(prompts.size());
+  ForwardBatch batch;
+  for (size_t s = 0; s < prompts.size(); ++s) batch.sequences.push_back({kv[s].get(), prompts[s], false});
+  for (int step = 0; step <= 4; ++step) {
+    const ForwardOutput out = backend.forward(batch);
+    run.logits.push_back(out.logits);
+    batch.sequences.clear();
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      const float* row = out.row(s, out.n_rows[s] - 1);
+      next[s] = {static_cast<int32_t>(std::max_element(row, row + out.n_vocab) - row)};
+      run.tokens.push_back(next[s][0]);
+      batch.sequences.push_back({kv[s].get(), next[s], false});
+    }
+  }
+  return run;
+}
+
+CudaBackendOptions options(int device, Communicator* comm, int world) {
+  CudaBackendOptions o;
+  o.forward.quantize_kv = false;
+  o.device = device;
+  o.max_seqs = 4;
+  o.cuda_graphs = comm == nullptr || comm->name() == "nccl";  // the host-staged double cannot be captured
+  if (comm) o.expert_parallel = {comm, expert_shard(comm->rank(), world, demo_model().config.n_expert)};
+  return o;
+}
+
+void expect_runs_agree(const std::vector<RankRun>& runs, const RankRun& reference, int world) {
+  for (int r = 0; r < world; ++r) {
+    SCOPED_TRACE("world " + std::to_string(world) + " rank " + std::to_string(r));
+    EXPECT_EQ(runs[r].tokens, reference.tokens);
+    ASSERT_EQ(runs[r].logits.size(), reference.logits.size());
+    for (size_t f = 0; f < reference.logits.size(); ++f) {
+      const double e = test::max_rel_error(runs[r].logits[f], reference.logits[f]);
+      if (r == 0) std::printf("[ gpu ] world %d forward %zu: max rel. logit error vs one rank %.3g\n", world, f, e);
+      EXPECT_LT(e, 1e-5) << "forward " << f;
+    }
+  }
+}
+
+// Runs `world` ranks on threads; make(r) gives rank r's communicator (owned by the thread) and device.
+std::vector<RankRun> run_world(int world, const std::function<std::unique_ptr<Communicator>(int)>& make,
+                               const std::function<int(int)>& device) {
+  std::vector<RankRun> runs(world);
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        CudaBackend::select_device(device(r));
+        std::unique_ptr<Communicator> comm = make(r);
+        CudaBackend backend(demo_model().config, demo_model().weights, options(device(r), comm.get(), world));
+        runs[r] = run_rank(backend);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+  return runs;
+}
+
+TEST(CudaExpertParallel, RanksOnOneGpuAgreeWithOneRank) {
+  DS4_REQUIRE_GPU();
+  CudaBackend single(demo_model().config, demo_model().weights, options(0, nullptr, 1));
+  const RankRun reference = run_rank(single);
+  for (int world : {2, 4}) {
+    ThreadGroup group(world, std::chrono::seconds(120));
+    const auto runs = run_world(world, [&](int r) { return std::make_unique<HostStagedCommunicator>(group, r); },
+                                [](int) { return 0; });
+    expect_runs_agree(runs, reference, world);
+  }
+}
+
+int gpu_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+#ifdef DS4_HAVE_NCCL
+TEST(NcclCommunicator, CollectivesAcrossGpus) {
+  const int world = gpu_count();
+  if (world < 2) GTEST_SKIP() << "needs two or more GPUs (found " << world << ")";
+  setenv("NCCL_NVLS_ENABLE", "0", 1);  // every rank's environment (this process)
+  const NcclId id = nccl_new_id();
+  EXPECT_EQ(nccl_id_from_hex(nccl_id_to_hex(id)), id);
+  std::vector<std::string> errors(world);
+  std::vector<std::vector<float>> sums(world);
+  std::vector<std::string> texts(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        NcclCommunicator comm(id, r, world, r);
+        std::vector<float> v(1000, float(r + 1));
+        test::DeviceArray<float> d(v);
+        cudaStream_t stream = nullptr;
+        DS4_CUDA_CHECK(cudaStreamCreate(&stream));
+        comm.all_reduce_sum(d.get(), v.size(), stream);
+        comm.wait(stream);
+        sums[r] = d.to_host();
+        std::string text = r == 0 ? "from rank 0" : std::string(11, '?');
+        comm.broadcast(text.data(), text.size(), 0);
+        comm.barrier();
+        texts[r] = text;
+        DS4_CUDA_CHECK(cudaStreamDestroy(stream));
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(errors[r], "");
+    EXPECT_EQ(texts[r], "from rank 0");
+    ASSERT_EQ(sums[r].size(), 1000u);
+    EXPECT_EQ(sums[r][999], float(world * (world + 1) / 2));
+  }
+}
+
+TEST(NcclCommunicator, ExpertParallelModelOverNcclAgreesWithOneRank) {
+  const int gpus = gpu_count();
+  if (gpus < 2) GTEST_SKIP() << "needs two or more GPUs (found " << gpus << ")";
+  setenv("NCCL_NVLS_ENABLE", "0", 1);
+  CudaBackend::select_device(0);
+  CudaBackend single(demo_model().config, demo_model().weights, options(0, nullptr, 1));
+  const RankRun reference = run_rank(single);
+  for (int world : {2, 4}) {
+    if (world > gpus) break;
+    const NcclId id = nccl_new_id();
+    const auto runs = run_world(world, [&](int r) { return std::make_unique<NcclCommunicator>(id, r, world, r); },
+                                [](int r) { return r; });
+    expect_runs_agree(runs, reference, world);
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace ds4
