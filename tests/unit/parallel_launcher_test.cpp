@@ -1,0 +1,101 @@
+// The rank launcher of `ds4serve --gpus` (parallel/launcher.h), with /bin/sh standing in for the
+// ranks: every rank gets its environment and arguments; all ranks exiting 0 is success; one rank
+// failing stops the others (SIGTERM) and the result names it; a rank that cannot be run counts as
+// failed; a stop request ends every rank.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "parallel/launcher.h"
+
+namespace ds4 {
+namespace {
+
+using namespace std::chrono_literals;
+
+RankCommand sh(const std::string& script) { return {{"/bin/sh", "-c", script}, {}}; }
+
+std::string temp_path(const std::string& name) {
+  return testing::TempDir() + "ds4_launcher_" + std::to_string(getpid()) + "_" + name;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(RankLauncher, GpuRankCommandsCarryRankWorldMasterAndEnvironment) {
+  const auto cmds = gpu_rank_commands("/usr/bin/ds4serve", {"--backend", "cuda", "--port", "8000"}, {2, 5}, 29500);
+  ASSERT_EQ(cmds.size(), 2u);
+  EXPECT_EQ(cmds[1].argv, (std::vector<std::string>{"/usr/bin/ds4serve", "--backend", "cuda", "--port", "8000", "--rank", "1",
+                                                    "--world", "2", "--master", "127.0.0.1:29500"}));
+  EXPECT_EQ(cmds[1].env, (std::vector<std::pair<std::string, std::string>>{{"CUDA_VISIBLE_DEVICES", "5"}, {"NCCL_NVLS_ENABLE", "0"}}));
+}
+
+TEST(RankLauncher, EveryRankRunsWithItsEnvironment) {
+  std::vector<RankCommand> ranks;
+  for (int r = 0; r < 3; ++r) {
+    RankCommand c = sh("echo \"$CUDA_VISIBLE_DEVICES $NCCL_NVLS_ENABLE $0\" > " + temp_path(std::to_string(r)));
+    c.argv.push_back("rank" + std::to_string(r));
+    c.env = {{"CUDA_VISIBLE_DEVICES", std::to_string(7 - r)}, {"NCCL_NVLS_ENABLE", "0"}};
+    ranks.push_back(c);
+  }
+  const LaunchResult res = launch_ranks(ranks, 2s);
+  EXPECT_TRUE(res.ok) << res.message;
+  EXPECT_EQ(res.message, "");
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(read_file(temp_path(std::to_string(r))), std::to_string(7 - r) + " 0 rank" + std::to_string(r) + "\n");
+}
+
+TEST(RankLauncher, AFailingRankStopsTheOthersAndIsNamed) {
+  const LaunchResult res = launch_ranks({sh("exec sleep 60"), sh("sleep 0.1; exit 3"), sh("exec sleep 60")}, 5s);
+  EXPECT_FALSE(res.ok);
+  EXPECT_EQ(res.first_failed_rank, 1);
+  EXPECT_EQ(res.message, "rank 1 exited with status 3; the other ranks were stopped");
+  EXPECT_TRUE(res.ranks[0].stopped_by_launcher);
+  EXPECT_EQ(res.ranks[0].signal, SIGTERM);
+  EXPECT_EQ(res.ranks[2].signal, SIGTERM);
+}
+
+TEST(RankLauncher, StoppingARankStopsWhatItStarted) {
+  const std::string marker = temp_path("grandchild");
+  // The rank starts a background child, then fails; the child must not outlive the launch.
+  const LaunchResult res = launch_ranks({sh("(sleep 0.5; echo alive > " + marker + ") & exec sleep 60"), sh("sleep 0.1; exit 2")}, 2s);
+  EXPECT_EQ(res.first_failed_rank, 1);
+  std::this_thread::sleep_for(700ms);
+  EXPECT_EQ(read_file(marker), "") << "a rank's child survived the launcher's stop";
+}
+
+TEST(RankLauncher, ARankThatIgnoresSigtermIsKilledAfterTheGrace) {
+  const LaunchResult res = launch_ranks({sh("trap '' TERM; exec sleep 60"), sh("exit 1")}, 200ms);
+  EXPECT_EQ(res.first_failed_rank, 1);
+  EXPECT_EQ(res.ranks[0].signal, SIGKILL);
+}
+
+TEST(RankLauncher, AProgramThatCannotRunFailsItsRank) {
+  const LaunchResult res = launch_ranks({sh("exec sleep 60"), {{"/nonexistent/ds4serve"}, {}}}, 2s);
+  EXPECT_EQ(res.first_failed_rank, 1);
+  EXPECT_NE(res.message.find("could not be run"), std::string::npos) << res.message;
+}
+
+TEST(RankLauncher, AStopRequestEndsEveryRank) {
+  std::atomic<bool> stop{false};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(100ms);
+    stop = true;
+  });
+  const LaunchResult res = launch_ranks({sh("exec sleep 60"), sh("exec sleep 60")}, 2s, &stop);
+  stopper.join();
+  EXPECT_FALSE(res.ok);
+  EXPECT_EQ(res.first_failed_rank, -1);
+  EXPECT_EQ(res.message, "stopped on request");
+  EXPECT_EQ(res.ranks[1].signal, SIGTERM);
+}
+
+}  // namespace
+}  // namespace ds4
