@@ -32,6 +32,16 @@ class SequenceKv {
   virtual float* frontier_score(int layer, bool indexer) = 0;
 };
 
+// A SequenceKv that knows its place in a paged pool without being a view of that pool's
+// KvCacheManager: a follower rank's mirror of the leader's sequence (parallel/mirror_kv.h), whose
+// slot and block table come from the step message. Device backends address its rows through these.
+class PagedSequenceKv : public SequenceKv {
+ public:
+  virtual int64_t pool_slot() const = 0;
+  virtual const int32_t* pool_blocks() const = 0;  // [pool_block_count()] physical block ids
+  virtual int64_t pool_block_count() const = 0;
+};
+
 // Frontier geometry of a compressor producing rows of `row_dim` values at this ratio.
 inline int frontier_rows(int ratio) { return ratio == 4 ? 8 : ratio; }
 inline int frontier_width(int ratio, int row_dim) { return (ratio == 4 ? 2 : 1) * row_dim; }

@@ -21,8 +21,6 @@ float* as_f32(std::byte* p) { return reinterpret_cast<float*>(p); }
 
 MirrorSequenceKv::MirrorSequenceKv(const KvPoolLayout& layout, KvStorage& storage, int64_t slot)
     : layout_(layout), storage_(storage), slot_(slot) {
-  if (!storage.host_accessible() || layout.layout != KvLayout::kF32)
-    throw std::invalid_argument("MirrorSequenceKv: needs host storage with f32 rows");
   if (slot < 0 || slot >= layout.num_slots) throw std::invalid_argument("MirrorSequenceKv: slot outside the pool");
 }
 
@@ -46,6 +44,8 @@ bool MirrorSequenceKv::reserve(int64_t n_tokens) {
 }
 
 const KvLayerPlacement& MirrorSequenceKv::placement(int layer) const {
+  if (!storage_.host_accessible() || layout_.layout != KvLayout::kF32)
+    mirror_fail("row pointers need host storage with f32 rows (a device backend uses the slot and block table)", layer, 0);
   if (layer < 0 || layer >= static_cast<int>(layout_.layers.size())) mirror_fail("no such layer", layer, 0);
   return layout_.layers[layer];
 }
@@ -61,6 +61,7 @@ float* MirrorSequenceKv::raw_row(int layer, int64_t pos) {
 }
 
 float* MirrorSequenceKv::pool_row(int pool, int pool_layer, int64_t c) {
+  placement(0);  // the storage check
   const KvRowPool& p = layout_.row_pools[pool];
   const int64_t block = c / p.rows_per_block;
   if (c < 0 || block >= static_cast<int64_t>(blocks_.size())) mirror_fail("compressed row outside the block table", pool, c);

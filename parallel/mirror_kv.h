@@ -2,7 +2,8 @@
 // leader's KvCacheManager views (kvcache/kv_storage.h layout: rows of the sequence's blocks, raw
 // ring and frontiers in its slot) over the follower's own host storage of the same layout, with
 // the block table and position the step message carries. It never allocates: reserve() only checks
-// that the message's block table covers the positions. Host storage with f32 rows only.
+// that the message's block table covers the positions. Row pointers need host storage with f32 rows
+// (the CPU backend); a device backend addresses the rows through the PagedSequenceKv slot and table.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -12,14 +13,16 @@
 
 namespace ds4 {
 
-class MirrorSequenceKv final : public SequenceKv {
+class MirrorSequenceKv final : public PagedSequenceKv {
  public:
-  // layout and storage must outlive the view. Throws std::invalid_argument when the storage is not
-  // host-accessible or the rows are not f32.
+  // layout and storage must outlive the view. Throws std::invalid_argument for a slot outside the pool.
   MirrorSequenceKv(const KvPoolLayout& layout, KvStorage& storage, int64_t slot);
   // The step message's state of this slot (slot and table checked against the layout).
   void assign(std::vector<int32_t> blocks, int64_t num_tokens);
   int64_t slot() const { return slot_; }
+  int64_t pool_slot() const override { return slot_; }
+  const int32_t* pool_blocks() const override { return blocks_.data(); }
+  int64_t pool_block_count() const override { return static_cast<int64_t>(blocks_.size()); }
 
   int64_t num_tokens() const override { return n_tokens_; }
   void set_num_tokens(int64_t n) override;

@@ -157,6 +157,11 @@ bool CudaKvPool::address(const SequenceKv& kv, int64_t& slot, std::span<const in
     id = own->id_;
   } else if (const auto found = manager_->id_of(kv)) {
     id = *found;
+  } else if (const auto* mirror = dynamic_cast<const PagedSequenceKv*>(&kv)) {
+    // A follower rank's mirror (parallel/mirror_kv.h): slot and table from the leader's step message.
+    slot = mirror->pool_slot();
+    blocks = std::span<const int32_t>(mirror->pool_blocks(), static_cast<size_t>(mirror->pool_block_count()));
+    return true;
   } else {
     return false;
   }

@@ -44,8 +44,8 @@ class CudaKvPool {
   cuda::LayerKv layer(int il) const;
   float* frontier(int il, bool indexer, bool score) const;  // slot 0's frontier; slots frontier_slot_stride() apart
   int64_t frontier_slot_stride() const { return slot_stride_floats_; }
-  // Slot and block table of a batch sequence; false when kv belongs to neither this pool's
-  // CudaSequenceKv handles nor its manager's views.
+  // Slot and block table of a batch sequence; false when kv is none of this pool's CudaSequenceKv
+  // handles, its manager's views, or a PagedSequenceKv (a follower rank's mirror of the same layout).
   bool address(const SequenceKv& kv, int64_t& slot, std::span<const int32_t>& blocks) const;
 
   const ModelConfig& config() const { return config_; }
