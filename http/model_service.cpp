@@ -133,21 +133,30 @@ int64_t ModelService::build_device_backend(const Log& log) {
   r.reserve_gib = options_.device_reserve_gib;
   r.snapshot_fraction = kSnapshotFraction;
   r.log = log;
+  if (options_.mtp_path == kSynthMtp) {  // the MTP module of the synthetic model, generated beside it
+    r.mtp_synth = true;
+    r.mtp_synth_seed = options_.synth_seed + 1;
+  } else if (!options_.mtp_path.empty()) {
+    log("loading MTP draft module " + options_.mtp_path);
+    mtp_ = load_mtp(options_.mtp_path, config_);
+    r.mtp = &mtp_->weights;
+  }
   DeviceEngine e = options_.device_factory(r);
   log(e.description);
   pool_ = std::move(e.pool);
   backend_ = std::move(e.backend);
+  draft_ = std::move(e.draft);
   return e.kv_bytes;
 }
 
 void ModelService::build_speculator(EngineConfig& ec, const Log& log) {
   if (options_.mtp_path.empty()) return;
-  if (!cpu_backend_)
-    throw LoadError("--mtp: the MTP draft model runs on the CPU backend only (not yet with --backend " +
-                    options_.backend + ")");
-  log("loading MTP draft module " + options_.mtp_path);
-  mtp_ = load_mtp(options_.mtp_path, config_);
-  draft_ = std::make_unique<CpuMtpDraftModel>(*cpu_backend_, config_, mtp_->weights);
+  if (cpu_backend_) {
+    log("loading MTP draft module " + options_.mtp_path);
+    mtp_ = load_mtp(options_.mtp_path, config_);
+    draft_ = std::make_unique<CpuMtpDraftModel>(*cpu_backend_, config_, mtp_->weights);
+  }
+  if (!draft_) throw LoadError("--mtp: the " + options_.backend + " backend made no MTP draft model");
   SpeculativeConfig sc;
   sc.max_draft = options_.mtp_draft;
   speculator_ = std::make_unique<Speculator>(sc, *backend_, draft_.get(), config_.n_vocab, ec.eos_token_id);

@@ -30,6 +30,9 @@ class PagedKvPool;
 
 namespace ds4::http {
 
+// --mtp synth: the synthetic model's MTP module, generated in device memory beside it.
+inline constexpr std::string_view kSynthMtp = "synth";
+
 struct ServiceOptions {
   std::string model_path;
   std::string served_model_name;      // "" -> the GGUF's model name
@@ -40,7 +43,7 @@ struct ServiceOptions {
   double kv_memory_gib = 0;           // KV budget (paged pool, prefix cache); 0: room for every sequence at full context
   int cpu_threads = 0;                // 0: all cores
   ReasoningEffort default_effort = ReasoningEffort::kHigh;
-  std::string mtp_path;               // "" -> no speculative decoding
+  std::string mtp_path;               // "" -> no speculative decoding; "synth" (with synth_preset): generated, seed synth_seed + 1
   int mtp_draft = 3;                  // most drafts per sequence and step
   std::string backend = "cpu";        // "cpu" or "cuda" (needs device_factory)
   // Non-empty: serve the synthetic model of this preset generated in device memory (cuda only;
@@ -91,7 +94,7 @@ class ModelService {
   CpuBackend* cpu_backend_ = nullptr;  // backend_ when it is the CPU one (MTP drafting)
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<MtpModule> mtp_;               // speculative decoding (null when off)
-  std::unique_ptr<CpuMtpDraftModel> draft_;
+  std::unique_ptr<DraftModel> draft_;          // CpuMtpDraftModel, or the device's (CudaMtpDraftModel)
   std::unique_ptr<Speculator> speculator_;
   std::unique_ptr<Engine> engine_;
   ToolCallReplay replay_;

@@ -33,7 +33,9 @@ const char* const kServerUsage =
     "  --cors-origin ORIGIN      allow browser requests from ORIGIN ('*' for any; repeatable)\n"
     "  --threads N               CPU backend threads (default: all cores)\n"
     "  --reasoning-effort E      default for chat requests that do not choose (default: high)\n"
-    "  --mtp FILE                MTP draft module (mtp.0.* GGUF): speculative decoding, exact\n"
+    "  --mtp FILE                MTP draft module (mtp.0.* GGUF): speculative decoding, exact (CPU and\n"
+    "                            CUDA); with --synth, `--mtp synth` generates the synthetic MTP module\n"
+    "                            (seed: --seed + 1)\n"
     "  --mtp-draft K             most draft tokens per sequence and step (default 3; K is adapted\n"
     "                            per step, 0 included, from batch size and measured acceptance)\n";
 
@@ -132,6 +134,8 @@ ServerOptions parse_server_options(const std::vector<std::string>& args, const s
     throw LoadError("--backend: '" + o.service.backend + "' is not one of cpu, cuda");
   if (!o.service.synth_preset.empty() && o.service.backend != "cuda")
     throw LoadError("--synth generates the weights in GPU memory: it needs --backend cuda");
+  if (o.service.mtp_path == kSynthMtp && o.service.synth_preset.empty())
+    throw LoadError("--mtp synth generates the synthetic model's MTP module: it needs --synth PRESET");
   check_parallel_options(o.parallel, o.service.backend);
   if (const char* key = std::getenv("DS4SERVE_API_KEY"); key && *key) o.api_keys.emplace_back(key);
   for (const std::string& k : o.api_keys)
