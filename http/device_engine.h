@@ -1,5 +1,5 @@
 // The seam between ds4serve and an accelerator backend: ModelService asks a DeviceEngineFactory
-// for a backend and the scheduler's KV pool in device memory. Only the ds4serve of a CUDA build
+// for a backend, the scheduler's KV pool in device memory and optionally the MTP draft model. Only the ds4serve of a CUDA build
 // gets a factory (http/cuda/cuda_engine_factory.h, plugged in by http/main.cpp), so the CUDA
 // libraries stay out of every other binary and test. Start-up only; failures throw LoadError.
 #pragma once
@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "engine/draft_model.h"
 #include "engine/forward.h"
 #include "engine/model_config.h"
 #include "engine/model_layout.h"
@@ -30,11 +31,17 @@ struct DeviceEngineRequest {
   double reserve_gib = 6;               // device memory left free for step scratch and the sampler
   double snapshot_fraction = 0.05;      // share of the KV pool kept for prefix-cache resume points
   std::function<void(std::string_view)> log;
+  // The MTP draft module on the device (speculative decoding), from host weights or generated as
+  // `ds4serve-model synth --mtp --seed mtp_synth_seed` writes it; neither: no draft model.
+  const MtpWeights* mtp = nullptr;
+  bool mtp_synth = false;
+  uint64_t mtp_synth_seed = 2;
 };
 
 struct DeviceEngine {
   std::unique_ptr<PagedKvPool> pool;    // the scheduler's pool; its rows live in device memory
   std::unique_ptr<Backend> backend;     // uses pool (declared after it, so destroyed first)
+  std::unique_ptr<DraftModel> draft;    // with an MTP request; uses backend (destroyed first)
   int64_t kv_bytes = 0;
   std::string description;              // device name, weight and KV memory (one log line)
 };

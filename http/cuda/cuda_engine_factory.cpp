@@ -1,13 +1,16 @@
-// make_cuda_engine (see cuda_engine_factory.h): device, weights, KV pool from the memory left, backend.
+// make_cuda_engine (see cuda_engine_factory.h): device, weights (and the MTP module's), KV pool from
+// the memory left, backend (and the MTP draft model).
 #include "http/cuda/cuda_engine_factory.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_kv.h"
+#include "engine/cuda/cuda_mtp.h"
 #include "engine/kv_geometry.h"
 #include "engine/load_error.h"
 
@@ -50,6 +53,13 @@ DeviceWeights device_weights(const DeviceEngineRequest& r) {
   return DeviceWeights::upload(*r.weights, progress_log(r, "uploading weights"));
 }
 
+// The MTP module's weights on the device, when the request asks for one.
+std::optional<DeviceMtpWeights> mtp_weights(const DeviceEngineRequest& r) {
+  if (r.mtp) return DeviceMtpWeights::upload(*r.mtp);
+  if (r.mtp_synth) return DeviceMtpWeights::synthesize(*r.config, r.synth_scheme, r.mtp_synth_seed, r.synth_threads);
+  return std::nullopt;
+}
+
 // The KV budget: every free byte but the reserve, capped by kv_memory_gib when given.
 int64_t kv_budget_bytes(const DeviceEngineRequest& r) {
   const double free_bytes = double(free_device_bytes());
@@ -84,6 +94,7 @@ DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
   DeviceWeights weights = device_weights(r);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const uint64_t weight_bytes = weights.bytes();
+  std::optional<DeviceMtpWeights> mtp = mtp_weights(r);  // before the KV budget takes the rest
   const int64_t budget = kv_budget_bytes(r);
   DeviceEngine e;
   e.pool = device_pool(r, budget);
@@ -91,12 +102,15 @@ DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
   bo.forward = r.forward;
   bo.device = r.device;
   bo.kv_manager = &e.pool->manager();
-  e.backend = std::make_unique<CudaBackend>(*r.config, std::move(weights), bo);
+  auto backend = std::make_unique<CudaBackend>(*r.config, std::move(weights), bo);
+  if (mtp) e.draft = std::make_unique<CudaMtpDraftModel>(*backend, *r.config, std::move(*mtp));
+  e.backend = std::move(backend);
   e.kv_bytes = e.pool->manager().layout().total_bytes();
-  char line[256];
-  std::snprintf(line, sizeof line, "CUDA device %d (%s): weights %.2f GB %s in %.1f s, KV pool %s on the device, %s free",
-                r.device, prop.name, double(weight_bytes) / 1e9, r.weights ? "uploaded" : "synthesized", load_s,
-                gib(double(e.kv_bytes)).c_str(), gib(double(free_device_bytes())).c_str());
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "CUDA device %d (%s): weights %.2f GB %s in %.1f s%s, KV pool %s on the device, %s free", r.device,
+                prop.name, double(weight_bytes) / 1e9, r.weights ? "uploaded" : "synthesized", load_s,
+                e.draft ? " + MTP draft module" : "", gib(double(e.kv_bytes)).c_str(), gib(double(free_device_bytes())).c_str());
   e.description = line;
   return e;
 }

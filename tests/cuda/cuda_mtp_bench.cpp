@@ -137,7 +137,9 @@ PassResult run_pass(CudaBackend& gpu, const ModelConfig& c, int max_seqs, const 
 std::vector<GenerationRequest> make_requests(int n, int prompt, int output, int32_t n_vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<GenerationRequest> out(n);
-  for (GenerationRequest& r : out) {
+  for (size_t i = 0; i < out.size(); ++i) {
+    GenerationRequest& r = out[i];
+    r.sampling.seed = seed * 1000 + i;  // the oracle's draws follow the request seed: one stream each
     for (int t = 0; t < prompt; ++t) r.prompt_tokens.push_back(static_cast<int32_t>(100 + rng() % uint64_t(std::min(n_vocab, 100000) - 100)));
     r.max_tokens = output;
     r.ignore_eos = true;

@@ -1,6 +1,7 @@
-// ds4serve's backend choice: --backend / --synth / --quant / --seed / --device-reserve parse and
-// are checked, and a service asked for the CUDA backend without a device factory (a build without
-// CUDA, or this test, which links no CUDA) fails at start-up with a message that says so.
+// ds4serve's backend choice: --backend / --synth / --quant / --seed / --device-reserve / --mtp synth
+// parse and are checked, a service asked for the CUDA backend without a device factory (a build
+// without CUDA, or this test, which links no CUDA) fails at start-up with a message that says so,
+// and --mtp reaches the device factory (a fake one here).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -35,6 +36,43 @@ TEST(HttpBackendOptions, ParseAndCheck) {
   fails({"--synth", "full"}, "needs --backend cuda");
   fails({"--seed", "-1"}, "--seed");
   fails({"--device-reserve", "x"}, "--device-reserve");
+  fails({"--backend", "cuda", "--mtp", "synth"}, "needs --synth PRESET");
+  EXPECT_EQ(parse_server_options({"--backend", "cuda", "--synth", "tiny", "--mtp", "synth"}, "m", help).service.mtp_path, "synth");
+}
+
+// The service hands the device factory the MTP module to build: a file's bound weights, or the
+// synthetic module's seed (--seed + 1) for --mtp synth.
+TEST(HttpBackendOptions, MtpReachesTheDeviceFactory) {
+  ServiceOptions o;
+  o.model_path = std::string(DS4_BINARY_DIR) + "/models/tiny-q2.gguf";
+  o.backend = "cuda";
+  const DeviceEngineRequest* seen = nullptr;
+  bool had_mtp = false, synth = false;
+  uint64_t seed = 0;
+  o.device_factory = [&](const DeviceEngineRequest& r) -> DeviceEngine {
+    seen = &r, had_mtp = r.mtp != nullptr, synth = r.mtp_synth, seed = r.mtp_synth_seed;
+    throw LoadError("factory reached");
+  };
+  auto load_error = [&o] {
+    try {
+      ModelService::load(o, [](std::string_view) {});
+    } catch (const LoadError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(started)");
+  };
+  o.mtp_path = std::string(DS4_BINARY_DIR) + "/models/tiny-q2-mtp.gguf";
+  EXPECT_EQ(load_error(), "factory reached");
+  EXPECT_TRUE(seen && had_mtp && !synth);
+  o.mtp_path = "synth";
+  o.synth_preset = "tiny";
+  o.synth_seed = 4;
+  EXPECT_EQ(load_error(), "factory reached");
+  EXPECT_TRUE(!had_mtp && synth);
+  EXPECT_EQ(seed, 5u);
+  o.mtp_path = std::string(DS4_BINARY_DIR) + "/models/missing-mtp.gguf";
+  o.synth_preset.clear();
+  EXPECT_NE(load_error(), "factory reached");  // a missing file is reported before the device is touched
 }
 
 TEST(HttpBackendOptions, CudaWithoutAFactoryIsAClearStartUpError) {
