@@ -2,7 +2,7 @@
 // prompt / output lengths at once to an Engine (CPU backend over the paged KV pool, or, where built
 // with CUDA, the CUDA backend over its device KV), and prints prefill and decode tokens/s, step times, batch sizes, time to first token, preemptions
 // and KV use. The GPU issues use it with their backend; timings here are measurements, not checks.
-// Speculative decoding (CPU backend): --mtp FILE drafts with the MTP module, --mtp-draft K drafts per
+// Speculative decoding (CPU or CUDA backend): --mtp FILE drafts with the MTP module, --mtp-draft K drafts per
 // sequence and step at most; --mtp-oracle RATE first runs without speculation to learn each
 // request's tokens, then forces drafts to them at that rate (speed against acceptance).
 #include <algorithm>
@@ -27,6 +27,7 @@
 #include "scheduler/speculator.h"
 #ifdef DS4_BENCH_CUDA
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_mtp.h"
 #endif
 
 namespace {
@@ -41,7 +42,7 @@ constexpr const char* kUsage =
     "                      [--mtp-policy adaptive|fixed] [--mtp-pairing next|same]\n"
     "  N requests arrive together; prompts are random token ids (the first L shared), outputs ignore EOS.\n"
     "  --kv-blocks  paged pool size in 256-token blocks (default: room for every request at once)\n"
-    "  --mtp FILE   speculative decoding with this MTP draft module (CPU backend); --mtp-draft K (default 3)\n"
+    "  --mtp FILE   speculative decoding with this MTP draft module (CPU or CUDA backend); --mtp-draft K (default 3)\n"
     "  --mtp-oracle RATE  (greedy) a first pass without speculation records every request's tokens; the\n"
     "               measured pass forces each draft to the right token with probability RATE (with --mtp the\n"
     "               MTP still runs, for its cost; without it drafts are free). Prints both passes.\n"
@@ -270,6 +271,16 @@ EngineParts make_parts(const BenchOptions& o, const Model& model, int64_t blocks
 #endif
 }
 
+// The MTP draft model on the pass's backend (CPU, or the GPU's CudaMtpDraftModel).
+std::unique_ptr<DraftModel> make_draft_model(Backend& backend, const ModelConfig& c, const MtpWeights& mtp) {
+  if (auto* cpu = dynamic_cast<CpuBackend*>(&backend)) return std::make_unique<CpuMtpDraftModel>(*cpu, c, mtp);
+#ifdef DS4_BENCH_CUDA
+  if (auto* gpu = dynamic_cast<CudaBackend*>(&backend))
+    return std::make_unique<CudaMtpDraftModel>(*gpu, c, DeviceMtpWeights::upload(mtp));
+#endif
+  throw LoadError("--mtp: this backend has no MTP draft model");
+}
+
 // CPU time of the process so far (s). On a shared machine tokens per CPU-s are steadier than per
 // wall-s (the pool's workers block, they do not spin).
 double process_cpu_s() {
@@ -298,12 +309,10 @@ PassResult run_pass(const BenchOptions& o, const Model& model, const MtpModule* 
                     const std::vector<GenerationRequest>& requests, const SpeculativeConfig* spec_config, bool banner) {
   const ModelConfig& c = model.config;
   EngineParts parts = make_parts(o, model, blocks);
-  std::unique_ptr<CpuMtpDraftModel> draft;
+  std::unique_ptr<DraftModel> draft;
   std::unique_ptr<Speculator> spec;
   if (spec_config) {
-    auto* cpu = dynamic_cast<CpuBackend*>(parts.backend.get());
-    if (mtp && !cpu) throw LoadError("--mtp: MTP drafting runs on the CPU backend only (the CUDA part is not built yet)");
-    if (mtp) draft = std::make_unique<CpuMtpDraftModel>(*cpu, c, mtp->weights);
+    if (mtp) draft = make_draft_model(*parts.backend, c, mtp->weights);
     try {
       spec = std::make_unique<Speculator>(*spec_config, *parts.backend, draft.get(), c.n_vocab, -1);
     } catch (const std::invalid_argument& e) {

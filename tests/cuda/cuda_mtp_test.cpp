@@ -6,7 +6,8 @@
 // equal the MTP file `ds4serve-model synth --mtp` wrote; and through the engine with the real MTP
 // drafting on the GPU, greedy outputs are token for token those without speculation (single and
 // batched requests, prompts ending mid-window of ratio 4 and 128, with and without oracle drafts),
-// and seeded sampling runs to the end, reproducibly under a fixed K.
+// and seeded sampling runs to the end, reproducibly under a fixed K; ds4serve's CUDA engine factory
+// builds the draft model for --mtp FILE and --mtp synth.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include "engine/mtp_draft.h"
 #include "engine/synth.h"
 #include "gpu_test_util.h"
+#include "http/cuda/cuda_engine_factory.h"
 #include "scheduler/engine.h"
 #include "scheduler/paged_kv_pool.h"
 #include "scheduler/speculator.h"
@@ -169,7 +171,7 @@ TEST(CudaMtp, SynthesizedWeightsEqualTheFile) {
 }
 
 // Requests through the engine on the GPU; spec null: no speculation.
-std::vector<std::vector<int32_t>> serve(CudaBackend& gpu, PagedKvPool& pool, const ModelConfig& c,
+std::vector<std::vector<int32_t>> serve(Backend& gpu, PagedKvPool& pool, const ModelConfig& c,
                                         const std::vector<GenerationRequest>& requests, Speculator* spec) {
   EngineConfig ec;
   ec.scheduler.max_num_seqs = 8;
@@ -275,6 +277,37 @@ TEST(CudaMtp, EngineGreedyWithMtpEqualsWithout) {
                 "to the plain engine\n",
                 oracle < 0 ? "its own drafts" : "oracle drafts at 0.7, MTP run", requests.size());
   }
+}
+
+// ds4serve's CUDA path: the engine factory builds the MTP draft model (from the file's weights, or
+// generated for --mtp synth), and the speculative engine over its parts returns the plain tokens.
+TEST(CudaMtp, ServerFactoryBuildsTheDraftModel) {
+  DS4_REQUIRE_GPU();
+  const auto m = demo_model();
+  const ModelConfig& c = m->config;
+  const auto mtp = demo_mtp(c);
+  const std::vector<GenerationRequest> requests = mid_window_requests(c, 0.0f);
+  http::DeviceEngineRequest r;
+  r.config = &c;
+  r.weights = &m->weights;
+  r.max_num_seqs = 8;
+  r.kv_memory_gib = 0.5;
+  http::DeviceEngine plain = http::make_cuda_engine(r);
+  EXPECT_EQ(plain.draft, nullptr);
+  const auto want = serve(*plain.backend, *plain.pool, c, requests, nullptr);
+  for (const bool synth : {false, true}) {
+    r.mtp = synth ? nullptr : &mtp->weights;
+    r.mtp_synth = synth, r.mtp_synth_seed = 2;
+    http::DeviceEngine e = http::make_cuda_engine(r);
+    ASSERT_NE(e.draft, nullptr);
+    SpeculativeConfig sc;
+    sc.max_draft = 3;
+    Speculator spec(sc, *e.backend, e.draft.get(), c.n_vocab, -1);
+    const auto got = serve(*e.backend, *e.pool, c, requests, &spec);
+    for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(got[i], want[i]) << "request " << i << (synth ? " (synth MTP)" : "");
+  }
+  std::printf("[ gpu ] ds4serve's CUDA factory with --mtp FILE and --mtp synth (adaptive K <= 3): %zu greedy requests "
+              "token-identical to the plain engine\n", requests.size());
 }
 
 TEST(CudaMtp, SeededSamplingWithMtpRunsReproducibly) {
