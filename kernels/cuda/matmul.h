@@ -25,7 +25,8 @@ struct MatmulParams {
   int64_t x_stride = 0;        // floats between consecutive x rows
   float* y = nullptr;          // device [*, y_stride] f32
   int64_t y_stride = 0;
-  int64_t n_tokens = 0;        // plain mode: rows 0..n_tokens-1 of x and y
+  int64_t n_tokens = 0;        // plain mode: rows 0..n_tokens-1 of x and y; grouped mode: the
+                               // total list entries if known, else 0 (picks the faster tiling only)
   // Output row o reads x columns [(o / x_group_rows) · n_in, +n_in) (grouped output projection);
   // 0: every row reads columns [0, n_in).
   int64_t x_group_rows = 0;

@@ -5,17 +5,23 @@
 // 16-byte cp.async copies, then per 32-value sub-chunk decodes the A fragments of its rows once
 // and runs them against the pass's 8-token tiles. Two instantiations per format, picked per call:
 //   * NT = 4 (the general one): 32-token passes, a 4-stage ring (3 chunks in flight), 3 blocks/SM;
-//   * NT = 1 (decode-sized calls: ≤ 8 tokens, or grouped through a list of ≤ 48 groups): 8-token
-//     passes, a 3-stage ring, registers budgeted for 4-5 blocks/SM (16-20 warps), two sub-chunks
-//     decoded per loop step. Fewer accumulators and partials, more warps to hide latency.
+//   * NT = 1 (decode-sized calls: ≤ 8 tokens; grouped calls whose groups average ≤ 4 tokens, or
+//     through a list of ≤ 48 groups): 8-token passes, a 3-stage ring, registers budgeted for 4-5
+//     blocks/SM (16-20 warps), two sub-chunks decoded per loop step;
+//   * NT = 2 (9-16 tokens): 16-token passes, 3 stages, 4 blocks/SM.
+// (tiles_for picks one per call; DS4_MMA_TILES overrides the thresholds for tuning runs.)
 // Both run the same chunks per part, sub-chunks in the same order, the same MMA chains and the
 // same reduction tree, so every output element is bit-identical whichever one runs (batch
-// invariance across the switch at 8 tokens; cuda_matmul_test compares 1, 3 and 8 tokens with 45).
+// invariance across the tilings; cuda_matmul_test compares 1, 3, 8, 12, 16 and 37 tokens with 45).
 // Grid: x = token slab (plain mode; slab s runs passes s, s + gridDim.x, …) or group (grouped
 // mode), y = block of row tiles, z = k part within a cluster of csplit blocks; wsplit and csplit
 // come from the shape alone (choose_split, per-shape rule; DS4_MMA_SPLIT overrides it for tuning runs).
 // Q8_0 decodes a pair of signed bytes with two byte permutes and one bf16 subtraction (exact);
-// Q8_0 and F16 read their 2-byte aligned bytes as aligned words plus funnel shifts.
+// Q8_0 reads its 2-byte aligned bytes as aligned words plus funnel shifts; F16 (16-byte aligned
+// matrices only, mma_matmul_handles) one 16-byte word per lane and row piece. IQ2_XXS: one
+// 8-byte shared-memory lookup per 8 weights (byte-permute selectors of the grid point) and the
+// signs by arithmetic. Row segments of the ring are padded so that the 8 rows a warp's lanes read
+// at once fall into different banks (seg_bytes).
 //
 // Fragment mapping (m16n8k16): lane = 4g + c holds rows g and g + 8 of an m16 tile and, in the
 // k dimension, the 8 consecutive columns 8c .. 8c + 7 of the sub-chunk: columns 8c + 4s + 0..3
@@ -51,13 +57,14 @@ constexpr int kWarpRows = 16 * kMTiles;     // 32 rows per warp
 // registers, 3 stages, more blocks per SM) for decode-sized calls. An output element's arithmetic
 // is the same in both (same chunks per part, sub-chunk order and reduction tree).
 constexpr int kLargeTiles = 4;
+constexpr int kMidTiles = 2;
 constexpr int kSmallTiles = 1;
 template <int NT>
-constexpr int stages_for() { return NT == kSmallTiles ? 3 : 4; }
-// Blocks per SM the registers are budgeted for (shared memory allows as many: Q8_0's 43 KB
-// 8-token blocks five, the other formats' four; Q4_K's 68 KB three).
+constexpr int stages_for() { return NT == kLargeTiles ? 4 : 3; }
+// Blocks per SM the registers are budgeted for (shared memory allows as many at 1-2 tiles: Q8_0's
+// 43 KB blocks five, IQ2_XXS's 45 KB five, Q2_K's 55 KB four; Q4_K's 68 KB three).
 template <GgmlType T, int NT>
-constexpr int min_blocks_for() { return NT == kSmallTiles ? (T == GgmlType::Q8_0 ? 5 : 4) : 3; }
+constexpr int min_blocks_for() { return NT == kSmallTiles ? (T == GgmlType::Q8_0 ? 5 : 4) : NT == kMidTiles ? 4 : 3; }
 
 // Chunk geometry per format: values and bytes of one row's chunk (whole blocks).
 template <GgmlType T>
@@ -73,11 +80,21 @@ struct MmaFormat<GgmlType::Q2_K> { static constexpr int kValues = 256, kBytes = 
 template <>
 struct MmaFormat<GgmlType::Q4_K> { static constexpr int kValues = 256, kBytes = 144; };
 
+// Bytes per row per stage: a chunk at any 2-byte alignment spans at most kBytes + 30 bytes of
+// aligned 16-byte words; Q2_K (128) and IQ2_XXS (96) get 16 more, since a stride of 32 (24) words
+// put the 8 rows a warp reads at once into 1 (2) bank groups: 8-way (2-way) conflicts on every
+// load (a model of the decode's loads: Q2_K 224 -> 44 wavefronts per sub-chunk, IQ2_XXS 32 -> 16;
+// Q8_0's 112 and Q4_K's 176 are already the best a multiple of 16 gives).
+template <GgmlType T>
+constexpr int seg_bytes() {
+  constexpr int tight = (MmaFormat<T>::kBytes + 30 + 15) / 16 * 16;
+  return T == GgmlType::Q2_K || T == GgmlType::IQ2_XXS ? tight + 16 : tight;
+}
+
 template <GgmlType T, int NT>
 struct Layout {
   static constexpr int kStages = stages_for<NT>();
-  // A chunk at any 2-byte alignment spans at most kBytes + 30 bytes of aligned 16-byte words.
-  static constexpr int kSeg = (MmaFormat<T>::kBytes + 30 + 15) / 16 * 16;  // bytes per row per stage
+  static constexpr int kSeg = seg_bytes<T>();
   static constexpr int kStageBytes = kWarpRows * kSeg;
   static constexpr int kWarpBytes = kStages * kStageBytes;
   static constexpr int kSmemBytes = kWarps * kWarpBytes;
@@ -186,8 +203,9 @@ __device__ __forceinline__ void decode_sub<GgmlType::Q8_0>(const uint8_t* chunk,
 template <>
 __device__ __forceinline__ void decode_sub<GgmlType::F16>(const uint8_t* chunk, int, int c, const uint64_t*, RowSub& r) {
   r.scale = 1.0f;
-  const uint2 h01 = ld_u64_a2(chunk + 16 * c), h23 = ld_u64_a2(chunk + 16 * c + 8);
-  const uint32_t hs[4] = {h01.x, h01.y, h23.x, h23.y};
+  // 16-byte aligned (mma_matmul_handles): one 16-byte load instead of six words and funnel shifts.
+  const uint4 h = *reinterpret_cast<const uint4*>(chunk + 16 * c);
+  const uint32_t hs[4] = {h.x, h.y, h.z, h.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const uint32_t h = hs[i];
@@ -199,12 +217,18 @@ __device__ __forceinline__ void decode_sub<GgmlType::F16>(const uint8_t* chunk, 
   }
 }
 
-// IQ2_XXS tables in shared memory: the grid as bf16 pairs (8 values per entry) and, per 7-bit
-// sign index, the four pair masks that flip the bf16 signs (with ggml's parity bit).
+// IQ2_XXS grid in shared memory: per grid point, four byte-permute selectors (16 bits each, one
+// per pair of values) that assemble the pair's bf16 bits from kIq2Bytes: a magnitude 8, 25 or 43
+// (code 0, 1, 2) is bf16 0x4100, 0x41C8 or 0x422C, its low byte at index code and its high byte at
+// index 4 + code of (kIq2Lo, kIq2Hi).
 struct Iq2Tables {
-  uint4 grid[256];
-  uint4 signs[128];
+  uint2 sel[256];
 };
+constexpr uint32_t kIq2Lo = 0x002CC800u, kIq2Hi = 0x00424141u;
+
+// The sign mask of a pair from its two sign bits (bit 0 -> bit 15, bit 1 -> bit 31; higher bits
+// of `bits` land on bits the mask clears or past bit 31).
+__device__ __forceinline__ uint32_t iq2_pair_signs(uint32_t bits) { return (bits * 0x40008000u) & 0x80008000u; }
 
 template <>
 __device__ __forceinline__ void decode_sub<GgmlType::IQ2_XXS>(const uint8_t* chunk, int j, int c, const uint64_t* tables,
@@ -214,26 +238,32 @@ __device__ __forceinline__ void decode_sub<GgmlType::IQ2_XXS>(const uint8_t* chu
   const uint8_t* q = chunk + 2 + 8 * j;
   const uint32_t b = ld_u32_a2(q + 4);
   r.scale = d * (0.5f + small_float(b >> 28)) * 0.25f;
-  const uint4 v = t.grid[q[c]], m = t.signs[(b >> (7 * c)) & 127u];
-  r.a[0] = v.x ^ m.x;
-  r.a[1] = v.y ^ m.y;
-  r.a[2] = v.z ^ m.z;
-  r.a[3] = v.w ^ m.w;
+  const uint2 s = t.sel[q[c]];
+  const uint32_t signs = iq2_signs((b >> (7 * c)) & 127u);
+  r.a[0] = __byte_perm(kIq2Lo, kIq2Hi, s.x) ^ iq2_pair_signs(signs);
+  r.a[1] = __byte_perm(kIq2Lo, kIq2Hi, s.x >> 16) ^ iq2_pair_signs(signs >> 2);
+  r.a[2] = __byte_perm(kIq2Lo, kIq2Hi, s.y) ^ iq2_pair_signs(signs >> 4);
+  r.a[3] = __byte_perm(kIq2Lo, kIq2Hi, s.y >> 16) ^ iq2_pair_signs(signs >> 6);
 }
 
-// Fills the IQ2_XXS tables (every thread of the block; ends with a barrier).
+// The selector nibbles (lo, hi) of a magnitude byte: code 0, 1, 2 for 0x08, 0x19, 0x2b.
+__device__ __forceinline__ uint32_t iq2_byte_selector(uint32_t byte) {
+  const uint32_t code = byte == 0x08u ? 0u : byte == 0x19u ? 1u : 2u;
+  return code | ((4u + code) << 4);
+}
+
+// Fills the IQ2_XXS grid selectors (every thread of the block; ends with a barrier).
 __device__ void build_iq2_tables(Iq2Tables& t) {
   for (int i = threadIdx.x; i < 256; i += blockDim.x) {
     const uint64_t g = kIq2Grid[i];
-    const uint32_t lo = static_cast<uint32_t>(g), hi = static_cast<uint32_t>(g >> 32);
-    t.grid[i] = make_uint4(small_pair<0, 1>(lo), small_pair<2, 3>(lo), small_pair<0, 1>(hi), small_pair<2, 3>(hi));
-  }
-  for (int i = threadIdx.x; i < 128; i += blockDim.x) {
-    const uint32_t signs = iq2_signs(static_cast<uint32_t>(i));
-    uint32_t m[4];
-    for (int p = 0; p < 4; ++p)
-      m[p] = (((signs >> (2 * p)) & 1u) << 15) | (((signs >> (2 * p + 1)) & 1u) << 31);
-    t.signs[i] = make_uint4(m[0], m[1], m[2], m[3]);
+    uint32_t half[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      half[h] = 0;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) half[h] |= iq2_byte_selector(static_cast<uint32_t>(g >> (32 * h + 8 * k)) & 0xffu) << (8 * k);
+    }
+    t.sel[i] = make_uint2(half[0], half[1]);
   }
   __syncthreads();
 }
@@ -373,9 +403,10 @@ struct Pass {
 
 // One warp's k part for one pass: acc[mt][n][e] over its chunks.
 template <GgmlType T, int NT>
+// first_pass: IQ2_XXS builds its grid table (a block barrier) once the first copies are in flight.
 __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* wbase, int64_t row0, int part, int n_parts,
                                           const Pass& ps, const float* const (&xrow)[NT], uint8_t* stages,
-                                          const uint64_t* grid, float (&acc)[kMTiles][NT][4]) {
+                                          uint64_t* grid, bool first_pass, float (&acc)[kMTiles][NT][4]) {
   using F = MmaFormat<T>;
   using L = Layout<T, NT>;
   constexpr int kStages = L::kStages;
@@ -406,6 +437,8 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
     if (s < n_mine) issue(s);
     cp_async_commit();
   }
+  if constexpr (T == GgmlType::IQ2_XXS)
+    if (first_pass) build_iq2_tables(*reinterpret_cast<Iq2Tables*>(grid));
   for (int64_t i = 0; i < n_mine; ++i) {
     if (i + kStages - 1 < n_mine) issue(i + kStages - 1);
     cp_async_commit();
@@ -459,7 +492,6 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
     if (begin >= end) return;
     wbase += static_cast<uint64_t>(grp) * p.group_stride_bytes;
   }
-  if constexpr (T == GgmlType::IQ2_XXS) build_iq2_tables(*reinterpret_cast<Iq2Tables*>(grid_s));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int wpart = warp % wsplit;
   const int tiles_per_block = kWarps / wsplit;
@@ -473,7 +505,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
   cg::cluster_group cluster = cg::this_cluster();
   const unsigned rank = csplit > 1 ? cluster.block_rank() : 0;
 
-  for (int64_t t0 = begin + slab * kPassTokens; t0 < end; t0 += n_slabs * kPassTokens) {
+  const int64_t first_t0 = begin + slab * kPassTokens;
+  for (int64_t t0 = first_t0; t0 < end; t0 += n_slabs * kPassTokens) {
     Pass ps{t0, end, static_cast<int>(((end - t0 < kPassTokens ? end - t0 : kPassTokens) + 7) / 8)};
     const float* xrow[NT];
 #pragma unroll
@@ -490,7 +523,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
       for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][n][e] = 0.0f;
-    warp_part<T, NT>(p, wbase, row0, part, n_parts, ps, xrow, stages, grid_s, acc);
+    warp_part<T, NT>(p, wbase, row0, part, n_parts, ps, xrow, stages, grid_s, t0 == first_t0, acc);
 
     // Split-K: the warps of a row tile in order, then the blocks of the cluster in rank order.
     if (split) {
@@ -565,7 +598,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
 //     125 us at 2048 tokens; the router, 8 tiles, gains 6% at 1 token but loses 63% at 2048);
 //   * >= 2048 row tiles (the output head): 4096,1,8, i.e. 2 parts (335 -> 311 us at 1 token,
 //     403 -> 368 at 8, +1.4% at 2048 tokens);
-//   * everything else 2048,2,8 (more parts lose: up to 1.9x at 2048 tokens).
+//   * everything else 2048,2,8 (more parts lose: up to 1.9x at 2048 tokens), except grouped calls
+//     (routed experts): 2048,4,8, i.e. >= 4 chunks per part (IQ2_XXS gate/up 8 -> 4 parts, Q2_K
+//     down 4 -> 2: 35.4 -> 33.0 us at 1 token, 197.5 -> 180.5 at 8; a property of the matrix and
+//     the mode, never of the batch).
 // DS4_MMA_SPLIT = "target_warps,min_chunks,max_cluster" replaces the rule for every shape (tuning
 // runs; read once per process).
 struct SplitRule {
@@ -575,9 +611,10 @@ struct SplitRule {
 };
 constexpr int64_t kFewRowTiles = 2, kHeadRowTiles = 2048;
 constexpr int kMaxCluster = 16;  // the largest cluster any rule asks for
-SplitRule shape_rule(int64_t row_tiles) {
+SplitRule shape_rule(int64_t row_tiles, bool grouped) {
   if (row_tiles <= kFewRowTiles) return SplitRule{4096, 1, 16};
   if (row_tiles >= kHeadRowTiles) return SplitRule{4096, 1, 8};
+  if (grouped) return SplitRule{2048, 4, 8};
   return SplitRule{};
 }
 // The DS4_MMA_SPLIT override, if set (max_cluster 0 when not).
@@ -603,9 +640,9 @@ struct Split {
   int wsplit = 1, csplit = 1;
 };
 // format_cap: the largest cluster the format's kernels can run (format_max_cluster).
-Split choose_split(int64_t n_out, int64_t n_chunks, int format_cap) {
+Split choose_split(int64_t n_out, int64_t n_chunks, bool grouped, int format_cap) {
   const int64_t row_tiles = (n_out + kWarpRows - 1) / kWarpRows;
-  const SplitRule r = split_override().max_cluster > 0 ? split_override() : shape_rule(row_tiles);
+  const SplitRule r = split_override().max_cluster > 0 ? split_override() : shape_rule(row_tiles, grouped);
   const int max_cluster = r.max_cluster < format_cap ? r.max_cluster : format_cap;
   int parts = 1;
   while (parts < kWarps * max_cluster && row_tiles * parts < r.target_warps && n_chunks >= 2 * r.min_chunks * parts)
@@ -632,6 +669,7 @@ int format_max_cluster() {
   static const int cap = [] {
     const int want = split_override().max_cluster > 0 ? split_override().max_cluster : kMaxCluster;
     opt_in<T, kLargeTiles>(want);
+    opt_in<T, kMidTiles>(want);
     opt_in<T, kSmallTiles>(want);
     if (want <= 8) return want;
     cudaLaunchConfig_t cfg = {};
@@ -653,12 +691,35 @@ int format_max_cluster() {
   return cap;
 }
 
-// Decode-sized calls take the 8-token tiling: plain mode up to 8 tokens; grouped mode through a
-// group list of ≤ 48 groups (≤ 8 tokens × 6 routes as the engine sizes grid_groups). Either
-// tiling computes every group size correctly; this only picks the faster one.
-bool decode_sized(const MatmulParams& p) {
-  if (p.n_groups == 0) return p.n_tokens <= 8;
-  return p.group_list != nullptr && p.grid_groups <= 48;
+// Token tiles per pass for a call (every tiling computes every call correctly, with the same
+// bits; this only picks the faster one): plain mode 1 up to small tokens, 2 up to mid, else 4;
+// grouped mode 1 when the entries (n_tokens, when the caller gives it) average <= group_mean per
+// group (routed experts up to ~680 tokens: a group re-runs its 8-token pass for more tokens, which
+// beats the 32-token tiling's lower occupancy while groups are small; H200, 256 tokens x 6 routes
+// over 256 experts: IQ2_XXS 1451 -> 1111 us, Q2_K 1428 -> 1099, Q4_K 2657 -> 1712), or through a
+// list of <= 48 groups (<= 8 tokens x 6 routes as the engine sizes grid_groups), else 4.
+struct TileRule {
+  int64_t small = 8, mid = 16, group_mean = 16;
+};
+// DS4_MMA_TILES = "small,mid,group_mean" replaces the thresholds (tuning runs; read once per
+// process; "8,8,0" is the rule before the 16-token tiling and the entry-count hint).
+TileRule read_tile_rule() {
+  TileRule r;
+  const char* e = std::getenv("DS4_MMA_TILES");
+  if (e && *e) {
+    long long a = 0, b = 0, c = 0;
+    if (std::sscanf(e, "%lld,%lld,%lld", &a, &b, &c) != 3 || a < 0 || b < a || c < 0)
+      launch_fail("mma_matmul", std::string("DS4_MMA_TILES must be small,mid,group_mean (0 <= small <= mid): ") + e,
+                  __FILE__, __LINE__);
+    r = TileRule{a, b, c};
+  }
+  return r;
+}
+int tiles_for(const MatmulParams& p) {
+  static const TileRule rule = read_tile_rule();
+  if (p.n_groups == 0) return p.n_tokens <= rule.small ? kSmallTiles : p.n_tokens <= rule.mid ? kMidTiles : kLargeTiles;
+  if (p.group_list != nullptr && p.grid_groups <= 48) return kSmallTiles;
+  return p.n_tokens > 0 && p.n_tokens <= rule.group_mean * p.n_groups ? kSmallTiles : kLargeTiles;
 }
 
 template <GgmlType T, int NT>
@@ -666,7 +727,7 @@ void launch(const MatmulParams& p, cudaStream_t stream) {
   using L = Layout<T, NT>;
   constexpr int kPassTokens = 8 * NT;
   const int64_t n_chunks = (p.n_in + MmaFormat<T>::kValues - 1) / MmaFormat<T>::kValues;
-  const Split s = choose_split(p.n_out, n_chunks, format_max_cluster<T>());
+  const Split s = choose_split(p.n_out, n_chunks, p.n_groups > 0, format_max_cluster<T>());
   const int64_t rows_per_block = int64_t(kWarpRows) * (kWarps / s.wsplit);
   cudaLaunchConfig_t cfg = {};
   // Plain mode: one token slab per pass (8 · NT tokens), all in parallel (the slabs' passes are independent).
@@ -688,8 +749,11 @@ void launch(const MatmulParams& p, cudaStream_t stream) {
 
 template <GgmlType T>
 void launch_format(const MatmulParams& p, cudaStream_t stream) {
-  if (decode_sized(p)) launch<T, kSmallTiles>(p, stream);
-  else launch<T, kLargeTiles>(p, stream);
+  switch (tiles_for(p)) {
+    case kSmallTiles: launch<T, kSmallTiles>(p, stream); break;
+    case kMidTiles: launch<T, kMidTiles>(p, stream); break;
+    default: launch<T, kLargeTiles>(p, stream);
+  }
 }
 
 }  // namespace
@@ -701,6 +765,11 @@ bool mma_matmul_handles(const MatmulParams& p) {
     default:
       return false;
   }
+  // F16 chunks are read as 16-byte words: rows and matrices 16-byte aligned (else the CUDA-core
+  // kernel runs: a property of the matrix, never of the batch).
+  if (p.type == GgmlType::F16 &&
+      ((reinterpret_cast<uintptr_t>(p.w) | p.row_bytes | (p.n_groups > 0 ? p.group_stride_bytes : 0)) & 15u) != 0)
+    return false;
   // Row blocks are blockIdx.y (≤ 65535 blocks of ≥ 32 rows).
   return (p.x_group_rows == 0 || p.x_group_rows % kWarpRows == 0) && p.n_out <= int64_t(65535) * kWarpRows;
 }

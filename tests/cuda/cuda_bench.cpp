@@ -7,7 +7,8 @@
 // rotated over enough copies to exceed the L2. Prints a table; no assertions (timings are never
 // test results). Exits 0 with a message when no GPU is present. Run by scripts/gpu_check.sh.
 // Tuning runs: DS4_BENCH_TOKENS="1,8" picks the token counts, DS4_BENCH_CORES=0 skips the CUDA-core
-// kernel, DS4_BENCH_PRODUCTS_ONLY=1 skips the attention and indexer lines.
+// kernel, DS4_BENCH_PRODUCTS_ONLY=1 skips the attention and indexer lines, DS4_BENCH_ONLY=TEXT
+// runs only the products whose name contains TEXT.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -147,7 +148,7 @@ Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool c
   test::DeviceArray<int32_t> rd(rows), yr(ident);
   cuda::MatmulParams p;
   p.type = c.type, p.n_in = c.n_in, p.n_out = c.n_out, p.row_bytes = w.row_bytes, p.cuda_cores = cuda_cores;
-  p.x = x.as<float>(), p.x_stride = x_width, p.y = y.as<float>(), p.y_stride = c.n_out, p.n_tokens = tokens;
+  p.x = x.as<float>(), p.x_stride = x_width, p.y = y.as<float>(), p.y_stride = c.n_out, p.n_tokens = entries;
   p.x_group_rows = c.x_group_rows;
   if (c.experts > 0) {
     p.n_groups = c.experts, p.group_stride_bytes = w.row_bytes * c.n_out;
@@ -307,7 +308,9 @@ int main() {
       {"experts down Q2_K (of 256)", GgmlType::Q2_K, 2048, 4096, 0, 256},
       {"experts gate Q4_K (of 256)", GgmlType::Q4_K, 4096, 2048, 0, 256},
   };
-  for (const Case& c : cases) bench_product(c, peak);
+  const char* only = std::getenv("DS4_BENCH_ONLY");
+  for (const Case& c : cases)
+    if (!only || c.name.find(only) != std::string::npos) bench_product(c, peak);
   if (env_flag("DS4_BENCH_PRODUCTS_ONLY", false)) return 0;
   std::printf("\n");
   bench_attention(1, 4096);

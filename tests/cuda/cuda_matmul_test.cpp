@@ -130,7 +130,7 @@ TEST(CudaMatmul, EveryFormatAndShapeMatchesTheReferenceAndIsBatchInvariant) {
       const std::vector<float> all = gpu_matmul(m, w, xd.get(), max_tokens);
       expect_close(ref, all, n_out, what);
       expect_close(ref, gpu_matmul(m, w, xd.get(), max_tokens, true), n_out, what + " (CUDA cores)");
-      for (int64_t n_tokens : {1, 3, 8, 37}) {  // the last tokens alone or in a smaller batch: identical bits
+      for (int64_t n_tokens : {1, 3, 8, 12, 16, 37}) {  // the last tokens alone or in a smaller batch: identical bits
         const std::vector<float> part = gpu_matmul(m, w, xd.get() + (max_tokens - n_tokens) * n_in, n_tokens);
         ASSERT_EQ(0, std::memcmp(part.data(), all.data() + (max_tokens - n_tokens) * n_out, part.size() * sizeof(float)))
             << what << " with " << n_tokens << " tokens differs from the 45-token batch";
@@ -171,6 +171,15 @@ TEST(CudaMatmul, GroupedModeRunsEachGroupOnItsListWithEmptyGroups) {
       p.group_list = list.get(), p.group_count = count.get(), p.grid_groups = 4;
       cuda::matmul(p, nullptr);
       ASSERT_EQ(0, std::memcmp(got.data(), y.to_host().data(), got.size() * sizeof(float))) << ggml_type_name(type);
+      // Without the list but with the entry count (12 per group on average: the 32-token tiling) and
+      // with a small one (the 8-token tiling, groups in several passes): identical bits.
+      for (const int64_t entries : {int64_t(n_entries), int64_t(4)}) {
+        cuda::fill(y.get(), static_cast<int64_t>(y.size()), NAN, nullptr);
+        p.group_list = nullptr, p.group_count = nullptr, p.grid_groups = 0, p.n_tokens = entries;
+        cuda::matmul(p, nullptr);
+        ASSERT_EQ(0, std::memcmp(got.data(), y.to_host().data(), got.size() * sizeof(float)))
+            << ggml_type_name(type) << " with the entry count " << entries;
+      }
       for (int g = 0; g < n_groups; ++g)
         for (int i = offsets[g]; i < offsets[g + 1]; ++i)
           for (int64_t o = 0; o < n_out; ++o) {
