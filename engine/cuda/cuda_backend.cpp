@@ -109,7 +109,10 @@ int64_t dense_weight_bytes(const DeviceWeights& w) {
 }  // namespace
 
 CudaBackend::CudaBackend(const ModelConfig& config, const Weights& weights, CudaBackendOptions options)
-    : CudaBackend(config, upload_checked(weights, options), options) {}
+    : CudaBackend(config,
+                  upload_checked(options.expert_parallel.active() ? expert_slice(weights, options.expert_parallel.shard) : weights,
+                                 options),
+                  options) {}
 
 CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaBackendOptions options)
     : config_(config), options_(std::move(options)), weights_dev_(std::move(weights)) {
@@ -299,7 +302,7 @@ void CudaBackend::size_scratch(const Plan& plan) {
   const int64_t k = c.n_expert_used, tk = T * k, R = plan.n_logit_rows;
   const DeviceLayerWeights& l0 = weights_dev_.layers.at(0);
   const int64_t ffn = static_cast<int64_t>(l0.ffn_gate_exps.ne1), ffn_sh = static_cast<int64_t>(l0.ffn_gate_shexp.ne1);
-  const int64_t n_expert = static_cast<int64_t>(l0.ffn_gate_exps.ne2);
+  const int64_t n_expert = static_cast<int64_t>(l0.ffn_gate_inp.ne1);  // the router's outputs (expert weights may be a slice)
   ArenaLayout a;
   a.add(s.states, T * hw), a.add(s.states_next, T * hw), a.add(s.flat, T * hw);
   a.add(s.mix, T * mixd), a.add(s.coef, T * mixd);

@@ -267,7 +267,8 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   const DeviceLayerWeights& w = *L.w;
   Scratch& s = *scratch_;
   const int64_t T = plan.n_tokens, n = c.n_embd, k = c.n_expert_used;
-  const int64_t n_expert = static_cast<int64_t>(w.ffn_gate_exps.ne2), ffn = static_cast<int64_t>(w.ffn_gate_exps.ne1);
+  // Experts the router chooses from (the expert tensors hold only a rank's slice under expert parallelism).
+  const int64_t n_expert = static_cast<int64_t>(w.ffn_gate_inp.ne1), ffn = static_cast<int64_t>(w.ffn_gate_exps.ne1);
   const bool fused = step_->fused_ops;
   if (!fused) cuda::rms_norm({s.x, n, s.normed, n, w.ffn_norm.f32(), T, n, c.rms_eps}, stream_);
   matmul_rows(w.ffn_gate_inp, s.normed, n, s.router_logits, n_expert, T);
@@ -289,8 +290,11 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   // and after the down product the routed sums of all ranks are added up (docs/PARALLEL.md).
   const ExpertParallel& ep = options_.expert_parallel;
   const bool sharded = ep.active() && L.il >= 0;
+  // Weights uploaded as the rank's slice (expert_slice): the list holds local ids and the products
+  // read the grouping's offsets from the slice's first expert on.
+  const int expert_base = sharded && int64_t(w.ffn_gate_exps.ne2) < n_expert ? ep.shard.first : 0;
   if (sharded) {
-    cuda::keep_shard_experts(s.active_experts, s.n_active, ep.shard.first, ep.shard.count, stream_);
+    cuda::keep_shard_experts(s.active_experts, s.n_active, ep.shard.first, ep.shard.count, expert_base, stream_);
     cuda::fill(s.expert_out, T * k * n, 0.0f, stream_);
   }
   const auto routed_all_reduce = [&] {
@@ -307,7 +311,7 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     p.w = t.data, p.type = t.type, p.n_in = static_cast<int64_t>(t.ne0), p.n_out = static_cast<int64_t>(t.ne1);
     p.row_bytes = t.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride;
     p.n_groups = static_cast<int64_t>(t.ne2), p.group_stride_bytes = t.matrix_bytes();
-    p.group_offsets = s.group_offsets, p.x_rows = x_rows, p.y_rows = s.slot_rows;
+    p.group_offsets = s.group_offsets + expert_base, p.x_rows = x_rows, p.y_rows = s.slot_rows;
     p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, T * k);
     p.n_tokens = T * k;  // the list's entries: picks the tiling (cuda::matmul)
     cuda::matmul(p, stream_);

@@ -9,10 +9,10 @@ namespace {
 constexpr int kThreads = 256;
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-__global__ void keep_shard_experts_kernel(int32_t* active, int32_t* n_active, int first, int count) {
+__global__ void keep_shard_experts_kernel(int32_t* active, int32_t* n_active, int first, int count, int id_offset) {
   int kept = 0;
   for (int i = 0; i < *n_active; ++i)
-    if (active[i] >= first && active[i] < first + count) active[kept++] = active[i];
+    if (active[i] >= first && active[i] < first + count) active[kept++] = active[i] - id_offset;
   *n_active = kept;
 }
 
@@ -35,9 +35,10 @@ __global__ void spread_route_sum_kernel(const float* sum, int64_t n_tokens, int 
 
 }  // namespace
 
-void keep_shard_experts(int32_t* active, int32_t* n_active, int first, int count, cudaStream_t stream) {
-  DS4_LAUNCH_REQUIRE(active && n_active && first >= 0 && count > 0, "cuda::keep_shard_experts", "bad range");
-  keep_shard_experts_kernel<<<1, 1, 0, stream>>>(active, n_active, first, count);
+void keep_shard_experts(int32_t* active, int32_t* n_active, int first, int count, int id_offset, cudaStream_t stream) {
+  DS4_LAUNCH_REQUIRE(active && n_active && first >= 0 && count > 0 && id_offset >= 0 && id_offset <= first,
+                     "cuda::keep_shard_experts", "bad range");
+  keep_shard_experts_kernel<<<1, 1, 0, stream>>>(active, n_active, first, count, id_offset);
   DS4_CUDA_LAUNCH_CHECK("keep_shard_experts_kernel");
 }
 

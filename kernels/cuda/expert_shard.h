@@ -9,9 +9,10 @@
 
 namespace ds4::cuda {
 
-// active[0 .. *n_active) (expert ids, increasing) keeps only ids in [first, first + count), in order;
-// *n_active becomes their number. One thread (the list has at most n_expert entries).
-void keep_shard_experts(int32_t* active, int32_t* n_active, int first, int count, cudaStream_t stream);
+// active[0 .. *n_active) (expert ids, increasing) keeps only ids in [first, first + count), in order,
+// each minus id_offset (0: global ids; first: ids local to a weight slice); *n_active becomes their
+// number. One thread (the list has at most n_expert entries).
+void keep_shard_experts(int32_t* active, int32_t* n_active, int first, int count, int id_offset, cudaStream_t stream);
 
 // sum[t] = Σ_s expert_out[t·k + s] in slot order ([n_tokens, n_embd] from [n_tokens · k, n_embd]).
 void sum_route_slots(const float* expert_out, int64_t n_tokens, int k, int64_t n_embd, float* sum, cudaStream_t stream);

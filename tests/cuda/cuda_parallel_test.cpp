@@ -16,7 +16,11 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/model.h"
 #include "kernels/cuda/expert_shard.h"
+#include "parallel/follower.h"
+#include "parallel/leader_backend.h"
 #include "parallel/thread_communicator.h"
+#include "scheduler/engine.h"
+#include "scheduler/paged_kv_pool.h"
 #include "tests/cuda/gpu_test_util.h"
 #ifdef DS4_HAVE_NCCL
 #include "parallel/nccl_communicator.h"
@@ -45,10 +49,15 @@ TEST(CudaExpertShard, KernelsMatchTheirReferences) {
   DS4_REQUIRE_GPU();
   std::vector<int32_t> active = {0, 3, 5, 8, 9, 12, 15};
   test::DeviceArray<int32_t> d_active(active), d_n(std::vector<int32_t>{static_cast<int32_t>(active.size())});
-  cuda::keep_shard_experts(d_active.get(), d_n.get(), 4, 8, nullptr);  // keep [4, 12)
+  cuda::keep_shard_experts(d_active.get(), d_n.get(), 4, 8, 0, nullptr);  // keep [4, 12)
   const std::vector<int32_t> kept = d_active.to_host();
   EXPECT_EQ(d_n.to_host()[0], 3);
   EXPECT_EQ(std::vector<int32_t>(kept.begin(), kept.begin() + 3), (std::vector<int32_t>{5, 8, 9}));
+  d_active.upload(active);
+  d_n.upload({static_cast<int32_t>(active.size())});
+  cuda::keep_shard_experts(d_active.get(), d_n.get(), 4, 8, 4, nullptr);  // local ids of the slice
+  const std::vector<int32_t> local = d_active.to_host();
+  EXPECT_EQ(std::vector<int32_t>(local.begin(), local.begin() + 3), (std::vector<int32_t>{1, 4, 5}));
 
   const int64_t T = 5, n = 48;
   const int k = 6;
@@ -179,6 +188,93 @@ TEST(CudaExpertParallel, RanksOnOneGpuAgreeWithOneRank) {
                                 [](int) { return 0; });
     expect_runs_agree(runs, reference, world);
   }
+}
+
+// Three greedy requests through an engine, the third after the first two (a prefix-cache hit).
+std::vector<std::vector<int32_t>> serve(Backend& backend, PagedKvPool& pool) {
+  const ModelConfig& c = demo_model().config;
+  Engine engine(backend, pool,
+                EngineConfig{.scheduler = {.max_num_seqs = 4, .max_num_batched_tokens = 128, .max_prefill_chunk_tokens = 128},
+                             .context_length = c.context_length, .eos_token_id = -1, .n_vocab = c.n_vocab});
+  engine.start();
+  std::vector<GenerationRequest> reqs(3);
+  reqs[0].prompt_tokens = random_tokens(300, 11);
+  reqs[1].prompt_tokens = random_tokens(20, 12);
+  reqs[2].prompt_tokens.assign(reqs[0].prompt_tokens.begin(), reqs[0].prompt_tokens.begin() + 256);
+  for (int32_t t : random_tokens(30, 13)) reqs[2].prompt_tokens.push_back(t);
+  for (auto& r : reqs) r.sampling.temperature = 0.0f, r.max_tokens = 5, r.ignore_eos = true;
+  auto read = [](RequestStream& st) {
+    std::vector<int32_t> out;
+    StreamChunk ch;
+    do {
+      if (!st.wait_for(ch, std::chrono::seconds(120))) break;
+      out.insert(out.end(), ch.tokens.begin(), ch.tokens.end());
+    } while (!ch.finished());
+    return out;
+  };
+  auto s0 = engine.submit(reqs[0]), s1 = engine.submit(reqs[1]);
+  std::vector<std::vector<int32_t>> out{read(*s0), read(*s1)};
+  auto s2 = engine.submit(reqs[2]);
+  out.push_back(read(*s2));
+  engine.stop();
+  return out;
+}
+
+std::vector<uint8_t> region_bytes(KvStorage& storage, const KvPoolLayout& layout, int region) {
+  std::vector<uint8_t> host(static_cast<size_t>(layout.region_bytes(region)));
+  DS4_CUDA_CHECK(cudaDeviceSynchronize());
+  DS4_CUDA_CHECK(cudaMemcpy(host.data(), storage.region(region), host.size(), cudaMemcpyDeviceToHost));
+  return host;
+}
+
+TEST(CudaExpertParallel, LeaderAndFollowerServeLikeOneRank) {
+  DS4_REQUIRE_GPU();
+  const ModelConfig& c = demo_model().config;
+  const KvPoolLayout layout = cuda_kv_layout(c, 12, 4, 6);
+  auto plain = options(0, nullptr, 1);
+  PagedKvPool single_pool(std::make_unique<KvCacheManager>(layout, make_cuda_kv_storage(layout)));
+  plain.kv_manager = &single_pool.manager();
+  std::vector<std::vector<int32_t>> expected;
+  {
+    CudaBackend single(c, demo_model().weights, plain);
+    expected = serve(single, single_pool);
+  }
+  ThreadGroup group(2, std::chrono::seconds(120));
+  KvCacheManager follower_pool(layout, make_cuda_kv_storage(layout));
+  std::string follower_error;
+  std::thread follower_thread([&] {
+    try {
+      CudaBackend::select_device(0);
+      HostStagedCommunicator comm(group, 1);
+      auto o = options(0, &comm, 2);
+      o.kv_manager = &follower_pool;
+      CudaBackend backend(c, demo_model().weights, o);
+      Follower(comm, backend, layout, follower_pool.storage()).run();
+    } catch (const std::exception& e) {
+      follower_error = e.what();
+      group.abort(e.what());
+    }
+  });
+  HostStagedCommunicator comm(group, 0);
+  auto recorder_owned = std::make_unique<RecordingKvStorage>(make_cuda_kv_storage(layout));
+  RecordingKvStorage* recorder = recorder_owned.get();
+  PagedKvPool pool(std::make_unique<KvCacheManager>(layout, std::move(recorder_owned)));
+  auto o = options(0, &comm, 2);
+  o.kv_manager = &pool.manager();
+  std::vector<std::vector<int32_t>> served;
+  {
+    CudaBackend local(c, demo_model().weights, o);
+    LeaderBackend leader(local, comm, pool.manager(), *recorder);
+    served = serve(leader, pool);
+    leader.stop();
+    follower_thread.join();
+  }
+  EXPECT_EQ(follower_error, "");
+  EXPECT_EQ(served, expected);
+  EXPECT_EQ(pool.manager().usage().prefix_hit_tokens, 256);
+  for (int region = 0; region < layout.num_regions(); ++region)
+    EXPECT_EQ(region_bytes(follower_pool.storage(), layout, region), region_bytes(*recorder, layout, region))
+        << "region " << region;
 }
 
 int gpu_count() {

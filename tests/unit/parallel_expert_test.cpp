@@ -151,6 +151,25 @@ TEST(ParallelExperts, ShardsReallySplitTheWork) {
   EXPECT_EQ(experts[0] + experts[1], all);
 }
 
+TEST(ParallelExperts, ExpertSliceNarrowsOnlyTheRoutedExperts) {
+  const Model& m = demo_model();
+  const ExpertShard shard = expert_shard(1, 4, m.config.n_expert);
+  const Weights s = expert_slice(m.weights, shard);
+  for (size_t il = 0; il < s.layers.size(); ++il) {
+    const LayerWeights &a = s.layers[il], &b = m.weights.layers[il];
+    for (auto member : {&LayerWeights::ffn_gate_exps, &LayerWeights::ffn_up_exps, &LayerWeights::ffn_down_exps}) {
+      EXPECT_EQ((a.*member).ne2, uint64_t(shard.count));
+      EXPECT_EQ((a.*member).ne1, (b.*member).ne1);
+      // Local expert 2 is global expert first + 2: the same rows.
+      EXPECT_EQ((a.*member).row(2, 5), (b.*member).row(shard.first + 2, 5));
+    }
+    EXPECT_EQ(a.ffn_gate_shexp.data, b.ffn_gate_shexp.data);
+    EXPECT_EQ(a.attn_q_b.data, b.attn_q_b.data);
+  }
+  EXPECT_EQ(s.output.data, m.weights.output.data);
+  EXPECT_THROW(expert_slice(m.weights, {m.config.n_expert - 1, 2}), LoadError);
+}
+
 TEST(ParallelExperts, BadShardsAreRefusedAtConstruction) {
   const Model& m = demo_model();
   ThreadGroup one(1), two(2);
