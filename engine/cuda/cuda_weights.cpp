@@ -143,9 +143,10 @@ class PinnedStaging {
   int cur_ = 0;
 };
 
-// Encodes a tensor on the host (synth_encode_rows on `threads` threads per chunk) into dst.
+// Encodes a tensor on the host (synth_encode_rows on `threads` threads per chunk) into dst; dst's
+// first row is the tensor's row first_row (a slice of it).
 void encode_on_host(const TensorSpec& spec, const ModelConfig& c, GgmlType type, uint64_t seed, int threads,
-                    PinnedStaging& staging, uint8_t* dst, cudaStream_t stream) {
+                    PinnedStaging& staging, uint8_t* dst, cudaStream_t stream, uint64_t first_row) {
   const uint64_t rows = tensor_n_values(spec.dims) / spec.dims[0];
   const uint64_t row_bytes = *ggml_row_bytes(type, spec.dims[0]);
   if (row_bytes > kStagingBytes) throw LoadError("tensor '" + spec.name + "': a row exceeds the staging buffer");
@@ -158,7 +159,8 @@ void encode_on_host(const TensorSpec& spec, const ModelConfig& c, GgmlType type,
     for (int t = 0; t < threads; ++t) {
       const uint64_t b = begin + t * per, e = std::min(end, b + per);
       if (b >= e) break;
-      pool.emplace_back(synth_encode_rows, std::cref(spec), std::cref(c), type, seed, b, e, buf + (b - begin) * row_bytes);
+      pool.emplace_back(synth_encode_rows, std::cref(spec), std::cref(c), type, seed, first_row + b, first_row + e,
+                        buf + (b - begin) * row_bytes);
     }
     for (auto& th : pool) th.join();
     staging.copy_up(dst + begin * row_bytes, (end - begin) * row_bytes, stream);
@@ -190,11 +192,13 @@ uint64_t DeviceWeights::synthetic_bytes(const ModelConfig& config, QuantScheme s
 namespace {
 
 // Generates every tensor of specs into one new device buffer (the synthetic bytes of
-// engine/synth.h) and points slot_of(spec)'s view at it. Throws LoadError on a spec without a slot
-// or when the device lacks the memory.
+// engine/synth.h) and points slot_of(spec)'s view at it; first_rows[i] (when given) is the row of
+// the full tensor where spec i's (sliced) rows start. Throws LoadError on a spec without a slot or
+// when the device lacks the memory.
 template <typename SlotOf>
 void generate_synthetic(const std::vector<TensorSpec>& specs, const ModelConfig& c, QuantScheme scheme, uint64_t seed,
-                        int threads, const DeviceWeights::Progress& progress, SlotOf slot_of, cuda::DeviceBuffer& buffer) {
+                        int threads, const DeviceWeights::Progress& progress, SlotOf slot_of, cuda::DeviceBuffer& buffer,
+                        const std::vector<uint64_t>& first_rows = {}) {
   uint64_t total = 0;
   const std::vector<SynthPlacement> place = place_synthetic(specs, scheme, total);
   size_t free_bytes = 0, total_bytes = 0;
@@ -216,6 +220,7 @@ void generate_synthetic(const std::vector<TensorSpec>& specs, const ModelConfig&
       TensorView* slot = slot_of(spec);
       if (!slot) throw LoadError("synthetic weights: tensor '" + spec.name + "' has no slot in the weights");
       uint8_t* dst = base + p.offset;
+      const uint64_t first_row = first_rows.empty() ? 0 : first_rows[i];
       slot->data = dst, slot->type = p.type, slot->ne0 = spec.dims[0];
       slot->ne1 = spec.dims.size() > 1 ? spec.dims[1] : 1, slot->ne2 = spec.dims.size() > 2 ? spec.dims[2] : 1;
       slot->row_bytes = *ggml_row_bytes(p.type, spec.dims[0]);
@@ -224,9 +229,10 @@ void generate_synthetic(const std::vector<TensorSpec>& specs, const ModelConfig&
         sp.out = dst, sp.type = p.type, sp.scales = synth_block_scales(p.type, synth_direct_std(spec));
         sp.tensor_seed = synth_tensor_seed(seed, spec.name);
         sp.n_rows = tensor_n_values(spec.dims) / spec.dims[0], sp.blocks_per_row = spec.dims[0] / kQK_K;
+        sp.first_row = first_row;
         cuda::synth_blocks(sp, stream);
       } else {
-        encode_on_host(spec, c, p.type, seed, threads, staging, dst, stream);
+        encode_on_host(spec, c, p.type, seed, threads, staging, dst, stream, first_row);
       }
       done += p.bytes;
       if (progress) progress(done, total);
@@ -248,17 +254,39 @@ void set_mtp_views(const MtpWeights& v, DeviceMtpWeights& d) {
   for (const auto& [host, dev] : kLayerPairs) d.block.*dev = device_view(v.block.*host);
 }
 
+// Narrows the routed-expert specs of the main layers to the shard's experts; returns per spec the
+// first row of the full tensor its rows start at (0 for every other spec).
+std::vector<uint64_t> slice_expert_specs(std::vector<TensorSpec>& specs, Weights& views, ExpertShard experts) {
+  std::vector<uint64_t> first_rows(specs.size(), 0);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const TensorView* slot = weight_slot(views, specs[i]);
+    const int il = specs[i].layer;
+    if (!slot || il < 0 || il >= static_cast<int>(views.layers.size())) continue;
+    const LayerWeights& l = views.layers[il];
+    if (slot != &l.ffn_gate_exps && slot != &l.ffn_up_exps && slot != &l.ffn_down_exps) continue;
+    if (specs[i].dims.size() != 3 || uint64_t(experts.first) + uint64_t(experts.count) > specs[i].dims[2])
+      throw LoadError("synthetic weights: experts [" + std::to_string(experts.first) + ", " +
+                      std::to_string(experts.first + experts.count) + ") are not a range of '" + specs[i].name + "'");
+    first_rows[i] = uint64_t(experts.first) * specs[i].dims[1];
+    specs[i].dims[2] = uint64_t(experts.count);
+  }
+  return first_rows;
+}
+
 }  // namespace
 
 DeviceWeights DeviceWeights::synthesize(const ModelConfig& c, QuantScheme scheme, uint64_t seed, int threads,
-                                        const Progress& progress) {
+                                        const Progress& progress, ExpertShard experts) {
   validate_config(c);
   DeviceWeights d;
   d.layers.resize(c.n_layer);
   Weights views;  // the same views bind_weights would make, pointing into device memory
   views.layers.resize(c.n_layer);
-  generate_synthetic(model_tensor_specs(c), c, scheme, seed, threads, progress,
-                     [&views](const TensorSpec& spec) { return weight_slot(views, spec); }, d.buffer_);
+  std::vector<TensorSpec> specs = model_tensor_specs(c);
+  const std::vector<uint64_t> first_rows =
+      experts.count > 0 ? slice_expert_specs(specs, views, experts) : std::vector<uint64_t>{};
+  generate_synthetic(specs, c, scheme, seed, threads, progress,
+                     [&views](const TensorSpec& spec) { return weight_slot(views, spec); }, d.buffer_, first_rows);
   for_each_slot(views, &d, [](const TensorView& v, DeviceTensor* t) { *t = device_view(v); });
   return d;
 }

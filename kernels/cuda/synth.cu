@@ -17,7 +17,7 @@ __global__ void synth_blocks_kernel(SynthBlocksParams p, uint32_t block_bytes) {
   const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
   for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const uint64_t row = i / p.blocks_per_row, block = i % p.blocks_per_row;
-    synth_block(p.type, p.scales, synth_block_seed(synth_row_seed(p.tensor_seed, row), block),
+    synth_block(p.type, p.scales, synth_block_seed(synth_row_seed(p.tensor_seed, p.first_row + row), block),
                 p.out + i * block_bytes);
   }
 }

@@ -21,6 +21,7 @@ struct SynthBlocksParams {
   uint64_t tensor_seed = 0;
   uint64_t n_rows = 0;
   uint64_t blocks_per_row = 0;
+  uint64_t first_row = 0;  // the tensor's row index of out's first row (a slice: one rank's experts)
 };
 void synth_blocks(const SynthBlocksParams& p, cudaStream_t stream);
 

@@ -15,6 +15,7 @@
 
 #include "engine/cuda/cuda_backend.h"
 #include "engine/model.h"
+#include "engine/model_config.h"
 #include "kernels/cuda/expert_shard.h"
 #include "parallel/follower.h"
 #include "parallel/leader_backend.h"
@@ -76,6 +77,32 @@ TEST(CudaExpertShard, KernelsMatchTheirReferences) {
   for (int64_t t = 0; t < T; ++t)
     for (int s = 0; s < k; ++s)
       for (int64_t d = 0; d < n; ++d) ASSERT_EQ(spread[(t * k + s) * n + d], s == 0 ? sum[t * n + d] : 0.0f);
+}
+
+std::vector<uint8_t> device_bytes(const uint8_t* p, uint64_t n) {
+  std::vector<uint8_t> host(n);
+  DS4_CUDA_CHECK(cudaMemcpy(host.data(), p, n, cudaMemcpyDeviceToHost));
+  return host;
+}
+
+// A rank's synthetic weights hold exactly its experts' bytes of the full synthetic model (direct
+// GPU-generated blocks for q2, host-encoded rows for q8_0), everything else unchanged.
+TEST(CudaExpertShard, SlicedSyntheticWeightsAreTheFullModelsExperts) {
+  DS4_REQUIRE_GPU();
+  const ModelConfig c = preset_tiny();
+  for (QuantScheme scheme : {QuantScheme::kQ2, QuantScheme::kQ8_0}) {
+    const DeviceWeights full = DeviceWeights::synthesize(c, scheme, 5);
+    const ExpertShard shard = expert_shard(2, 4, c.n_expert);
+    const DeviceWeights part = DeviceWeights::synthesize(c, scheme, 5, 0, {}, shard);
+    EXPECT_LT(part.bytes(), full.bytes());
+    for (int il : {0, c.n_layer - 1}) {
+      const DeviceTensor &a = part.layers[il].ffn_down_exps, &b = full.layers[il].ffn_down_exps;
+      ASSERT_EQ(a.ne2, uint64_t(shard.count));
+      EXPECT_EQ(device_bytes(a.data, a.bytes()), device_bytes(b.data + shard.first * b.matrix_bytes(), a.bytes())) << "layer " << il;
+      const DeviceTensor &g = part.layers[il].ffn_gate_shexp, &h = full.layers[il].ffn_gate_shexp;
+      EXPECT_EQ(device_bytes(g.data, g.bytes()), device_bytes(h.data, h.bytes()));
+    }
+  }
 }
 
 // A TEST DOUBLE for device memory on one GPU: synchronises the stream, reduces through the host
