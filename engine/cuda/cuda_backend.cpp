@@ -415,6 +415,9 @@ void CudaBackend::head(const Plan& plan, bool host_logits, ForwardOutput& out) {
   n_active_host_.resize(static_cast<size_t>(c.n_layer));
   DS4_CUDA_CHECK(cudaMemcpyAsync(n_active_host_.data(), s.n_active_layers, n_active_host_.size() * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, stream_));
+  // Under expert parallelism the step holds collectives: wait through the communicator, which
+  // throws (instead of blocking forever) when a peer rank failed.
+  if (options_.expert_parallel.active()) options_.expert_parallel.comm->wait(stream_);
   DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
   // What the pass read: dense weights once, each layer's distinct experts once, one embedding row per token.
   out.weight_bytes_read = dense_weight_bytes_ + plan.n_tokens * static_cast<int64_t>(w.token_embd.row_bytes);
