@@ -1,11 +1,13 @@
 // The in-process Communicator test double (parallel/thread_communicator.h) and expert ranges
-// (parallel/expert_shard.h): sums and broadcasts for worlds 1-4 with the same bits on every rank,
+// (parallel/expert_shard.h) and the start-up agreement (parallel/rank_setup.h): sums and broadcasts for worlds 1-4 with the same bits on every rank,
 // and a "dead" rank (abort or timeout) making every other rank's collective throw instead of hang.
 #include <gtest/gtest.h>
 
 #include <thread>
 
+#include "engine/model_config.h"
 #include "parallel/expert_shard.h"
+#include "parallel/rank_setup.h"
 #include "parallel/thread_communicator.h"
 
 namespace ds4 {
@@ -91,6 +93,28 @@ TEST(ThreadCommunicator, RefusesDeviceStreamsAndBadRanks) {
   EXPECT_THROW(comm.broadcast(&x, 4, 1), CommError);
   EXPECT_THROW(ThreadCommunicator(group, 1), std::invalid_argument);
   EXPECT_THROW(ThreadGroup(0), std::invalid_argument);
+}
+
+TEST(RankSetup, FollowersAdoptRankZerosPoolAndRefuseAnotherModel) {
+  const ModelConfig tiny = preset_tiny(), small = preset_small();
+  EXPECT_NE(config_fingerprint(tiny), config_fingerprint(small));
+  EXPECT_EQ(config_fingerprint(tiny), config_fingerprint(preset_tiny()));
+  ThreadGroup group(3);
+  std::vector<RankSetup> got(3);
+  std::vector<std::string> errors(3);
+  run_ranks(group, [&](Communicator& comm) {
+    RankSetup mine{3, config_fingerprint(comm.rank() == 2 ? small : tiny), 100 + comm.rank(), 8, 4};
+    try {
+      got[comm.rank()] = exchange_setup(comm, mine);
+    } catch (const CommError& e) {
+      errors[comm.rank()] = e.what();
+    }
+  });
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+  EXPECT_EQ(got[1].num_blocks, 100);  // rank 0's pool
+  EXPECT_EQ(got[1].num_slots, 8);
+  EXPECT_NE(errors[2].find("its model differs from rank 0's"), std::string::npos) << errors[2];
 }
 
 TEST(ExpertShard, ContiguousRangesCoverEveryExpertOnce) {

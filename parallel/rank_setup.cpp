@@ -1,0 +1,53 @@
+// RankSetup exchange (see rank_setup.h): one fixed-size broadcast with a magic and version.
+#include "parallel/rank_setup.h"
+
+#include <cstring>
+
+namespace ds4 {
+namespace {
+
+constexpr uint32_t kMagic = 0x55535044;  // "DPSU"
+constexpr uint32_t kVersion = 1;
+
+struct Wire {
+  uint32_t magic = kMagic, version = kVersion;
+  int32_t world = 0, pad = 0;
+  uint64_t fingerprint = 0;
+  int64_t blocks = 0, slots = 0, snapshots = 0;
+};
+
+uint64_t mix(uint64_t h, int64_t v) {
+  for (int i = 0; i < 8; ++i) h = (h ^ ((static_cast<uint64_t>(v) >> (8 * i)) & 0xff)) * 0x100000001b3ull;  // FNV-1a
+  return h;
+}
+
+}  // namespace
+
+uint64_t config_fingerprint(const ModelConfig& c) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int64_t v : {int64_t(c.n_layer), int64_t(c.n_embd), int64_t(c.n_vocab), int64_t(c.n_head), int64_t(c.head_dim),
+                    int64_t(c.n_expert), int64_t(c.n_expert_used), int64_t(c.n_hash_layers), int64_t(c.hc_count),
+                    int64_t(c.indexer_dim), int64_t(c.context_length)})
+    h = mix(h, v);
+  for (int r : c.compress_ratios) h = mix(h, r);
+  return h;
+}
+
+RankSetup exchange_setup(Communicator& comm, const RankSetup& mine) {
+  Wire w;
+  if (comm.rank() == 0) {
+    w.world = mine.world, w.fingerprint = mine.config_fingerprint;
+    w.blocks = mine.num_blocks, w.slots = mine.num_slots, w.snapshots = mine.num_snapshots;
+  }
+  comm.broadcast(&w, sizeof w, 0);
+  const std::string me = "rank " + std::to_string(comm.rank());
+  if (w.magic != kMagic || w.version != kVersion) throw CommError(me + ": rank 0 sent no setup of this version");
+  if (w.world != mine.world || w.world != comm.world())
+    throw CommError(me + ": world " + std::to_string(mine.world) + " but rank 0 runs a world of " + std::to_string(w.world));
+  if (w.fingerprint != mine.config_fingerprint)
+    throw CommError(me + ": its model differs from rank 0's (config fingerprints " + std::to_string(mine.config_fingerprint) +
+                    " and " + std::to_string(w.fingerprint) + "): every rank must serve the same model");
+  return {w.world, w.fingerprint, w.blocks, w.slots, w.snapshots};
+}
+
+}  // namespace ds4

@@ -1,0 +1,28 @@
+// RankSetup: what every rank must agree on before the first step (docs/PARALLEL.md sections 1 and
+// 6): the world size, a fingerprint of the model config (every rank loaded or generated the same
+// model) and the KV pool layout rank 0 planned (followers build the same pool, so block ids and
+// slots mean the same everywhere). Rank 0 broadcasts its setup; the others check it against their
+// own and adopt its pool sizes. Start-up only.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/model_config.h"
+#include "parallel/communicator.h"
+
+namespace ds4 {
+
+struct RankSetup {
+  int32_t world = 0;
+  uint64_t config_fingerprint = 0;
+  int64_t num_blocks = 0, num_slots = 0, num_snapshots = 0;  // the pool layout's counts (rank 0's)
+};
+
+// A hash of the config fields that shape the forward pass and the KV pool.
+uint64_t config_fingerprint(const ModelConfig& config);
+
+// Rank 0 sends `mine`; every rank returns rank 0's setup. Throws CommError on a transport failure,
+// or on a follower whose world or config fingerprint differs from rank 0's (naming both).
+RankSetup exchange_setup(Communicator& comm, const RankSetup& mine);
+
+}  // namespace ds4
