@@ -401,68 +401,92 @@ struct Pass {
   int n_tiles;      // 8-token tiles in use
 };
 
-// One warp's k part for one pass: acc[mt][n][e] over its chunks.
+// One decoded sub-chunk j of the warp's rows against the pass's token tiles.
 template <GgmlType T, int NT>
-// first_pass: IQ2_XXS builds its grid table (a block barrier) once the first copies are in flight.
+__device__ __forceinline__ void sub_chunk(const uint8_t* const (&seg)[4], int j, int c, const uint64_t* grid,
+                                          const float* const (&xrow)[NT], int64_t col, const Pass& ps,
+                                          float (&acc)[kMTiles][NT][4]) {
+  RowSub rs[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) decode_sub<T>(seg[k], j, c, grid, rs[k]);
+  if (ps.n_tiles == NT) sub_tiles<T, NT, true>(rs, xrow, col, ps.n_tiles, c, acc);  // loads hoisted
+  else sub_tiles<T, NT, false>(rs, xrow, col, ps.n_tiles, c, acc);
+}
+
+// One warp's k part for one pass: acc[mt][n][e] over its chunks. Chunk counters, row offsets and
+// ring stages are 32-bit and rotate (no 64-bit products or modulo per chunk); the 8-token tiling
+// runs a full Q8_0 chunk (two sub-chunks) with constant offsets. first_pass: IQ2_XXS builds its
+// grid table (a block barrier) once the first copies are in flight.
+template <GgmlType T, int NT>
 __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* wbase, int64_t row0, int part, int n_parts,
                                           const Pass& ps, const float* const (&xrow)[NT], uint8_t* stages,
                                           uint64_t* grid, bool first_pass, float (&acc)[kMTiles][NT][4]) {
   using F = MmaFormat<T>;
   using L = Layout<T, NT>;
   constexpr int kStages = L::kStages;
+  constexpr int kSubs = F::kValues / 32;
   const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  const int64_t n_chunks = (p.n_in + F::kValues - 1) / F::kValues;
-  const int64_t n_mine = part < n_chunks ? (n_chunks - part + n_parts - 1) / n_parts : 0;
-  // This lane copies row row0 + lane (clamped: padding rows read the last row, never written).
+  const int n_chunks = static_cast<int>((p.n_in + F::kValues - 1) / F::kValues);
+  const int n_mine = part < n_chunks ? (n_chunks - part + n_parts - 1) / n_parts : 0;
+  const uint32_t row_bytes = static_cast<uint32_t>(p.row_bytes);  // < 2^30 (mma_matmul_handles)
+  const uint32_t chunk_step = static_cast<uint32_t>(n_parts) * F::kBytes;  // bytes between this part's chunks
+  // This lane copies row row0 + lane (clamped: padding rows read the last row, never written),
+  // from the 16-byte aligned address below its start.
   const int64_t my_row = row0 + lane < p.n_out ? row0 + lane : p.n_out - 1;
   const uint8_t* my_src = wbase + static_cast<uint64_t>(my_row) * p.row_bytes;
-  auto issue = [&](int64_t i) {
-    const uint64_t off = static_cast<uint64_t>(part + i * n_parts) * F::kBytes;
-    const uint64_t left = p.row_bytes - off;
-    const int bytes = static_cast<int>(left < uint64_t(F::kBytes) ? left : uint64_t(F::kBytes));
-    const uintptr_t a0 = reinterpret_cast<uintptr_t>(my_src + off) & ~uintptr_t(15);
-    const uintptr_t a1 = (reinterpret_cast<uintptr_t>(my_src + off) + bytes + 15) & ~uintptr_t(15);
-    uint8_t* dst = stages + (i % kStages) * L::kStageBytes + lane * L::kSeg;
-    for (uintptr_t a = a0; a < a1; a += 16) cp_async16(dst + (a - a0), reinterpret_cast<const void*>(a));
+  const uint32_t my_align = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(my_src) & 15u);
+  const uint8_t* my_src16 = my_src - my_align;
+  uint32_t issue_off = static_cast<uint32_t>(part) * F::kBytes;  // the next chunk to copy
+  int issue_stage = 0;
+  auto issue = [&]() {
+    const uint32_t left = row_bytes - issue_off;
+    const uint32_t bytes = left < uint32_t(F::kBytes) ? left : uint32_t(F::kBytes);
+    const uint32_t a0 = (my_align + issue_off) & ~15u, a1 = (my_align + issue_off + bytes + 15u) & ~15u;
+    uint8_t* dst = stages + issue_stage * L::kStageBytes + lane * L::kSeg;
+    for (uint32_t a = a0; a < a1; a += 16) cp_async16(dst + (a - a0), my_src16 + a);
+    issue_off += chunk_step;
+    issue_stage = issue_stage + 1 == kStages ? 0 : issue_stage + 1;
   };
-  // Local rows g + 8h' (h' = 0..3) of the warp tile: rows g, g+8 of m-tile 0 and of m-tile 1.
-  const uint8_t* row_src[4];
+  // Local rows g + 8h' (h' = 0..3) of the warp tile: rows g, g+8 of m-tile 0 and of m-tile 1;
+  // the alignment of each row's start within 16 bytes.
+  uint32_t row_align[4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     const int64_t r = row0 + g + 8 * k < p.n_out ? row0 + g + 8 * k : p.n_out - 1;
-    row_src[k] = wbase + static_cast<uint64_t>(r) * p.row_bytes;
+    row_align[k] = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(wbase + static_cast<uint64_t>(r) * p.row_bytes) & 15u);
   }
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n_mine) issue(s);
+    if (s < n_mine) issue();
     cp_async_commit();
   }
   if constexpr (T == GgmlType::IQ2_XXS)
     if (first_pass) build_iq2_tables(*reinterpret_cast<Iq2Tables*>(grid));
-  for (int64_t i = 0; i < n_mine; ++i) {
-    if (i + kStages - 1 < n_mine) issue(i + kStages - 1);
+  uint32_t off = static_cast<uint32_t>(part) * F::kBytes;    // this chunk's bytes in the row
+  int k_first = part * F::kValues;  // and its first column (n_in < 2^31)
+  int stage_index = 0;
+  for (int i = 0; i < n_mine; ++i) {
+    if (i + kStages - 1 < n_mine) issue();
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
-    const int64_t chunk = part + i * n_parts;
-    const uint64_t off = static_cast<uint64_t>(chunk) * F::kBytes;
-    const uint8_t* stage = stages + (i % kStages) * L::kStageBytes;
+    const uint8_t* stage = stages + stage_index * L::kStageBytes;
     const uint8_t* seg[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      seg[k] = stage + (g + 8 * k) * L::kSeg + (reinterpret_cast<uintptr_t>(row_src[k] + off) & 15);
-    const int64_t k_first = chunk * F::kValues;
-    const int n_sub = static_cast<int>((p.n_in - k_first < F::kValues ? p.n_in - k_first : F::kValues) / 32);
-#pragma unroll(NT == kSmallTiles && F::kValues > 32 ? 2 : 1)  // decode-sized passes: two sub-chunks interleaved
-    for (int j = 0; j < n_sub; ++j) {
-      RowSub rs[4];
+    for (int k = 0; k < 4; ++k) seg[k] = stage + (g + 8 * k) * L::kSeg + ((row_align[k] + off) & 15u);
+    const int n_left = static_cast<int>(p.n_in) - k_first;
+    const int n_sub = (n_left < F::kValues ? n_left : F::kValues) / 32;
+    if (NT == kSmallTiles && kSubs <= 2 && n_sub == kSubs) {  // a whole short chunk, constant offsets
 #pragma unroll
-      for (int k = 0; k < 4; ++k) decode_sub<T>(seg[k], j, c, grid, rs[k]);
-      const int64_t col = k_first + 32 * j + 8 * c;
-      if (ps.n_tiles == NT) sub_tiles<T, NT, true>(rs, xrow, col, ps.n_tiles, c, acc);  // loads hoisted
-      else sub_tiles<T, NT, false>(rs, xrow, col, ps.n_tiles, c, acc);
+      for (int j = 0; j < kSubs; ++j) sub_chunk<T, NT>(seg, j, c, grid, xrow, k_first + 32 * j + 8 * c, ps, acc);
+    } else {
+#pragma unroll(NT == kSmallTiles && F::kValues > 32 ? 2 : 1)  // decode-sized passes: two sub-chunks interleaved
+      for (int j = 0; j < n_sub; ++j) sub_chunk<T, NT>(seg, j, c, grid, xrow, k_first + 32 * j + 8 * c, ps, acc);
     }
     __syncwarp();  // the stage is refilled by a later iteration's copy
+    off += chunk_step;
+    k_first += n_parts * F::kValues;
+    stage_index = stage_index + 1 == kStages ? 0 : stage_index + 1;
   }
   cp_async_wait<0>();
   __syncwarp();
@@ -770,7 +794,8 @@ bool mma_matmul_handles(const MatmulParams& p) {
   if (p.type == GgmlType::F16 &&
       ((reinterpret_cast<uintptr_t>(p.w) | p.row_bytes | (p.n_groups > 0 ? p.group_stride_bytes : 0)) & 15u) != 0)
     return false;
-  // Row blocks are blockIdx.y (≤ 65535 blocks of ≥ 32 rows).
+  // Row blocks are blockIdx.y (≤ 65535 blocks of ≥ 32 rows); row offsets are 32-bit.
+  if (p.row_bytes >= (uint64_t(1) << 30)) return false;
   return (p.x_group_rows == 0 || p.x_group_rows % kWarpRows == 0) && p.n_out <= int64_t(65535) * kWarpRows;
 }
 
