@@ -11,12 +11,12 @@
 #       acceptance rates, plain baseline, adaptive policy), and leaves summary.txt, mtp.csv and
 #       logs.tar.gz in $OUT (default ./mtp-logs).
 # Knobs: MTP_BATCHES [1,4,16,64], MTP_KS [1,2,3], MTP_RATES [0,0.5,0.8,1], MTP_PROMPT [16],
-# MTP_OUTPUT [16], MTP_TIME [240] s (table), TEST_TIMEOUT [150] s per test, BACKEND_TEST [1] (after the
+# MTP_TESTS [the four tests above], MTP_OUTPUT [16], MTP_TIME [240] s (table), TEST_TIMEOUT [150] s per test, BACKEND_TEST [1] (after the
 # table; BACKEND_FILTER [*] a gtest filter).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
-TESTS=(cuda_mtp_test cuda_rollback_test cuda_step_test cuda_attention_test)
+read -ra TESTS <<<"${MTP_TESTS:-cuda_mtp_test cuda_rollback_test cuda_step_test cuda_attention_test}"
 
 bundle() {
   local build=${1:-build-mtpc}
