@@ -14,6 +14,7 @@
 #include "engine/model_config.h"
 #include "engine/model_layout.h"
 #include "engine/weights.h"
+#include "parallel/communicator.h"
 #include "scheduler/paged_kv_pool.h"
 
 namespace ds4::http {
@@ -36,6 +37,11 @@ struct DeviceEngineRequest {
   const MtpWeights* mtp = nullptr;
   bool mtp_synth = false;
   uint64_t mtp_synth_seed = 2;
+  // Expert parallelism (docs/PARALLEL.md): this process is rank comm->rank() of comm->world() and
+  // holds only its range of the routed experts. Rank 0 plans the KV pool and its backend broadcasts
+  // every step (parallel/leader_backend.h); the other ranks build rank 0's pool and return their
+  // backend for the follower loop. Null: one GPU.
+  Communicator* comm = nullptr;
 };
 
 struct DeviceEngine {

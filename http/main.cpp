@@ -2,17 +2,25 @@
 // answers 503 while loading), load the model with progress, publish it, print the URL; then wait
 // for SIGINT / SIGTERM and drain: stop accepting, let in-flight requests finish up to the drain
 // timeout, abort the rest, exit 0. Exit 1 with a message on a bad option or a load failure.
+// Several GPUs (docs/PARALLEL.md, CUDA + NCCL builds): --gpus launches one ds4serve per GPU and
+// supervises them; a child with --rank 0 serves as above through the rank group, the others run
+// the follower loop (http/cuda/cuda_ranks.h).
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "engine/load_error.h"
 #include "http/http_server.h"
 #include "http/model_service.h"
 #ifdef DS4SERVE_HAVE_CUDA
 #include "http/cuda/cuda_engine_factory.h"
+#endif
+#ifdef DS4SERVE_HAVE_NCCL
+#include "http/cuda/cuda_ranks.h"
 #endif
 
 namespace {
@@ -62,13 +70,39 @@ int serve(const ServerOptions& options) {
   return 0;
 }
 
+#ifdef DS4SERVE_HAVE_NCCL
+constexpr bool kNcclBuild = true;
+
+// --gpus: the launcher; --rank R: rank 0 serves through the group, the others follow.
+int serve_ranks(ServerOptions options, const std::vector<std::string>& args) {
+  if (!options.parallel.gpus.empty())
+    return run_gpu_launcher(options.parallel, args, options.limits.drain_timeout_seconds, log_line);
+  std::unique_ptr<ds4::NcclCommunicator> comm = join_rank_group(options.parallel);
+  if (comm->rank() > 0) {
+    run_follower_rank(options.service, *comm, log_line);
+    return 0;
+  }
+  options.service.device_factory = [c = comm.get()](const DeviceEngineRequest& request) {
+    DeviceEngineRequest r = request;
+    r.comm = c;
+    DeviceEngine e = make_cuda_engine(r);
+    c->set_timeout(std::chrono::minutes(5));  // loaded everywhere: a step's collective never takes that long
+    return e;
+  };
+  return serve(options);
+}
+#else
+constexpr bool kNcclBuild = false;
+int serve_ranks(ServerOptions, const std::vector<std::string>&) { return 1; }  // refused before
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     bool help = false;
-    ServerOptions options =
-        parse_server_options(std::vector<std::string>(argv + 1, argv + argc), DS4_DEMO_MODEL_PATH, help);
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    ServerOptions options = parse_server_options(args, DS4_DEMO_MODEL_PATH, help);
 #ifdef DS4SERVE_HAVE_CUDA
     options.service.device_factory = ds4::http::make_cuda_engine;  // --backend cuda
 #endif
@@ -77,6 +111,12 @@ int main(int argc, char** argv) {
       std::fputs(kHardeningUsage, stdout);
       std::fputs(kParallelUsage, stdout);
       return 0;
+    }
+    if (options.parallel.any()) {
+      const char* id = std::getenv("DS4_NCCL_ID");
+      const std::string refusal = parallel_serving_refusal(options.parallel, options.service, kNcclBuild, id && *id);
+      if (!refusal.empty()) throw ds4::LoadError(refusal);
+      return serve_ranks(options, args);
     }
     return serve(options);
   } catch (const std::exception& e) {

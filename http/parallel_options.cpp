@@ -68,11 +68,18 @@ void check_parallel_options(const ParallelOptions& p, const std::string& backend
   if (explicit_form && p.rank >= p.world)
     throw LoadError("--rank " + std::to_string(p.rank) + " is not below --world " + std::to_string(p.world));
   if (backend != "cuda") throw LoadError("--gpus / --rank / --world run one rank per GPU: they need --backend cuda");
-  const int ranks = p.gpus.empty() ? p.world : static_cast<int>(p.gpus.size());
-  throw LoadError("serving on " + std::to_string(ranks) +
-                  (ranks == 1 ? " rank" : " ranks") +
-                  " (expert parallelism over NCCL) is not implemented yet: the server does not start follower "
-                  "ranks (docs/PARALLEL.md section 10); use --backend cuda on one GPU");
+}
+
+std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOptions& service, bool nccl_build,
+                                     bool has_nccl_id) {
+  if (!p.any()) return "";
+  if (!nccl_build)
+    return "--gpus / --rank: serving on several GPUs needs a ds4serve built with CUDA and NCCL (this one has not both)";
+  if (!service.mtp_path.empty()) return "--mtp with several GPUs (expert parallelism) is not implemented yet";
+  if (p.gpus.empty() && !has_nccl_id)
+    return "--rank / --world / --master: ranks on several hosts (rank 0 sending the NCCL id over --master) are not "
+           "implemented yet; on one host use --gpus";
+  return "";
 }
 
 }  // namespace ds4::http

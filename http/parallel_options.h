@@ -1,10 +1,12 @@
 // ds4serve's multi-GPU options (docs/PARALLEL.md section 1): --gpus LIST (one rank per GPU of this
 // host, launched by ds4serve) or --rank R --world W --master HOST:PORT (one process per GPU on
-// several hosts, NCCL bootstrap through rank 0). Parsed and checked with errors naming the option;
-// serving with more than one rank is not implemented yet, so check_parallel_options refuses it
-// with a message saying so. Called by http/server_options.cpp.
+// several hosts, NCCL bootstrap through rank 0). Parsed and checked with errors naming the option
+// (check_parallel_options, http/server_options.cpp); what this build cannot serve is refused with a
+// message saying so (parallel_serving_refusal, http/main.cpp).
 #pragma once
 #include <string>
+
+#include "http/model_service.h"
 #include <vector>
 
 namespace ds4::http {
@@ -22,8 +24,13 @@ extern const char* const kParallelUsage;
 // Applies a value option of this group; false when `opt` is not one of them. Throws LoadError.
 bool apply_parallel_option(ParallelOptions& p, const std::string& opt, const std::string& value);
 // Checks the combination (after every option is read): --gpus excludes the explicit form, the
-// explicit form needs all three, rank < world, and both need --backend cuda. Then refuses anything
-// with more than one rank: not implemented yet. Throws LoadError naming the problem.
+// explicit form needs all three, rank < world, and both need --backend cuda. Throws LoadError.
 void check_parallel_options(const ParallelOptions& p, const std::string& backend);
+
+// Why this ds4serve cannot serve the requested ranks ("" when it can): a build without CUDA and
+// NCCL; --mtp with several ranks; the explicit form without DS4_NCCL_ID (several hosts: the NCCL
+// id exchange over --master is not implemented yet). has_nccl_id: DS4_NCCL_ID is set.
+std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOptions& service, bool nccl_build,
+                                     bool has_nccl_id);
 
 }  // namespace ds4::http

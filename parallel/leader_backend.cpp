@@ -13,6 +13,12 @@ LeaderBackend::LeaderBackend(Backend& local, Communicator& comm, KvCacheManager&
   if (&manager.storage() != &recorder) throw std::invalid_argument("LeaderBackend: the recorder must be the pool's storage");
 }
 
+LeaderBackend::LeaderBackend(std::unique_ptr<Backend> local, Communicator& comm, KvCacheManager& manager,
+                             RecordingKvStorage& recorder)
+    : LeaderBackend(*local, comm, manager, recorder) {
+  owned_ = std::move(local);
+}
+
 LeaderBackend::~LeaderBackend() {
   try {
     stop();

@@ -7,6 +7,7 @@
 // Engine thread only (stop(): after the engine thread has ended).
 #pragma once
 #include <cstdint>
+#include <memory>
 
 #include "engine/forward.h"
 #include "kvcache/kv_cache_manager.h"
@@ -19,6 +20,8 @@ class LeaderBackend final : public Backend {
  public:
   // All must outlive this object; `recorder` must be the storage of `manager`; comm.rank() == 0.
   LeaderBackend(Backend& local, Communicator& comm, KvCacheManager& manager, RecordingKvStorage& recorder);
+  // The same, owning the local backend (ds4serve's rank 0).
+  LeaderBackend(std::unique_ptr<Backend> local, Communicator& comm, KvCacheManager& manager, RecordingKvStorage& recorder);
   ~LeaderBackend() override;  // stop(), errors swallowed
 
   // Throws CommError when the broadcast fails; std::invalid_argument for a sequence that is not a
@@ -34,6 +37,7 @@ class LeaderBackend final : public Backend {
   uint64_t steps() const { return step_; }
 
  private:
+  std::unique_ptr<Backend> owned_;  // null when the caller owns the local backend
   Backend& local_;
   Communicator& comm_;
   KvCacheManager& manager_;

@@ -94,22 +94,38 @@ void NcclCommunicator::fail(const std::string& what, const std::string& why) {
   throw CommError("rank " + std::to_string(rank_) + " of " + std::to_string(world_) + ": " + what + ": " + why);
 }
 
+namespace {
+
+bool past(std::chrono::steady_clock::time_point start, std::chrono::milliseconds limit) {
+  return limit.count() > 0 && std::chrono::steady_clock::now() - start > limit;
+}
+
+// Spins for the first 2 ms (a step's collectives), then sleeps between polls (an idle wait).
+void pause_since(std::chrono::steady_clock::time_point start) {
+  if (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2))
+    std::this_thread::yield();
+  else
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+}
+
+}  // namespace
+
 void NcclCommunicator::wait_comm(const char* what) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  const auto start = std::chrono::steady_clock::now();
   for (;;) {
     ncclResult_t state = ncclSuccess;
     if (const ncclResult_t r = ncclCommGetAsyncError(state_->comm, &state); r != ncclSuccess) fail(what, nccl_text(r));
     if (state == ncclSuccess) return;
     if (state != ncclInProgress) fail(what, nccl_text(state));
-    if (std::chrono::steady_clock::now() > deadline) fail(what, "timed out (a rank is gone or stuck)");
-    std::this_thread::yield();
+    if (past(start, timeout_)) fail(what, "timed out (a rank is gone or stuck)");
+    pause_since(start);
   }
 }
 
 void NcclCommunicator::wait(void* stream) {
   if (state_->aborted) throw CommError("communicator was aborted after an earlier failure");
   const auto s = static_cast<cudaStream_t>(stream);
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  const auto start = std::chrono::steady_clock::now();
   for (;;) {
     const cudaError_t e = cudaStreamQuery(s);
     if (e == cudaSuccess) return;
@@ -117,8 +133,8 @@ void NcclCommunicator::wait(void* stream) {
     ncclResult_t state = ncclSuccess;
     ncclCommGetAsyncError(state_->comm, &state);
     if (state != ncclSuccess && state != ncclInProgress) fail("stream wait", nccl_text(state));
-    if (std::chrono::steady_clock::now() > deadline) fail("stream wait", "timed out (a rank is gone or stuck)");
-    std::this_thread::yield();
+    if (past(start, timeout_)) fail("stream wait", "timed out (a rank is gone or stuck)");
+    pause_since(start);
   }
 }
 

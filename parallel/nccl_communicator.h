@@ -40,6 +40,9 @@ class NcclCommunicator final : public Communicator {
   void barrier() override;
   void wait(void* stream) override;
   std::string name() const override { return "nccl"; }
+  // How long a wait may take before the communicator is aborted; 0: no limit (a follower waiting
+  // for the next step of an idle server; a dead peer still ends the wait through NCCL's error).
+  void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
 
  private:
   struct State;

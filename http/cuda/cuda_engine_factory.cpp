@@ -1,5 +1,7 @@
 // make_cuda_engine (see cuda_engine_factory.h): device, weights (and the MTP module's), KV pool from
-// the memory left, backend (and the MTP draft model).
+// the memory left, backend (and the MTP draft model). Under expert parallelism (request.comm) the
+// weights hold the rank's experts only, rank 0's pool plan is adopted by every rank, and rank 0's
+// backend is a LeaderBackend over a recording pool storage.
 #include "http/cuda/cuda_engine_factory.h"
 
 #include <algorithm>
@@ -13,6 +15,9 @@
 #include "engine/cuda/cuda_mtp.h"
 #include "engine/kv_geometry.h"
 #include "engine/load_error.h"
+#include "parallel/leader_backend.h"
+#include "parallel/rank_setup.h"
+#include "parallel/recording_kv_storage.h"
 
 namespace ds4::http {
 namespace {
@@ -42,15 +47,22 @@ DeviceWeights::Progress progress_log(const DeviceEngineRequest& r, const char* w
   };
 }
 
+// This rank's routed experts (all of them on one GPU).
+ExpertShard rank_experts(const DeviceEngineRequest& r) {
+  return r.comm ? expert_shard(r.comm->rank(), r.comm->world(), r.config->n_expert) : ExpertShard{0, r.config->n_expert};
+}
+
 DeviceWeights device_weights(const DeviceEngineRequest& r) {
+  const ExpertShard experts = rank_experts(r);
   if (!r.weights)
     return DeviceWeights::synthesize(*r.config, r.synth_scheme, r.synth_seed, r.synth_threads,
-                                     progress_log(r, "synthesizing weights on the GPU"));
-  const uint64_t need = DeviceWeights::required_bytes(*r.weights), free_bytes = free_device_bytes();
+                                     progress_log(r, "synthesizing weights on the GPU"), r.comm ? experts : ExpertShard{});
+  const Weights host = r.comm ? expert_slice(*r.weights, experts) : *r.weights;
+  const uint64_t need = DeviceWeights::required_bytes(host), free_bytes = free_device_bytes();
   if (need > free_bytes)
     throw LoadError("--backend cuda: the weights need " + gib(double(need)) + " but the device has " +
                     gib(double(free_bytes)) + " free");
-  return DeviceWeights::upload(*r.weights, progress_log(r, "uploading weights"));
+  return DeviceWeights::upload(host, progress_log(r, "uploading weights"));
 }
 
 // The MTP module's weights on the device, when the request asks for one.
@@ -71,22 +83,51 @@ int64_t kv_budget_bytes(const DeviceEngineRequest& r) {
   return static_cast<int64_t>(budget);
 }
 
-std::unique_ptr<PagedKvPool> device_pool(const DeviceEngineRequest& r, int64_t budget) {
+KvPoolLayout plan_layout(const DeviceEngineRequest& r, int64_t budget) {
   const KvPoolOptions options{.layout = KvLayout::kF32, .budget_bytes = budget, .max_sequences = r.max_num_seqs,
                               .snapshot_fraction = r.snapshot_fraction};
-  KvPoolLayout layout;
   try {
-    layout = plan_kv_pool(kv_geometry(*r.config), options);
+    return plan_kv_pool(kv_geometry(*r.config), options);
   } catch (const std::invalid_argument& e) {
     throw LoadError(std::string("--backend cuda: KV pool of ") + gib(double(budget)) + ": " + e.what());
   }
+}
+
+std::unique_ptr<PagedKvPool> device_pool(const DeviceEngineRequest& r, int64_t budget) {
+  const KvPoolLayout layout = plan_layout(r, budget);
   return std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout, make_cuda_kv_storage(layout)));
+}
+
+// Expert parallelism: rank 0 plans the pool from its memory and sends the counts; every other rank
+// builds the same layout (and fails clearly when it does not fit). Rank 0's storage records the
+// pool's copies and fills for the step messages (*recorder).
+std::unique_ptr<PagedKvPool> rank_pool(const DeviceEngineRequest& r, int64_t budget, RecordingKvStorage** recorder) {
+  Communicator& comm = *r.comm;
+  RankSetup mine{comm.world(), config_fingerprint(*r.config), 0, 0, 0};
+  KvPoolLayout layout;
+  if (comm.rank() == 0) {
+    layout = plan_layout(r, budget);
+    mine.num_blocks = layout.num_blocks, mine.num_slots = layout.num_slots, mine.num_snapshots = layout.num_snapshots;
+  }
+  const RankSetup setup = exchange_setup(comm, mine);
+  if (comm.rank() != 0) {
+    layout = layout_kv_pool(kv_geometry(*r.config), KvLayout::kF32, setup.num_blocks, setup.num_slots, setup.num_snapshots);
+    if (layout.total_bytes() > budget)
+      throw LoadError("rank " + std::to_string(comm.rank()) + ": rank 0's KV pool (" + gib(double(layout.total_bytes())) +
+                      ") does not fit the " + gib(double(budget)) + " this GPU has for it");
+    return std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout, make_cuda_kv_storage(layout)));
+  }
+  auto storage = std::make_unique<RecordingKvStorage>(make_cuda_kv_storage(layout));
+  *recorder = storage.get();
+  return std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout, std::move(storage)));
 }
 
 }  // namespace
 
 DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
   if (!r.config) throw LoadError("make_cuda_engine: no model config");
+  if (r.comm && (r.mtp || r.mtp_synth))
+    throw LoadError("--mtp with several GPUs (expert parallelism) is not implemented yet");
   CudaBackend::select_device(r.device);  // throws LoadError naming why no device is usable
   cudaDeviceProp prop{};
   DS4_CUDA_CHECK(cudaGetDeviceProperties(&prop, r.device));
@@ -97,14 +138,19 @@ DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
   std::optional<DeviceMtpWeights> mtp = mtp_weights(r);  // before the KV budget takes the rest
   const int64_t budget = kv_budget_bytes(r);
   DeviceEngine e;
-  e.pool = device_pool(r, budget);
+  RecordingKvStorage* recorder = nullptr;
+  e.pool = r.comm ? rank_pool(r, budget, &recorder) : device_pool(r, budget);
   CudaBackendOptions bo;
   bo.forward = r.forward;
   bo.device = r.device;
   bo.kv_manager = &e.pool->manager();
+  if (r.comm) bo.expert_parallel = {r.comm, rank_experts(r)};
   auto backend = std::make_unique<CudaBackend>(*r.config, std::move(weights), bo);
   if (mtp) e.draft = std::make_unique<CudaMtpDraftModel>(*backend, *r.config, std::move(*mtp));
-  e.backend = std::move(backend);
+  if (recorder)
+    e.backend = std::make_unique<LeaderBackend>(std::move(backend), *r.comm, e.pool->manager(), *recorder);
+  else
+    e.backend = std::move(backend);
   e.kv_bytes = e.pool->manager().layout().total_bytes();
   char line[320];
   std::snprintf(line, sizeof line,

@@ -1,6 +1,6 @@
 // ds4serve's multi-GPU options (http/parallel_options.h): malformed values and combinations are
-// refused naming the option, and a well-formed multi-rank request is refused with a message that
-// says it is not implemented yet (never silently served on one GPU).
+// refused naming the option; what a build cannot serve is refused with a message saying so (a
+// build without NCCL, --mtp with several ranks, several hosts), never silently served on one GPU.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -44,15 +44,26 @@ TEST(HttpParallelOptions, CombinationsAreChecked) {
   EXPECT_NE(error_of({"--gpus", "0,1"}).find("need --backend cuda"), std::string::npos);
 }
 
-TEST(HttpParallelOptions, WellFormedMultiRankIsRefusedAsNotImplemented) {
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"--backend", "cuda", "--gpus", "0,1,2,3"},
-           {"--backend", "cuda", "--rank", "1", "--world", "8", "--master", "10.0.0.1:29500"}}) {
-    const std::string e = error_of(args);
-    EXPECT_NE(e.find("not implemented yet"), std::string::npos) << e;
-  }
-  EXPECT_NE(error_of({"--backend", "cuda", "--gpus", "0,1,2,3"}).find("4 ranks"), std::string::npos);
-  EXPECT_EQ(error_of({"--backend", "cuda"}), "");  // nothing parallel asked: unchanged
+TEST(HttpParallelOptions, WhatABuildCannotServeIsRefusedWithTheReason) {
+  bool help = false;
+  const ServerOptions gpus = parse_server_options({"--backend", "cuda", "--gpus", "0,1,2,3"}, "m", help);
+  EXPECT_EQ(gpus.parallel.gpus, (std::vector<int>{0, 1, 2, 3}));
+  const ServerOptions hosts =
+      parse_server_options({"--backend", "cuda", "--rank", "1", "--world", "8", "--master", "10.0.0.1:29500"}, "m", help);
+  EXPECT_EQ(hosts.parallel.rank, 1);
+  EXPECT_EQ(hosts.parallel.world, 8);
+  EXPECT_EQ(hosts.parallel.master, "10.0.0.1:29500");
+
+  EXPECT_NE(parallel_serving_refusal(gpus.parallel, gpus.service, false, false).find("needs a ds4serve built with CUDA and NCCL"),
+            std::string::npos);
+  EXPECT_EQ(parallel_serving_refusal(gpus.parallel, gpus.service, true, false), "");
+  EXPECT_NE(parallel_serving_refusal(hosts.parallel, hosts.service, true, false).find("not implemented yet"), std::string::npos);
+  EXPECT_EQ(parallel_serving_refusal(hosts.parallel, hosts.service, true, true), "");  // a child of --gpus
+  ServiceOptions with_mtp = gpus.service;
+  with_mtp.mtp_path = "mtp.gguf";
+  EXPECT_NE(parallel_serving_refusal(gpus.parallel, with_mtp, true, false).find("--mtp with several GPUs"), std::string::npos);
+  const ServerOptions one = parse_server_options({"--backend", "cuda"}, "m", help);
+  EXPECT_EQ(parallel_serving_refusal(one.parallel, one.service, false, false), "");  // nothing parallel asked
 }
 
 }  // namespace
