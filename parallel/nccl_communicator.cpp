@@ -1,8 +1,12 @@
-// NCCL implementation of Communicator (see nccl_communicator.h). Every NCCL and CUDA call is
-// checked; waits poll with a deadline so a failed peer becomes a CommError, not a hang.
+// NCCL implementation of Communicator (see nccl_communicator.h). libnccl.so.2 is loaded at run
+// time (dlopen) on first use, so no binary needs the 218 MB library to start and a machine without
+// it gets a clear error only when several GPUs are asked for. Every NCCL and CUDA call is checked;
+// waits poll the stream and NCCL's asynchronous error with a deadline, so a failed peer becomes a
+// CommError (after ncclCommAbort), not a hang. The communicator is a blocking one (ncclCommInitRank).
 #include "parallel/nccl_communicator.h"
 
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
 
 #include <algorithm>
@@ -23,7 +27,47 @@ struct NcclCommunicator::State {
 
 namespace {
 
-std::string nccl_text(ncclResult_t r) { return std::string(ncclGetErrorString(r)) + " (" + std::to_string(int(r)) + ")"; }
+// The NCCL entry points this file uses, resolved from libnccl.so.2 once.
+struct NcclApi {
+  ncclResult_t (*get_unique_id)(ncclUniqueId*);
+  ncclResult_t (*comm_init_rank)(ncclComm_t*, int, ncclUniqueId, int);
+  ncclResult_t (*comm_destroy)(ncclComm_t);
+  ncclResult_t (*comm_abort)(ncclComm_t);
+  ncclResult_t (*comm_get_async_error)(ncclComm_t, ncclResult_t*);
+  ncclResult_t (*all_reduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
+  ncclResult_t (*broadcast)(const void*, void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+  const char* (*get_error_string)(ncclResult_t);
+};
+
+template <typename Fn>
+void resolve(void* lib, const char* name, Fn& fn) {
+  fn = reinterpret_cast<Fn>(dlsym(lib, name));
+  if (!fn) throw CommError(std::string("libnccl.so.2 has no ") + name);
+}
+
+NcclApi load_nccl() {
+  void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
+  if (!lib)
+    throw CommError(std::string("cannot load libnccl.so.2 (") + dlerror() +
+                    "); on the GPU machines put the lib folder of the nvidia-nccl-cu13 wheel on LD_LIBRARY_PATH");
+  NcclApi api{};
+  resolve(lib, "ncclGetUniqueId", api.get_unique_id);
+  resolve(lib, "ncclCommInitRank", api.comm_init_rank);
+  resolve(lib, "ncclCommDestroy", api.comm_destroy);
+  resolve(lib, "ncclCommAbort", api.comm_abort);
+  resolve(lib, "ncclCommGetAsyncError", api.comm_get_async_error);
+  resolve(lib, "ncclAllReduce", api.all_reduce);
+  resolve(lib, "ncclBroadcast", api.broadcast);
+  resolve(lib, "ncclGetErrorString", api.get_error_string);
+  return api;  // the library stays loaded for the process
+}
+
+const NcclApi& nccl() {
+  static const NcclApi api = load_nccl();  // thread-safe; a failed load throws again next time
+  return api;
+}
+
+std::string nccl_text(ncclResult_t r) { return std::string(nccl().get_error_string(r)) + " (" + std::to_string(int(r)) + ")"; }
 
 void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw CommError(std::string(what) + ": " + cudaGetErrorString(e));
@@ -33,7 +77,7 @@ void check_cuda(cudaError_t e, const char* what) {
 
 NcclId nccl_new_id() {
   ncclUniqueId id;
-  if (const ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess) throw CommError("ncclGetUniqueId: " + nccl_text(r));
+  if (const ncclResult_t r = nccl().get_unique_id(&id); r != ncclSuccess) throw CommError("ncclGetUniqueId: " + nccl_text(r));
   NcclId out{};
   static_assert(sizeof(id.internal) == out.size());
   std::memcpy(out.data(), id.internal, out.size());
@@ -60,35 +104,45 @@ NcclId nccl_id_from_hex(const std::string& hex) {
 }
 
 NcclCommunicator::NcclCommunicator(const NcclId& id, int rank, int world, int device, std::chrono::milliseconds timeout)
-    : rank_(rank), world_(world), timeout_(timeout), state_(new State) {
+    : rank_(rank), world_(world), timeout_(timeout) {
   const char* nvls = std::getenv("NCCL_NVLS_ENABLE");
   if (!nvls || std::string(nvls) != "0")
     throw CommError("NCCL_NVLS_ENABLE=0 must be set in every rank's environment (NVLink multicast stays off)");
   if (world < 1 || rank < 0 || rank >= world)
     throw CommError("rank " + std::to_string(rank) + " is not in a world of " + std::to_string(world));
-  check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  check_cuda(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  check_cuda(cudaMalloc(reinterpret_cast<void**>(&state_->one), sizeof(float)), "cudaMalloc");
-  ncclUniqueId uid;
-  std::memcpy(uid.internal, id.data(), id.size());
-  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-  config.blocking = 0;
-  const ncclResult_t r = ncclCommInitRankConfig(&state_->comm, world, uid, rank, &config);
-  if (r != ncclSuccess && r != ncclInProgress) fail("ncclCommInitRankConfig", nccl_text(r));
-  wait_comm("ncclCommInitRankConfig");
+  const NcclApi& api = nccl();  // a clear error before touching the device when the library is missing
+  state_ = new State;
+  try {
+    check_cuda(cudaSetDevice(device), "cudaSetDevice");
+    check_cuda(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_cuda(cudaMalloc(reinterpret_cast<void**>(&state_->one), sizeof(float)), "cudaMalloc");
+    ncclUniqueId uid;
+    std::memcpy(uid.internal, id.data(), id.size());
+    // Blocks until every rank has joined (a rank that never comes is the launcher's to stop).
+    if (const ncclResult_t r = api.comm_init_rank(&state_->comm, world, uid, rank); r != ncclSuccess)
+      fail("ncclCommInitRank", nccl_text(r));
+  } catch (...) {
+    release();  // the destructor does not run for a constructor that throws
+    state_ = nullptr;
+    throw;
+  }
 }
 
-NcclCommunicator::~NcclCommunicator() {
-  if (state_->comm && !state_->aborted) ncclCommDestroy(state_->comm);  // an aborted one is already freed
+void NcclCommunicator::release() {
+  if (state_->comm && !state_->aborted) nccl().comm_destroy(state_->comm);  // an aborted one is already freed
   if (state_->staging) cudaFree(state_->staging);
   if (state_->one) cudaFree(state_->one);
   if (state_->stream) cudaStreamDestroy(state_->stream);
   delete state_;
 }
 
+NcclCommunicator::~NcclCommunicator() {
+  if (state_) release();
+}
+
 void NcclCommunicator::fail(const std::string& what, const std::string& why) {
   if (state_->comm && !state_->aborted) {
-    ncclCommAbort(state_->comm);  // releases peers' pending operations with an error
+    nccl().comm_abort(state_->comm);  // releases peers' pending operations with an error
     state_->aborted = true;
   }
   throw CommError("rank " + std::to_string(rank_) + " of " + std::to_string(world_) + ": " + what + ": " + why);
@@ -110,16 +164,10 @@ void pause_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-void NcclCommunicator::wait_comm(const char* what) {
-  const auto start = std::chrono::steady_clock::now();
-  for (;;) {
-    ncclResult_t state = ncclSuccess;
-    if (const ncclResult_t r = ncclCommGetAsyncError(state_->comm, &state); r != ncclSuccess) fail(what, nccl_text(r));
-    if (state == ncclSuccess) return;
-    if (state != ncclInProgress) fail(what, nccl_text(state));
-    if (past(start, timeout_)) fail(what, "timed out (a rank is gone or stuck)");
-    pause_since(start);
-  }
+void NcclCommunicator::check_async(const char* what) {
+  ncclResult_t state = ncclSuccess;
+  if (const ncclResult_t r = nccl().comm_get_async_error(state_->comm, &state); r != ncclSuccess) fail(what, nccl_text(r));
+  if (state != ncclSuccess && state != ncclInProgress) fail(what, nccl_text(state));
 }
 
 void NcclCommunicator::wait(void* stream) {
@@ -130,9 +178,7 @@ void NcclCommunicator::wait(void* stream) {
     const cudaError_t e = cudaStreamQuery(s);
     if (e == cudaSuccess) return;
     if (e != cudaErrorNotReady) fail("stream wait", cudaGetErrorString(e));
-    ncclResult_t state = ncclSuccess;
-    ncclCommGetAsyncError(state_->comm, &state);
-    if (state != ncclSuccess && state != ncclInProgress) fail("stream wait", nccl_text(state));
+    check_async("stream wait");
     if (past(start, timeout_)) fail("stream wait", "timed out (a rank is gone or stuck)");
     pause_since(start);
   }
@@ -140,9 +186,9 @@ void NcclCommunicator::wait(void* stream) {
 
 void NcclCommunicator::all_reduce_sum(float* data, size_t count, void* stream) {
   if (state_->aborted) throw CommError("communicator was aborted after an earlier failure");
-  const ncclResult_t r = ncclAllReduce(data, data, count, ncclFloat32, ncclSum, state_->comm, static_cast<cudaStream_t>(stream));
-  if (r != ncclSuccess && r != ncclInProgress) fail("ncclAllReduce", nccl_text(r));
-  wait_comm("ncclAllReduce");  // enqueued (non-blocking mode may return before)
+  const ncclResult_t r =
+      nccl().all_reduce(data, data, count, ncclFloat32, ncclSum, state_->comm, static_cast<cudaStream_t>(stream));
+  if (r != ncclSuccess) fail("ncclAllReduce", nccl_text(r));  // enqueued; wait() sees it finish
 }
 
 void NcclCommunicator::ensure_staging(size_t bytes) {
@@ -161,9 +207,8 @@ void NcclCommunicator::broadcast(void* data, size_t bytes, int root) {
   ensure_staging(bytes);
   if (rank_ == root)
     check_cuda(cudaMemcpyAsync(state_->staging, data, bytes, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
-  const ncclResult_t r = ncclBroadcast(state_->staging, state_->staging, bytes, ncclUint8, root, state_->comm, state_->stream);
-  if (r != ncclSuccess && r != ncclInProgress) fail("ncclBroadcast", nccl_text(r));
-  wait_comm("ncclBroadcast");
+  const ncclResult_t r = nccl().broadcast(state_->staging, state_->staging, bytes, ncclUint8, root, state_->comm, state_->stream);
+  if (r != ncclSuccess) fail("ncclBroadcast", nccl_text(r));
   if (rank_ != root)
     check_cuda(cudaMemcpyAsync(data, state_->staging, bytes, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
   wait(state_->stream);

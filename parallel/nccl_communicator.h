@@ -1,7 +1,8 @@
 // NcclCommunicator: Communicator over NCCL (docs/PARALLEL.md section 4), one per rank and GPU.
-// The communicator is non-blocking (ncclConfig_t::blocking = 0), so every wait polls
-// ncclCommGetAsyncError and the stream with a deadline: a peer that died or hangs turns into
-// ncclCommAbort and a CommError naming the cause, never a hang. all_reduce_sum enqueues on the
+// libnccl.so.2 is loaded at run time (dlopen; on the GPU machines from the nvidia-nccl-cu13 wheel
+// through LD_LIBRARY_PATH), so binaries start without it. Every wait polls the stream and
+// ncclCommGetAsyncError with a deadline: a peer that died or hangs turns into ncclCommAbort and a
+// CommError naming the cause, never a hang. all_reduce_sum enqueues on the
 // caller's stream (device memory); broadcast and barrier run on an own stream through a device
 // staging buffer and return when done. Needs NCCL_NVLS_ENABLE=0 in the environment (checked: NVLink
 // multicast needs cuMulticastCreate, which the machines here refuse). CUDA builds only.
@@ -16,7 +17,7 @@ namespace ds4 {
 
 // The 128 bytes rank 0 creates and every rank needs to join (ncclUniqueId), sent by the launcher.
 using NcclId = std::array<char, 128>;
-// A new id (rank 0 only). Throws CommError.
+// A new id (rank 0 only). Throws CommError (also when libnccl.so.2 cannot be loaded).
 NcclId nccl_new_id();
 // Hex text of an id (to pass through an environment variable or a socket) and back; from_hex
 // throws CommError on malformed text.
@@ -25,8 +26,9 @@ NcclId nccl_id_from_hex(const std::string& hex);
 
 class NcclCommunicator final : public Communicator {
  public:
-  // Joins the group of `world` ranks as `rank` on CUDA device `device` (made current). Throws
-  // CommError naming the problem (NVLS not disabled, bad rank, NCCL or CUDA failure, timeout).
+  // Joins the group of `world` ranks as `rank` on CUDA device `device` (made current); blocks until
+  // every rank has joined. Throws CommError naming the problem (NVLS not disabled, bad rank, no
+  // libnccl.so.2, NCCL or CUDA failure).
   NcclCommunicator(const NcclId& id, int rank, int world, int device,
                    std::chrono::milliseconds timeout = std::chrono::seconds(60));
   ~NcclCommunicator() override;
@@ -46,8 +48,9 @@ class NcclCommunicator final : public Communicator {
 
  private:
   struct State;
-  // Waits until NCCL's pending call on the communicator completed (non-blocking mode).
-  void wait_comm(const char* what);
+  // Fails (abort + CommError) when NCCL reports an asynchronous error on the communicator.
+  void check_async(const char* what);
+  void release();  // frees the NCCL and CUDA handles
   // Aborts the communicator and throws CommError("what: why").
   [[noreturn]] void fail(const std::string& what, const std::string& why);
   void ensure_staging(size_t bytes);
