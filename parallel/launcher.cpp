@@ -85,44 +85,81 @@ std::vector<RankCommand> gpu_rank_commands(const std::string& self, const std::v
   return out;
 }
 
+namespace {
+
+// The supervision loop's state: who is alive, who failed, what was sent to whom.
+class Supervisor {
+ public:
+  Supervisor(std::vector<pid_t> pids, LaunchResult& result, std::chrono::milliseconds grace)
+      : pids_(std::move(pids)), result_(result), grace_(grace) {}
+  bool any_alive() const { return std::any_of(pids_.begin(), pids_.end(), [](pid_t p) { return p > 0; }); }
+
+  // One round: collect exits, then escalate (see launch_ranks in launcher.h).
+  void round(bool stop_requested) {
+    reap();
+    const auto now = Clock::now();
+    if (result_.first_failed_rank >= 0 && !all_terminated_) {  // a rank failed: stop every other one
+      all_terminated_ = true;
+      all_deadline_ = now + grace_;
+      for (size_t r = 0; r < pids_.size(); ++r) send(r, SIGTERM);
+    } else if (stop_requested && !leader_terminated_) {  // rank 0 drains, then stops the followers itself
+      leader_terminated_ = true;
+      send(0, SIGTERM);
+    }
+    if (pids_[0] <= 0 && rest_deadline_ == Clock::time_point::max()) rest_deadline_ = now + grace_;
+    if (now > rest_deadline_ || (all_terminated_ && now > all_deadline_))
+      for (size_t r = 0; r < pids_.size(); ++r) send(r, SIGKILL);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::vector<pid_t> pids_;
+  LaunchResult& result_;
+  std::chrono::milliseconds grace_;
+  bool all_terminated_ = false, leader_terminated_ = false;
+  Clock::time_point all_deadline_ = Clock::time_point::max(), rest_deadline_ = Clock::time_point::max();
+
+  void reap() {
+    for (size_t r = 0; r < pids_.size(); ++r) {
+      int status = 0;
+      if (pids_[r] <= 0 || waitpid(pids_[r], &status, WNOHANG) != pids_[r]) continue;
+      record_status(result_.ranks[r], status);
+      pids_[r] = -1;
+      if (failed(result_.ranks[r]) && !result_.ranks[r].stopped_by_launcher && result_.first_failed_rank < 0)
+        result_.first_failed_rank = static_cast<int>(r);
+    }
+  }
+  void send(size_t r, int sig) {  // to the rank's whole process group
+    if (pids_[r] <= 0) return;
+    kill(-pids_[r], sig);
+    result_.ranks[r].stopped_by_launcher = true;
+  }
+};
+
+}  // namespace
+
 LaunchResult launch_ranks(const std::vector<RankCommand>& ranks, std::chrono::milliseconds grace, const std::atomic<bool>* stop) {
   LaunchResult result;
   result.ranks.resize(ranks.size());
+  if (ranks.empty()) return result.ok = true, result;
   std::vector<pid_t> pids(ranks.size(), -1);
   for (size_t r = 0; r < ranks.size(); ++r) {
     pids[r] = start_rank(ranks[r]);
     result.ranks[r].started = pids[r] > 0;
     if (pids[r] <= 0 && result.first_failed_rank < 0) result.first_failed_rank = static_cast<int>(r);
   }
-  bool stopping = false;  // SIGTERM sent to the survivors
-  auto kill_deadline = std::chrono::steady_clock::time_point::max();
-  for (size_t alive = std::count_if(pids.begin(), pids.end(), [](pid_t p) { return p > 0; }); alive > 0;) {
-    for (size_t r = 0; r < pids.size(); ++r) {
-      int status = 0;
-      if (pids[r] <= 0 || waitpid(pids[r], &status, WNOHANG) != pids[r]) continue;
-      record_status(result.ranks[r], status);
-      pids[r] = -1;
-      --alive;
-      if (failed(result.ranks[r]) && !result.ranks[r].stopped_by_launcher && result.first_failed_rank < 0)
-        result.first_failed_rank = static_cast<int>(r);
-    }
-    const bool stop_now = result.first_failed_rank >= 0 || (stop && stop->load());
-    if (stop_now && !stopping) {
-      stopping = true;
-      kill_deadline = std::chrono::steady_clock::now() + grace;
-      for (size_t r = 0; r < pids.size(); ++r)
-        if (pids[r] > 0) kill(-pids[r], SIGTERM), result.ranks[r].stopped_by_launcher = true;
-    }
-    if (stopping && std::chrono::steady_clock::now() > kill_deadline)
-      for (pid_t p : pids)
-        if (p > 0) kill(-p, SIGKILL);
-    if (alive > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  Supervisor supervisor(std::move(pids), result, grace);
+  for (;;) {
+    supervisor.round(stop && stop->load());
+    if (!supervisor.any_alive()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  result.ok = result.first_failed_rank < 0 && !(stop && stop->load());
+  const bool stopped = stop && stop->load();
+  result.ok = result.first_failed_rank < 0 && !stopped;
   if (result.first_failed_rank >= 0)
     result.message = "rank " + std::to_string(result.first_failed_rank) + " " +
                      result.ranks[result.first_failed_rank].describe() + "; the other ranks were stopped";
-  else if (!result.ok)
+  else if (stopped)
     result.message = "stopped on request";
   return result;
 }

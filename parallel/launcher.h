@@ -1,8 +1,11 @@
 // Rank launcher of `ds4serve --gpus LIST` (docs/PARALLEL.md sections 1 and 9): one child process
 // per rank with its own environment (CUDA_VISIBLE_DEVICES, NCCL_NVLS_ENABLE=0, ...), supervised
 // until all have ended. When a rank fails (non-zero exit or a signal) the others get SIGTERM, then
-// SIGKILL after a grace period, and the result names the rank that failed first; a stop request
-// (the launcher's own SIGTERM) is forwarded the same way. POSIX only; called by ds4serve's main.
+// SIGKILL after a grace period, and the result names the rank that failed first. A stop request
+// (the launcher's own SIGTERM) goes to rank 0 only, which drains and then stops the followers
+// itself (its step message); ranks still alive a grace period after rank 0 ended are killed.
+// Each rank runs in its own process group, and signals reach the whole group. POSIX only; called
+// by ds4serve's main.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -38,9 +41,9 @@ struct LaunchResult {
 std::vector<RankCommand> gpu_rank_commands(const std::string& self, const std::vector<std::string>& args,
                                            const std::vector<int>& gpus, int port);
 
-// Starts every rank and waits for all of them (see the file comment). `stop`, when set, is polled:
-// true ends every rank as a failure would. Never throws for a rank that cannot start: that rank
-// fails with exit code 127 and the others are stopped.
+// Starts every rank and waits for all of them (see the file comment). `stop`, when set, is polled.
+// Never throws for a rank that cannot start: that rank fails with exit code 127 and the others are
+// stopped.
 LaunchResult launch_ranks(const std::vector<RankCommand>& ranks, std::chrono::milliseconds grace,
                           const std::atomic<bool>* stop = nullptr);
 

@@ -83,18 +83,34 @@ TEST(RankLauncher, AProgramThatCannotRunFailsItsRank) {
   EXPECT_NE(res.message.find("could not be run"), std::string::npos) << res.message;
 }
 
-TEST(RankLauncher, AStopRequestEndsEveryRank) {
+// A stop request goes to rank 0 (which stops its followers itself); a follower that outlives rank 0
+// by the grace period is killed.
+TEST(RankLauncher, AStopRequestGoesToRankZeroThenTheRestAreEnded) {
   std::atomic<bool> stop{false};
   std::thread stopper([&] {
     std::this_thread::sleep_for(100ms);
     stop = true;
   });
-  const LaunchResult res = launch_ranks({sh("exec sleep 60"), sh("exec sleep 60")}, 2s, &stop);
+  const std::string leader_done = temp_path("leader_done");
+  // Rank 1 plays a follower that ends when "rank 0" has written its marker; rank 2 never ends.
+  const LaunchResult res = launch_ranks({sh("trap 'echo done > " + leader_done + "; exit 0' TERM; sleep 60 & wait"),
+                                         sh("while [ ! -s " + leader_done + " ]; do sleep 0.02; done; exit 0"),
+                                         sh("trap '' TERM; exec sleep 60")},
+                                        300ms, &stop);
   stopper.join();
   EXPECT_FALSE(res.ok);
   EXPECT_EQ(res.first_failed_rank, -1);
   EXPECT_EQ(res.message, "stopped on request");
-  EXPECT_EQ(res.ranks[1].signal, SIGTERM);
+  EXPECT_EQ(res.ranks[0].exit_code, 0);  // drained on SIGTERM
+  EXPECT_EQ(res.ranks[1].exit_code, 0);  // ended by itself, was never signalled
+  EXPECT_FALSE(res.ranks[1].stopped_by_launcher);
+  EXPECT_EQ(res.ranks[2].signal, SIGKILL);  // outlived rank 0 by the grace period
+}
+
+TEST(RankLauncher, RanksEndingOnTheirOwnAreASuccess) {
+  const LaunchResult res = launch_ranks({sh("exit 0"), sh("sleep 0.05; exit 0")}, 2s);
+  EXPECT_TRUE(res.ok);
+  EXPECT_EQ(res.message, "");
 }
 
 }  // namespace

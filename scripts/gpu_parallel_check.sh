@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Expert-parallel checks on GPUs (docs/PARALLEL.md) in one go.
+#   scripts/gpu_parallel_check.sh bundle [BUILD_DIR]   (build machine) builds cuda_parallel_test,
+#       ds4serve and ds4serve-model and copies them into BUILD_DIR/parallel-bundle (default
+#       BUILD_DIR: build-ep-cuda). libnccl.so.2 does not travel: the binaries load it at run time.
+#   scripts/gpu_parallel_check.sh run [BUNDLE_DIR]     (GPU machine, repository root) generates the
+#       demo model, runs cuda_parallel_test (one GPU: kernels, slices, ranks sharing a GPU, CUDA
+#       leader + follower; two or more: NCCL), then, with two or more GPUs, serves the demo model
+#       with `ds4serve --gpus 0,1` and with one GPU and compares a greedy completion. Logs and a
+#       summary go to $OUT (default ./parallel-logs). NCCL comes from the nvidia-nccl-cu13 wheel
+#       (its lib folder is put on LD_LIBRARY_PATH); NCCL_NVLS_ENABLE=0 is set for every rank.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+
+bundle() {
+  local build=${1:-build-ep-cuda}
+  set -e
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$build" -j2 --target cuda_parallel_test ds4serve ds4serve-model
+  local out="$build/parallel-bundle"
+  rm -rf "$out" && mkdir -p "$out/lib"
+  cp "$build/tests/cuda/cuda_parallel_test" "$build/http/ds4serve" "$build/tools/ds4serve-model" "$out/"
+  # Shared libraries outside the base system travel along (not NCCL: loaded at run time).
+  for b in "$out"/*; do if [ -f "$b" ] && [ -x "$b" ]; then ldd "$b" 2>/dev/null || true; fi; done |
+    awk '$3 ~ /^\// && $3 !~ /\/(libc|libm|libdl|librt|libpthread|ld-linux|libgcc_s|libstdc\+\+|libnccl)[.-]/ {print $3}' |
+    sort -u | xargs -r -I{} cp -L {} "$out/lib/"
+  du -sh "$out"
+}
+
+# The lib folder of the nvidia-nccl-cu13 wheel, or nothing.
+nccl_lib() {
+  python3 - <<'EOF' 2>/dev/null
+import importlib.util, os
+spec = importlib.util.find_spec("nvidia")
+for base in (spec.submodule_search_locations if spec else []):
+    lib = os.path.join(base, "nccl", "lib")
+    if os.path.exists(os.path.join(lib, "libnccl.so.2")):
+        print(lib)
+        break
+EOF
+}
+
+# Serves the demo model with the given extra arguments, sends one greedy request, prints the text.
+serve_once() {  # serve_once LOG PORT ARGS...
+  local log=$1 port=$2
+  shift 2
+  "$B/ds4serve" --model "$WORK/models/tiny-q2.gguf" --backend cuda --port "$port" --device-reserve 1 --kv-memory 2 "$@" >"$log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  curl -s "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"prompt": "The quick brown fox", "max_tokens": 24, "temperature": 0}' | python3 -c \
+    'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])' 2>/dev/null || echo "(no completion)"
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid"
+  echo "exit status $?" >>"$log"
+}
+
+run() {
+  B=${1:-build-ep-cuda/parallel-bundle}
+  local out=${OUT:-$PWD/parallel-logs}
+  mkdir -p "$out"
+  local nccl
+  nccl=$(nccl_lib)
+  export LD_LIBRARY_PATH="$B/lib:${nccl:+$nccl:}${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
+  local gpus
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+  { nvidia-smi; echo "NCCL lib: ${nccl:-not found}"; } >"$out/device.txt" 2>&1
+  echo "GPUs: $gpus, NCCL lib: ${nccl:-not found}" | tee "$out/summary.txt"
+  WORK=$(mktemp -d)
+  mkdir -p "$WORK/models" "$WORK/tokenizer"
+  tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$WORK/tokenizer"
+  "$B/ds4serve-model" synth --preset tiny --quant q2 --seed 1 --tokenizer "$WORK/tokenizer" \
+    -o "$WORK/models/tiny-q2.gguf" >"$out/synth.log" 2>&1 || { echo "demo model generation failed"; cat "$out/synth.log"; }
+  local t0=$SECONDS
+  DS4_BINARY_DIR="$WORK" DS4_SOURCE_DIR="$PWD" timeout 500 "$B/cuda_parallel_test" --gtest_color=no >"$out/cuda_parallel_test.log" 2>&1
+  printf 'cuda_parallel_test rc=%s %ss  %s\n' "$?" "$((SECONDS - t0))" \
+    "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/cuda_parallel_test.log" | head -3 | tr '\n' ' ')" | tee -a "$out/summary.txt"
+  grep -E '^\[ gpu \]' "$out/cuda_parallel_test.log" | head -40 | tee -a "$out/summary.txt"
+  if [ "$gpus" -lt 2 ]; then
+    echo "fewer than two GPUs: ds4serve --gpus not run" | tee -a "$out/summary.txt"
+    return 0
+  fi
+  local one two
+  one=$(serve_once "$out/serve_1gpu.log" 18101)
+  two=$(serve_once "$out/serve_2gpu.log" 18102 --gpus 0,1)
+  echo "1 GPU : $one" | tee -a "$out/summary.txt"
+  echo "2 GPUs: $two" | tee -a "$out/summary.txt"
+  [ "$one" = "$two" ] && echo "greedy completion identical" | tee -a "$out/summary.txt" ||
+    echo "greedy completion DIFFERS" | tee -a "$out/summary.txt"
+  tail -3 "$out/serve_2gpu.log" | tee -a "$out/summary.txt"
+}
+
+case "$mode" in
+  bundle) shift; bundle "$@" ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 bundle [BUILD_DIR] | run [BUNDLE_DIR]" >&2; exit 2 ;;
+esac
