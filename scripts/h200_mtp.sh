@@ -56,7 +56,7 @@ run() {
   t0=$SECONDS
   timeout $((${MTP_TIME:-240} + 60)) "$b/cuda_mtp_bench" --synth full --quant q2 --seed 1 --mtp-seed 2 \
     --batches "${MTP_BATCHES:-1,4,16,64}" --ks "${MTP_KS:-1,2,3}" --rates "${MTP_RATES:-0,0.5,0.8,1}" \
-    --prompt "${MTP_PROMPT:-16}" --output "${MTP_OUTPUT:-16}" --time-limit "${MTP_TIME:-240}" >"$work/logs/bench.log" 2>&1
+    --prompt "${MTP_PROMPT:-16}" --output "${MTP_OUTPUT:-16}" --time-limit "${MTP_TIME:-240}" --adaptive "${MTP_ADAPTIVE:-1}" >"$work/logs/bench.log" 2>&1
   echo "cuda_mtp_bench rc=$? $((SECONDS - t0)) s" | tee -a "$summary"
   grep -v '^csv' "$work/logs/bench.log" | tail -5 | tee -a "$summary"
   grep '^csv' "$work/logs/bench.log" | cut -d, -f2- >"$out/mtp.csv"

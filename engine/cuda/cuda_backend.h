@@ -6,8 +6,10 @@
 // expert's weights are read once per call. Results do not depend on what else is in the batch.
 // Owned and called by one thread (the engine thread); each forward() synchronises its stream.
 // Speculative inputs: forward() keeps a device copy of each one's slot (raw-window rings and
-// compressor frontiers) and its fed tokens; rollback_all() restores the slots and re-feeds the kept
-// prefixes in one batch (engine/cuda/cuda_rollback.cpp), so each state equals a run that never saw
+// compressor frontiers) and its fed tokens, and the compressors log every frontier entry they
+// overwrite; rollback_all() puts back the rejected positions' raw rows and frontier entries
+// (engine/cuda/cuda_rollback.cpp; without a log, e.g. after a graph-replayed step, it restores the
+// slots and re-feeds the kept prefixes in one batch), so each state equals a run that never saw
 // the rest. forward_mtp() runs the MTP draft module (engine/cuda/cuda_mtp.h).
 #pragma once
 #include <cstdint>
@@ -23,6 +25,7 @@
 #include "engine/forward.h"
 #include "engine/model_config.h"
 #include "engine/weights.h"
+#include "kernels/cuda/copy_spans.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/sample.h"
 
@@ -68,10 +71,15 @@ class CudaBackend final : public Backend {
   // rows[i] for logit row i, in ForwardOutput order; the same tokens as engine/sampler.h up to
   // the sampler's stated tolerance. rows.size() must equal the last forward's logit rows.
   std::vector<int32_t> sample(std::span<const cuda::SampleRow> rows);
-  // Speculative decoding (see the file comment): exact, one extra batched forward per step.
+  // Speculative decoding (see the file comment): exact; restores from the undo log, or re-feeds.
   bool supports_rollback() const override { return true; }
   void rollback(SequenceKv& kv, int64_t num_tokens) override;
-  void rollback_all(std::span<const RollbackTo> rollbacks) override;  // one batched re-feed
+  void rollback_all(std::span<const RollbackTo> rollbacks) override;
+  // Sequences rolled back so far from the undo log, and by re-feeding (graph-replayed steps).
+  struct RollbackCounts {
+    int64_t undone = 0, refed = 0;
+  };
+  const RollbackCounts& rollback_counts() const { return rollback_counts_; }
   // Backend's device sampling: sample() with the rows' parameters.
   bool supports_device_sampling() const override { return true; }
   std::vector<int32_t> sample_rows(std::span<const RowSampling> rows) override;
@@ -110,8 +118,23 @@ class CudaBackend final : public Backend {
     int64_t slot = 0;
     int64_t start = 0;             // its position before the forward
     std::vector<int32_t> tokens;   // fed tokens
+    int undo_index = -1;           // its part of the undo log (undo_), or -1: roll back by re-feeding
+  };
+  // The compressors' undo log of the last forward's speculative inputs (cuda::CompressorParams::undo):
+  // per (layer, compressor) a region at offset[il · 2 + indexer] floats. Not kept for graph-replayed
+  // steps (their launches are fixed); rollback then re-feeds.
+  struct SpeculativeUndo {
+    bool active = false;
+    int tokens = 0;                     // undo_tokens
+    std::vector<int64_t> offset;        // [n_layer · 2], -1: no such compressor
+    std::vector<int32_t> seq_map_host;  // [batch sequences]: undo index or -1
+    cuda::DeviceBuffer log, seq_map, spans;
   };
   void save_speculative(const ForwardBatch& batch, const std::vector<SeqRef>& seqs);
+  void plan_undo(const ForwardBatch& batch);
+  // Restores of one sequence rolled back from the undo log: raw rows of the rejected positions from
+  // the slot copy, frontier entries from the log (the oldest rejected token's saved value wins).
+  void undo_spans(const SpeculativeInput& in, int64_t num_tokens, std::vector<cuda::CopySpan>& spans) const;
   struct Plan;
   struct PlanOffsets;
   struct Scratch;
@@ -164,6 +187,8 @@ class CudaBackend final : public Backend {
   std::vector<SpeculativeInput> speculative_;  // of the last forward() (not of rollback's re-feeds)
   cuda::DeviceBuffer speculative_slots_;       // [speculative_.size(), slot bytes]
   bool refeeding_ = false;                     // inside rollback()'s forward()
+  SpeculativeUndo undo_;
+  RollbackCounts rollback_counts_;
   cuda::DeviceBuffer rope_freq_;  // [2, rope_dim / 2] f64: plain, compressed
   std::unique_ptr<Scratch> scratch_;
   std::unique_ptr<Scratch> mtp_scratch_;  // forward_mtp's own (swapped in): the step graphs' pointers stay valid

@@ -212,6 +212,10 @@ void CudaBackend::compressed_rows(const Plan& plan, int il, bool indexer) {
   cp.frontier_kv = kv_->frontier(il, indexer, false), cp.frontier_score = kv_->frontier(il, indexer, true);
   cp.frontier_slot_stride = kv_->frontier_slot_stride();
   cp.emit_index = rp.emit_index, cp.pooled = pooled;
+  if (undo_.active && !refeeding_) {  // speculative inputs log what they overwrite (cuda_rollback.cpp)
+    cp.undo = undo_.log.as<float>() + undo_.offset[il * 2 + indexer], cp.undo_seq = undo_.seq_map.as<int32_t>();
+    cp.undo_tokens = undo_.tokens;
+  }
   cuda::compressor_update(plan.batch, cp, stream_);
 
   const cuda::LayerKv kv = kv_->layer(il);

@@ -85,10 +85,23 @@ __global__ void compressor_kernel(StepBatch b, CompressorParams p) {
   const int first = b.seq_first[s], count = b.seq_count[s];
   const int64_t start = b.seq_start[s];
   const int n_cols = R == 4 ? 2 : 1;
+  const int u = p.undo && p.undo_seq ? p.undo_seq[s] : -1;
+  // Saves entry e (row, half k) of token i before it is overwritten (undo log, attention.h).
+  auto save = [&](int i, int e, int row, int k) {
+    float* at = p.undo + ((static_cast<int64_t>(u) * p.undo_tokens + i) * kUndoEntries + e) * 2 * D + j;
+    at[0] = fkv[row * W + k * D + j];
+    at[D] = fsc[row * W + k * D + j];
+  };
   for (int i = 0; i < count; ++i) {
     const int64_t t = first + i, pos = start + i;
     const int phi = static_cast<int>(pos % R);
     const int slot_row = R == 4 ? 4 + phi : phi;
+    if (u >= 0) {
+      for (int k = 0; k < n_cols; ++k) save(i, k, slot_row, k);
+      if (R == 4 && (pos + 1) % R == 0)
+        for (int r = 0; r < 4; ++r)
+          for (int k = 0; k < 2; ++k) save(i, 2 + 2 * r + k, r, k);
+    }
     for (int k = 0; k < n_cols; ++k) {
       const int c = j + k * D;
       fkv[slot_row * W + c] = p.kv_proj[t * W + c];

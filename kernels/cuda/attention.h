@@ -78,7 +78,15 @@ struct CompressorParams {
   int64_t frontier_slot_stride = 0; // floats [frontier rows · width]
   const int32_t* emit_index = nullptr;  // [T] row of pooled, or -1
   float* pooled = nullptr;              // [n_emit, row_dim]
+  // Optional undo log (speculative inputs): sequence s with undo_seq[s] = u >= 0 saves, before
+  // its token i overwrites them, the frontier entries the token changes at
+  // undo + ((((u · undo_tokens + i) · kUndoEntries + e) · 2 + {0: kv, 1: score}) · row_dim):
+  // e = k for the written row's half k, e = 2 + 2r + k for row r < 4, half k, of a ratio-4 shift.
+  float* undo = nullptr;
+  const int32_t* undo_seq = nullptr;    // [S] or null
+  int undo_tokens = 0;                  // >= every undo-logged sequence's token count
 };
+constexpr int kUndoEntries = 10;
 void compressor_update(const StepBatch& b, const CompressorParams& p, cudaStream_t stream);
 
 // Finishes emitted rows: RMSNorm(norm) → RoPE at the window's first position → FP8 on the nope

@@ -36,7 +36,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 constexpr const char* kUsage =
     "usage: cuda_mtp_bench (--synth PRESET [--quant q2|q4] [--seed S] | --model FILE) (--mtp FILE | --mtp-seed S)\n"
     "                      [--batches 1,4,16,64] [--ks 1,2,3] [--rates 0,0.5,0.8,1] [--prompt P] [--output N]\n"
-    "                      [--time-limit S]\n";
+    "                      [--time-limit S] [--adaptive 0|1]\n";
 
 struct Options {
   std::string synth, model, quant = "q2", mtp;
@@ -46,6 +46,7 @@ struct Options {
   std::vector<double> rates{0, 0.5, 0.8, 1.0};
   int prompt = 16, output = 16;
   double time_limit_s = 300;
+  bool adaptive = true;  // also the adaptive-policy pass per batch
 };
 
 template <typename T>
@@ -80,6 +81,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--prompt") o.prompt = std::stoi(v);
     else if (a == "--output") o.output = std::stoi(v);
     else if (a == "--time-limit") o.time_limit_s = std::stod(v);
+    else if (a == "--adaptive") o.adaptive = v != "0";
     else throw LoadError("unknown option " + a + "\n" + kUsage);
   }
   if (o.synth.empty() == o.model.empty()) throw LoadError("give exactly one of --synth PRESET and --model FILE");
@@ -228,7 +230,7 @@ int run(const Options& o) {
         report(K, rate_text, "fixed", run_pass(gpu, config, B, requests, &spec));
       }
     }
-    if (seconds_since(start) > o.time_limit_s) continue;
+    if (!o.adaptive || seconds_since(start) > o.time_limit_s) continue;
     SpeculativeConfig sc;  // the adaptive policy with the MTP's own drafts (random weights: ~0 accepted)
     sc.max_draft = *std::max_element(o.ks.begin(), o.ks.end());
     Speculator spec(sc, gpu, &draft, config.n_vocab, -1);

@@ -1,7 +1,8 @@
 // CudaBackend::rollback (engine/cuda/cuda_rollback.cpp) on the demo model: two sequences fed
 // speculative chunks of 4 tokens in one batch and rolled back to 1-4 kept tokens, round after
 // round across 4- and 128-position windows and the raw ring's wrap, give the logits of a reference
-// pair fed only the kept tokens (same chunks, never speculative); and the engine with speculative
+// pair fed only the kept tokens (same chunks, never speculative), every rollback taken from the
+// undo log (no re-feed); and the engine with speculative
 // decoding on the GPU (oracle drafts accepted at 60%, K = 3, greedy) returns exactly the tokens of
 // the engine without it (issue 11's exactness on the GPU).
 #include <gtest/gtest.h>
@@ -76,9 +77,13 @@ TEST(CudaRollback, SpeculativeChunksRolledBackEqualTheKeptTokensAlone) {
       ASSERT_LT(test::max_rel_error(got[s], w), 1e-5) << "round " << round << " sequence " << s;
     }
   }
-  std::printf("[ gpu ] rollback: 70 rounds x 2 sequences (%d rolled back), positions up to %lld: max rel. error %.3g "
-              "against the kept tokens fed alone\n",
-              rolled_back, (long long)spec[1]->num_tokens(), worst);
+  // Multi-token speculative steps are never graph-replayed: every rollback used the undo log.
+  EXPECT_EQ(gpu.rollback_counts().undone, rolled_back);
+  EXPECT_EQ(gpu.rollback_counts().refed, 0);
+  std::printf("[ gpu ] rollback: 70 rounds x 2 sequences (%d rolled back: %lld from the undo log, %lld re-fed), positions "
+              "up to %lld: max rel. error %.3g against the kept tokens fed alone\n",
+              rolled_back, (long long)gpu.rollback_counts().undone, (long long)gpu.rollback_counts().refed,
+              (long long)spec[1]->num_tokens(), worst);
 }
 
 // Greedy requests through the engine, with and without speculative decoding (oracle drafts).
