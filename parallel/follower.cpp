@@ -40,14 +40,30 @@ void Follower::apply(const KvOp& op) {
   }
 }
 
+void Follower::apply_all(const std::vector<KvOp>& ops) {
+  for (size_t i = 0; i < ops.size();) {
+    if (ops[i].kind != KvOp::Kind::kRollback) {
+      apply(ops[i++]);
+      continue;
+    }
+    std::vector<Backend::RollbackTo> run;  // as the leader's rollback_all() got them
+    for (; i < ops.size() && ops[i].kind == KvOp::Kind::kRollback; ++i) {
+      if (ops[i].offset >= layout_.num_slots) throw CommError("rollback of a slot outside the pool");
+      run.push_back({&slot_view(ops[i].offset), ops[i].size});
+    }
+    backend_.rollback_all(run);
+  }
+}
+
 bool Follower::step() {
   const StepMessage m = receive_step(comm_);
   if (m.step != step_ + 1)
     throw CommError("rank " + std::to_string(comm_.rank()) + ": step message " + std::to_string(m.step) + " after step " +
                     std::to_string(step_) + " (ranks out of step)");
   step_ = m.step;
-  for (const KvOp& op : m.ops) apply(op);
+  apply_all(m.ops);
   if (m.kind == StepMessage::Kind::kStop) return false;
+  if (m.kind == StepMessage::Kind::kOps) return true;
   ForwardBatch batch;
   batch.host_logits = m.host_logits;
   for (const StepSequence& s : m.sequences) {

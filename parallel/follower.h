@@ -20,7 +20,8 @@ class Follower {
  public:
   // All must outlive the follower; `storage` has `layout` (the leader's pool layout).
   Follower(Communicator& comm, Backend& backend, const KvPoolLayout& layout, KvStorage& storage);
-  // Runs steps until the stop message; returns the number of forwards run. Throws CommError on a
+  // Runs steps until the stop message; returns the number of messages before it (forwards and
+  // rollback operations). Throws CommError on a
   // transport failure, a malformed or out-of-order message, or an operation outside the pool.
   uint64_t run();
   // One message: false when it was the stop message.
@@ -30,6 +31,7 @@ class Follower {
 
  private:
   void apply(const KvOp& op);
+  void apply_all(const std::vector<KvOp>& ops);  // runs of rollbacks go to rollback_all together
   void check_range(int region, int64_t offset, int64_t bytes) const;
 
   Communicator& comm_;

@@ -50,10 +50,23 @@ ForwardOutput LeaderBackend::forward(const ForwardBatch& batch) {
 }
 
 void LeaderBackend::rollback(SequenceKv& kv, int64_t num_tokens) {
-  const std::optional<KvSeqId> id = manager_.id_of(kv);
-  if (!id) throw std::invalid_argument("LeaderBackend: rollback of a sequence that is not a view of the pool");
-  local_.rollback(kv, num_tokens);
-  recorder_.record_rollback(manager_.slot(*id), num_tokens);
+  const RollbackTo one{&kv, num_tokens};
+  rollback_all(std::span(&one, 1));
+}
+
+void LeaderBackend::rollback_all(std::span<const RollbackTo> rollbacks) {
+  for (const RollbackTo& r : rollbacks) {
+    const std::optional<KvSeqId> id = r.kv ? manager_.id_of(*r.kv) : std::nullopt;
+    if (!id) throw std::invalid_argument("LeaderBackend: rollback of a sequence that is not a view of the pool");
+    recorder_.record_rollback(manager_.slot(*id), r.num_tokens);
+  }
+  StepMessage m;
+  m.kind = StepMessage::Kind::kOps;
+  m.step = step_ + 1;
+  m.ops = recorder_.take_ops();
+  send_step(comm_, m);
+  ++step_;
+  local_.rollback_all(rollbacks);
 }
 
 void LeaderBackend::stop() {

@@ -3,7 +3,8 @@
 // sequence's pool slot, block table, start and tokens, plus the KV operations the pool recorded
 // since the last step), broadcasts it so the followers (parallel/follower.h) run the same forward,
 // then runs the local backend (which joins the followers in the per-layer all-reduce). rollback()
-// is applied locally and recorded for the next message. stop() sends the followers home.
+// and rollback_all() send their operations at once and then roll back locally, so every rank runs
+// a device backend's re-feed (a forward with collectives) together. stop() sends the followers home.
 // Engine thread only (stop(): after the engine thread has ended).
 #pragma once
 #include <cstdint>
@@ -29,6 +30,7 @@ class LeaderBackend final : public Backend {
   ForwardOutput forward(const ForwardBatch& batch) override;
   bool supports_rollback() const override { return local_.supports_rollback(); }
   void rollback(SequenceKv& kv, int64_t num_tokens) override;
+  void rollback_all(std::span<const RollbackTo> rollbacks) override;
   bool supports_device_sampling() const override { return local_.supports_device_sampling(); }
   std::vector<int32_t> sample_rows(std::span<const RowSampling> rows) override { return local_.sample_rows(rows); }
 

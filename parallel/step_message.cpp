@@ -122,7 +122,7 @@ std::string decode_step_message(std::span<const uint8_t> bytes, StepMessage& m) 
   if (!r.get(version) || version != kVersion)
     return "step message version " + std::to_string(version) + ", expected " + std::to_string(kVersion);
   if (!(r.get(kind) && r.get(host_logits) && r.get(m.step))) return "truncated header";
-  if (kind < 1 || kind > 2 || host_logits > 1) return "bad message kind or flags";
+  if (kind < 1 || kind > 3 || host_logits > 1) return "bad message kind or flags";
   m.kind = static_cast<StepMessage::Kind>(kind);
   m.host_logits = host_logits;
   uint32_t n = 0;

@@ -38,7 +38,10 @@ struct StepSequence {
 };
 
 struct StepMessage {
-  enum class Kind : uint8_t { kForward = 1, kStop = 2 };
+  // kForward: apply ops, then run the sequences' forward. kOps: apply ops only, now (rollbacks: a
+  // device backend's rollback runs a forward with collectives, so every rank must do it together).
+  // kStop: apply ops, then return.
+  enum class Kind : uint8_t { kForward = 1, kStop = 2, kOps = 3 };
   Kind kind = Kind::kForward;
   uint64_t step = 0;  // 1, 2, ... (followers check the order)
   bool host_logits = true;

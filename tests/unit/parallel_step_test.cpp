@@ -44,6 +44,12 @@ TEST(StepMessage, RoundTripKeepsEveryField) {
   stop.step = 7;
   ASSERT_EQ(decode_step_message(encode_step_message(stop), back), "");
   EXPECT_EQ(back, stop);
+  StepMessage ops;  // rollbacks sent at once, no forward
+  ops.kind = StepMessage::Kind::kOps;
+  ops.step = 8;
+  ops.ops = {{.kind = KvOp::Kind::kRollback, .offset = 1, .size = 99}};
+  ASSERT_EQ(decode_step_message(encode_step_message(ops), back), "");
+  EXPECT_EQ(back, ops);
 }
 
 TEST(StepMessage, RefusesTruncatedCorruptAndInconsistentBytes) {
