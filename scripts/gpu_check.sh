@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks of the CUDA backend in one go (docs/GPU-CHECKS.md).
-#   scripts/gpu_check.sh bundle [BUILD_DIR]   (on the build machine) builds every GPU test, the
-#       micro-benchmark and ds4serve-model, and copies them into BUILD_DIR/gpu-bundle (default
-#       BUILD_DIR: build-cuda); that folder is what travels to the GPU machine.
+#   scripts/gpu_check.sh bundle [BUILD_DIR]   (on the build machine) builds every GPU test
+#       (tests/cuda/*_test.cpp), the micro-benchmark and ds4serve-model, and copies them into
+#       BUILD_DIR/gpu-bundle (default BUILD_DIR: build-cuda); that folder is what travels to the GPU
+#       machine (NCCL does not: the wheel's libnccl.so.2 is found there at run time).
 #   scripts/gpu_check.sh run [BUNDLE_DIR]     (on the GPU machine, from the repository root)
 #       generates the demo model, runs every GPU test and the micro-benchmarks, and writes the logs
 #       and a summary to $OUT (default ./gpu-logs). Set SANITIZE=1 to also run compute-sanitizer
@@ -12,12 +13,23 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
+# Every GPU test of the tree (GPU_TESTS="a_test b_test" picks some).
+read -ra TESTS <<<"${GPU_TESTS:-$(ls tests/cuda/*_test.cpp | xargs -n1 basename | sed 's/\.cpp$//' | tr '\n' ' ')}"
+
+# The lib folder of the nvidia-nccl-cu13 wheel (the GPU machine's NCCL), or nothing.
+nccl_lib() {
+  python3 -c 'import importlib.util, os
+spec = importlib.util.find_spec("nvidia")
+for base in (spec.submodule_search_locations if spec else []):
+    lib = os.path.join(base, "nccl", "lib")
+    if os.path.exists(os.path.join(lib, "libnccl.so.2")): print(lib); break' 2>/dev/null
+}
 
 bundle() {
   local build=${1:-build-cuda}
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  local tests=(cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test cuda_kv_test)
+  local tests=("${TESTS[@]}")
   cmake --build "$build" -j2 --target "${tests[@]}" cuda_bench cuda_model_bench ds4serve-model
   local out="$build/gpu-bundle"
   rm -rf "$out" && mkdir -p "$out/lib"
@@ -25,6 +37,7 @@ bundle() {
   cp "$build/tools/ds4serve-model" "$out/"
   # ds4serve-model links simdjson dynamically; the GPU machine has no simdjson package.
   ldd "$build/tools/ds4serve-model" | awk '/libsimdjson/ {print $3}' | xargs -r -I{} cp -L {} "$out/lib/"
+  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
   du -sh "$out"
 }
 
@@ -32,10 +45,12 @@ run() {
   local b=${1:-build-cuda/gpu-bundle}
   local out=${OUT:-$PWD/gpu-logs}
   mkdir -p "$out"
-  export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
+  local nccl
+  nccl=$(nccl_lib)
+  export LD_LIBRARY_PATH="$b/lib:${nccl:+$nccl:}${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
   local work
   work=$(mktemp -d)
-  { nvidia-smi; nvcc --version 2>/dev/null | tail -2; } >"$out/device.txt" 2>&1
+  { cat "$b/COMMIT" 2>/dev/null; nvidia-smi; nvcc --version 2>/dev/null | tail -2; echo "NCCL lib: ${nccl:-not found}"; } >"$out/device.txt" 2>&1
   head -15 "$out/device.txt"
   # The demo model, exactly as the build makes it (data/CMakeLists.txt).
   mkdir -p "$work/models" "$work/tokenizer"
@@ -49,17 +64,24 @@ run() {
   "$b/ds4serve-model" synth --preset small --quant q2 --seed 1 --tokenizer "$work/tokenizer" \
     -o "$work/models/small-q2.gguf" >>"$out/synth.log" 2>&1 || echo "small model generation failed"
   echo "small model generated in $((SECONDS - t0)) s"
+  # The demo model's MTP module (the MTP tests).
+  "$b/ds4serve-model" synth --preset tiny --quant q2 --seed 2 --mtp -o "$work/models/tiny-q2-mtp.gguf" \
+    >>"$out/synth.log" 2>&1 || echo "demo MTP generation failed"
   export DS4_BINARY_DIR="$work" DS4_SOURCE_DIR="$PWD"
   local summary="$out/summary.txt"
   : >"$summary"
-  for t in cuda_matmul_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_synth_test cuda_sample_test cuda_kv_test; do
+  mkdir -p "$work/logs"
+  for t in "${TESTS[@]}"; do
+    [ -x "$b/$t" ] || { echo "$t: not in the bundle" | tee -a "$summary"; continue; }
     t0=$SECONDS
-    timeout 400 "$b/$t" --gtest_color=no >"$out/$t.log" 2>&1
+    timeout "${TEST_TIMEOUT:-400}" "$b/$t" --gtest_color=no >"$work/logs/$t.log" 2>&1
     local rc=$?
     printf '%-22s rc=%-3s %4ss  %s\n' "$t" "$rc" "$((SECONDS - t0))" \
-      "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/$t.log" | head -3 | tr '\n' ' ')" | tee -a "$summary"
-    grep -E '^\[ gpu \]|Failure|FAILED  \]|error' "$out/$t.log" | head -40 | tee -a "$summary"
+      "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$work/logs/$t.log" | head -3 | tr '\n' ' ')" | tee -a "$summary"
+    grep -E '^\[ gpu \]|Failure|FAILED  \]|error' "$work/logs/$t.log" | head -40 | tee -a "$summary"
   done
+  tar -czf "$out/test-logs.tar.gz" -C "$work" logs
+  [ "${BENCH:-1}" = 1 ] || { rm -rf "$work"; return; }
   t0=$SECONDS
   timeout 300 "$b/cuda_bench" >"$out/cuda_bench.log" 2>&1
   echo "cuda_bench rc=$? $((SECONDS - t0))s" | tee -a "$summary"
