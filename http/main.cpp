@@ -7,7 +7,6 @@
 // the follower loop (http/cuda/cuda_ranks.h).
 #include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <string>
 #include <thread>
@@ -113,8 +112,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (options.parallel.any()) {
-      const char* id = std::getenv("DS4_NCCL_ID");
-      const std::string refusal = parallel_serving_refusal(options.parallel, options.service, kNcclBuild, id && *id);
+      const std::string refusal = parallel_serving_refusal(options.parallel, options.service, kNcclBuild);
       if (!refusal.empty()) throw ds4::LoadError(refusal);
       return serve_ranks(options, args);
     }

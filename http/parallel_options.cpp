@@ -70,15 +70,11 @@ void check_parallel_options(const ParallelOptions& p, const std::string& backend
   if (backend != "cuda") throw LoadError("--gpus / --rank / --world run one rank per GPU: they need --backend cuda");
 }
 
-std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOptions& service, bool nccl_build,
-                                     bool has_nccl_id) {
+std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOptions& service, bool nccl_build) {
   if (!p.any()) return "";
   if (!nccl_build)
     return "--gpus / --rank: serving on several GPUs needs a ds4serve built with CUDA and NCCL (this one has not both)";
   if (!service.mtp_path.empty()) return "--mtp with several GPUs (expert parallelism) is not implemented yet";
-  if (p.gpus.empty() && !has_nccl_id)
-    return "--rank / --world / --master: ranks on several hosts (rank 0 sending the NCCL id over --master) are not "
-           "implemented yet; on one host use --gpus";
   return "";
 }
 

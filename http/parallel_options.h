@@ -28,9 +28,7 @@ bool apply_parallel_option(ParallelOptions& p, const std::string& opt, const std
 void check_parallel_options(const ParallelOptions& p, const std::string& backend);
 
 // Why this ds4serve cannot serve the requested ranks ("" when it can): a build without CUDA and
-// NCCL; --mtp with several ranks; the explicit form without DS4_NCCL_ID (several hosts: the NCCL
-// id exchange over --master is not implemented yet). has_nccl_id: DS4_NCCL_ID is set.
-std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOptions& service, bool nccl_build,
-                                     bool has_nccl_id);
+// NCCL, or --mtp with several ranks.
+std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOptions& service, bool nccl_build);
 
 }  // namespace ds4::http

@@ -11,6 +11,7 @@
 #include "engine/model.h"
 #include "http/cuda/cuda_engine_factory.h"
 #include "parallel/follower.h"
+#include "parallel/id_exchange.h"
 #include "parallel/launcher.h"
 
 namespace ds4::http {
@@ -59,12 +60,18 @@ int run_gpu_launcher(const ParallelOptions& p, const std::vector<std::string>& a
 }
 
 std::unique_ptr<NcclCommunicator> join_rank_group(const ParallelOptions& p) {
-  const char* id = std::getenv("DS4_NCCL_ID");
-  if (!id || !*id)
-    throw LoadError("--rank / --world without DS4_NCCL_ID: ranks on several hosts (rank 0 sending the NCCL id over --master) "
-                    "are not implemented yet; on one host use --gpus");
-  try {  // the start-up (weights on every rank, then the pool agreement) may take long: 1 h limit
-    return std::make_unique<NcclCommunicator>(nccl_id_from_hex(id), p.rank, p.world, 0, std::chrono::hours(1));
+  const char* hex = std::getenv("DS4_NCCL_ID");
+  try {  // the start-up (weights on every rank, then the pool agreement) may take long: 1 h limits
+    NcclId id{};
+    if (hex && *hex) {  // a child of --gpus
+      id = nccl_id_from_hex(hex);
+    } else if (p.rank == 0) {  // several hosts: rank 0 hands a new id to every other rank over --master
+      id = nccl_new_id();
+      serve_group_id(p.master, p.world, id, std::chrono::hours(1));
+    } else {
+      id = fetch_group_id(p.master, p.rank, std::chrono::hours(1));
+    }
+    return std::make_unique<NcclCommunicator>(id, p.rank, p.world, 0, std::chrono::hours(1));
   } catch (const CommError& e) {
     throw LoadError("rank " + std::to_string(p.rank) + " of " + std::to_string(p.world) + ": joining the GPU group: " + e.what());
   }

@@ -23,9 +23,9 @@ using RankLog = std::function<void(std::string_view)>;
 int run_gpu_launcher(const ParallelOptions& p, const std::vector<std::string>& args, int drain_timeout_s,
                      const RankLog& log);
 
-// --rank R --world W: joins the group with the id the launcher put in DS4_NCCL_ID (several hosts,
-// where rank 0 would send the id over --master, are refused: not implemented yet). The GPU is
-// device 0 of what CUDA_VISIBLE_DEVICES shows. Throws LoadError / CommError naming the problem.
+// --rank R --world W: joins the group with the id the launcher put in DS4_NCCL_ID, or else (ranks
+// on several hosts) the id rank 0 hands out over --master (parallel/id_exchange.h). The GPU is
+// device 0 of what CUDA_VISIBLE_DEVICES shows. Throws LoadError naming the problem.
 std::unique_ptr<NcclCommunicator> join_rank_group(const ParallelOptions& p);
 
 // A rank > 0: loads (or generates) its part of the model like ModelService, builds rank 0's pool,

@@ -1,6 +1,6 @@
 // ds4serve's multi-GPU options (http/parallel_options.h): malformed values and combinations are
 // refused naming the option; what a build cannot serve is refused with a message saying so (a
-// build without NCCL, --mtp with several ranks, several hosts), never silently served on one GPU.
+// build without NCCL, --mtp with several ranks), never silently served on one GPU.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -54,16 +54,15 @@ TEST(HttpParallelOptions, WhatABuildCannotServeIsRefusedWithTheReason) {
   EXPECT_EQ(hosts.parallel.world, 8);
   EXPECT_EQ(hosts.parallel.master, "10.0.0.1:29500");
 
-  EXPECT_NE(parallel_serving_refusal(gpus.parallel, gpus.service, false, false).find("needs a ds4serve built with CUDA and NCCL"),
+  EXPECT_NE(parallel_serving_refusal(gpus.parallel, gpus.service, false).find("needs a ds4serve built with CUDA and NCCL"),
             std::string::npos);
-  EXPECT_EQ(parallel_serving_refusal(gpus.parallel, gpus.service, true, false), "");
-  EXPECT_NE(parallel_serving_refusal(hosts.parallel, hosts.service, true, false).find("not implemented yet"), std::string::npos);
-  EXPECT_EQ(parallel_serving_refusal(hosts.parallel, hosts.service, true, true), "");  // a child of --gpus
+  EXPECT_EQ(parallel_serving_refusal(gpus.parallel, gpus.service, true), "");
+  EXPECT_EQ(parallel_serving_refusal(hosts.parallel, hosts.service, true), "");
   ServiceOptions with_mtp = gpus.service;
   with_mtp.mtp_path = "mtp.gguf";
-  EXPECT_NE(parallel_serving_refusal(gpus.parallel, with_mtp, true, false).find("--mtp with several GPUs"), std::string::npos);
+  EXPECT_NE(parallel_serving_refusal(gpus.parallel, with_mtp, true).find("--mtp with several GPUs"), std::string::npos);
   const ServerOptions one = parse_server_options({"--backend", "cuda"}, "m", help);
-  EXPECT_EQ(parallel_serving_refusal(one.parallel, one.service, false, false), "");  // nothing parallel asked
+  EXPECT_EQ(parallel_serving_refusal(one.parallel, one.service, false), "");  // nothing parallel asked
 }
 
 }  // namespace
