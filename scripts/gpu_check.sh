@@ -4,7 +4,7 @@
 #       (tests/cuda/*_test.cpp), the micro-benchmark and ds4serve-model, and copies them into
 #       BUILD_DIR/gpu-bundle (default BUILD_DIR: build-cuda); that folder is what travels to the GPU
 #       machine (NCCL does not: the wheel's libnccl.so.2 is found there at run time).
-#   scripts/gpu_check.sh run [BUNDLE_DIR]     (on the GPU machine, from the repository root)
+#   scripts/gpu_check.sh run [BUNDLE_DIR | BUNDLE.tar.xz]   (on the GPU machine, repository root)
 #       generates the demo model, runs every GPU test and the micro-benchmarks, and writes the logs
 #       and a summary to $OUT (default ./gpu-logs). Set SANITIZE=1 to also run compute-sanitizer
 #       memcheck over the kernel tests, FULL=1 to also run cuda_model_bench on the full-size
@@ -38,11 +38,20 @@ bundle() {
   # ds4serve-model links simdjson dynamically; the GPU machine has no simdjson package.
   ldd "$build/tools/ds4serve-model" | awk '/libsimdjson/ {print $3}' | xargs -r -I{} cp -L {} "$out/lib/"
   echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
-  du -sh "$out"
+  # Every test together is larger than a device call carries (64 MiB): stripped and xz-packed,
+  # it is ~7 MB (`run BUILD_DIR/gpu-bundle.tar.xz` unpacks it there).
+  strip "$out"/cuda_* "$out/ds4serve-model"
+  tar -cJf "$build/gpu-bundle.tar.xz" -C "$build" gpu-bundle
+  du -sh "$out" "$build/gpu-bundle.tar.xz"
 }
 
 run() {
   local b=${1:-build-cuda/gpu-bundle}
+  if [[ "$b" == *.tar.xz ]]; then  # the packed bundle
+    local unpacked
+    unpacked=$(mktemp -d)
+    tar -xJf "$b" -C "$unpacked" && b="$unpacked/gpu-bundle"
+  fi
   local out=${OUT:-$PWD/gpu-logs}
   mkdir -p "$out"
   local nccl
