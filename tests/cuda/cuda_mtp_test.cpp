@@ -20,6 +20,7 @@
 #include "engine/model.h"
 #include "engine/mtp_draft.h"
 #include "engine/synth.h"
+#include "engine_test_util.h"
 #include "gpu_test_util.h"
 #include "http/cuda/cuda_engine_factory.h"
 #include "scheduler/engine.h"
@@ -173,28 +174,7 @@ TEST(CudaMtp, SynthesizedWeightsEqualTheFile) {
 // Requests through the engine on the GPU; spec null: no speculation.
 std::vector<std::vector<int32_t>> serve(Backend& gpu, PagedKvPool& pool, const ModelConfig& c,
                                         const std::vector<GenerationRequest>& requests, Speculator* spec) {
-  EngineConfig ec;
-  ec.scheduler.max_num_seqs = 8;
-  ec.scheduler.max_num_batched_tokens = 512;
-  ec.context_length = c.context_length;
-  ec.n_vocab = c.n_vocab;
-  Engine engine(gpu, pool, ec, spec);
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const GenerationRequest& r : requests) streams.push_back(engine.submit(r));
-  engine.start();
-  std::vector<std::vector<int32_t>> out;
-  for (auto& stream : streams) {
-    std::vector<int32_t> tokens;
-    StreamChunk chunk;
-    while (stream->wait_for(chunk, 60s)) {
-      tokens.insert(tokens.end(), chunk.tokens.begin(), chunk.tokens.end());
-      if (chunk.finished()) break;
-    }
-    EXPECT_TRUE(chunk.finished() && chunk.error.empty()) << chunk.error;
-    out.push_back(tokens);
-  }
-  engine.stop();
-  return out;
+  return test::serve_through_engine(gpu, pool, c, requests, spec);
 }
 
 std::unique_ptr<PagedKvPool> device_pool(const ModelConfig& c) {
