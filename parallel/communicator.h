@@ -5,8 +5,11 @@
 // error) throws CommError, which the engine loop turns into its fatal error. One thread per rank.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace ds4 {
 
@@ -28,11 +31,31 @@ class Communicator {
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   // Returns when every rank has called it.
   virtual void barrier() = 0;
+  // All-to-all with per-peer sizes (the data-parallel MoE's dispatch and combine). `send` holds
+  // world() segments back to back in rank order, segment p (send_bytes[p] bytes) going to rank p;
+  // `recv` receives segment q of every rank q back to back in rank order (recv_bytes[q] bytes each).
+  // Both spans have world() entries; send_bytes[p] on rank r must equal recv_bytes[r] on rank p
+  // (all_to_all_counts below tells each rank what it receives); the own segment (p == rank) is copied.
+  // Zero-byte segments are allowed, and every rank takes part even with nothing to send.
+  // `stream`: as all_reduce_sum (device memory, enqueued) or null (host memory, returns when done).
+  virtual void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
+                            std::span<const size_t> recv_bytes, void* stream) = 0;
   // Returns when the work enqueued on `stream` (collectives included) has finished, throwing
   // CommError instead of waiting forever when a peer failed. Null stream / host transports: no-op.
   virtual void wait(void* stream) { (void)stream; }
   // Names the transport in messages ("nccl", "threads (test double)").
   virtual std::string name() const = 0;
 };
+
+// What each rank sends to every other: counts[p] is this rank's count for rank p; returns, per rank q,
+// rank q's count for this rank (an all-to-all of one 8-byte value per peer, host memory).
+inline std::vector<size_t> all_to_all_counts(Communicator& comm, const std::vector<size_t>& counts) {
+  const size_t world = static_cast<size_t>(comm.world());
+  if (counts.size() != world) throw CommError("all_to_all_counts: one count per rank expected");
+  std::vector<uint64_t> send(counts.begin(), counts.end()), recv(world, 0);
+  const std::vector<size_t> bytes(world, sizeof(uint64_t));
+  comm.all_to_all_v(send.data(), bytes, recv.data(), bytes, nullptr);
+  return std::vector<size_t>(recv.begin(), recv.end());
+}
 
 }  // namespace ds4

@@ -4,11 +4,13 @@
 #include "parallel/thread_communicator.h"
 
 #include <cstring>
+#include <string>
 
 namespace ds4 {
 
 ThreadGroup::ThreadGroup(int world, std::chrono::milliseconds timeout)
-    : world_(world), timeout_(timeout), slots_(world > 0 ? world : 0) {
+    : world_(world), timeout_(timeout), slots_(world > 0 ? world : 0),
+      send_sizes_(slots_.size()), recv_sizes_(slots_.size()) {
   if (world < 1) throw std::invalid_argument("ThreadGroup: world must be >= 1");
 }
 
@@ -63,5 +65,51 @@ void ThreadCommunicator::broadcast(void* data, size_t bytes, int root) {
 }
 
 void ThreadCommunicator::barrier() { group_.rendezvous([] {}); }
+
+namespace {
+
+size_t segment_offset(std::span<const size_t> sizes, int upto) {
+  size_t offset = 0;
+  for (int q = 0; q < upto; ++q) offset += sizes[q];
+  return offset;
+}
+
+}  // namespace
+
+// The size matrix every rank agrees on, or why not (empty: consistent).
+std::string ThreadCommunicator::size_mismatch() const {
+  const int world = group_.world();
+  for (int r = 0; r < world; ++r)
+    if (group_.send_sizes_[r].size() != size_t(world) || group_.recv_sizes_[r].size() != size_t(world))
+      return "rank " + std::to_string(r) + " did not give one size per rank";
+  for (int r = 0; r < world; ++r)
+    for (int p = 0; p < world; ++p)
+      if (group_.send_sizes_[r][p] != group_.recv_sizes_[p][r])
+        return "rank " + std::to_string(r) + " sends " + std::to_string(group_.send_sizes_[r][p]) + " bytes to rank " +
+               std::to_string(p) + ", which expects " + std::to_string(group_.recv_sizes_[p][r]);
+  return {};
+}
+
+// Every rank checks the whole size matrix after the first rendezvous (they all see the same sizes,
+// so they all copy or all throw), copies its segment from each peer, and leaves only after the
+// second rendezvous (a peer's buffers and sizes stay alive until every rank is done with them).
+void ThreadCommunicator::all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
+                                      std::span<const size_t> recv_bytes, void* stream) {
+  if (stream) throw CommError("the thread test double moves host memory only (stream must be null)");
+  group_.rendezvous([&] {
+    group_.slots_[rank_] = send;
+    group_.send_sizes_[rank_] = send_bytes;
+    group_.recv_sizes_[rank_] = recv_bytes;
+  });
+  const std::string mismatch = size_mismatch();
+  for (int q = 0; mismatch.empty() && q < group_.world(); ++q) {
+    const size_t bytes = recv_bytes[q];
+    if (bytes == 0) continue;
+    const char* src = static_cast<const char*>(group_.slots_[q]) + segment_offset(group_.send_sizes_[q], rank_);
+    std::memcpy(static_cast<char*>(recv) + segment_offset(recv_bytes, q), src, bytes);
+  }
+  group_.rendezvous([] {});
+  if (!mismatch.empty()) throw CommError("all_to_all_v: " + mismatch);
+}
 
 }  // namespace ds4

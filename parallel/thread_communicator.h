@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "parallel/communicator.h"
@@ -35,6 +36,8 @@ class ThreadGroup {
   unsigned long long generation_ = 0;
   std::string abort_reason_;
   std::vector<const void*> slots_;  // per rank: what it deposited this round
+  // all_to_all_v: per rank, its send / receive segment sizes this round
+  std::vector<std::span<const size_t>> send_sizes_, recv_sizes_;
 };
 
 class ThreadCommunicator final : public Communicator {
@@ -46,9 +49,13 @@ class ThreadCommunicator final : public Communicator {
   void all_reduce_sum(float* data, size_t count, void* stream) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;
+  void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
+                    std::span<const size_t> recv_bytes, void* stream) override;
   std::string name() const override { return "threads (test double)"; }
 
  private:
+  std::string size_mismatch() const;  // all_to_all_v: why the ranks' sizes disagree, or empty
+
   ThreadGroup& group_;
   int rank_;
 };

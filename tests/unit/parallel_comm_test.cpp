@@ -58,6 +58,61 @@ TEST(ThreadCommunicator, BroadcastAndBarrier) {
   for (const std::string& s : got) EXPECT_EQ(s, "step message from rank 2");
 }
 
+// Rank r sends (r + 2 * p) % 4 values to rank p (some zero), each naming sender, receiver and index.
+int32_t a2a_value(int from, int to, int i, int round) { return from * 1000000 + to * 10000 + i * 10 + round; }
+size_t a2a_count(int from, int to) { return static_cast<size_t>((from + 2 * to) % 4); }
+
+TEST(ThreadCommunicator, AllToAllWithPerPeerSizes) {
+  for (int world : {1, 2, 3, 4}) {
+    ThreadGroup group(world);
+    std::vector<int> failures(world, 0);
+    run_ranks(group, [&](Communicator& comm) {
+      const int me = comm.rank();
+      for (int round = 0; round < 3; ++round) {  // buffers reused across rounds
+        std::vector<size_t> counts(world);
+        std::vector<int32_t> send;
+        for (int p = 0; p < world; ++p) {
+          counts[p] = a2a_count(me, p);
+          for (size_t i = 0; i < counts[p]; ++i) send.push_back(a2a_value(me, p, int(i), round));
+        }
+        const std::vector<size_t> incoming = all_to_all_counts(comm, counts);
+        std::vector<size_t> send_bytes(world), recv_bytes(world);
+        size_t total = 0;
+        for (int q = 0; q < world; ++q) {
+          if (incoming[q] != a2a_count(q, me)) ++failures[me];
+          send_bytes[q] = counts[q] * sizeof(int32_t);
+          recv_bytes[q] = incoming[q] * sizeof(int32_t);
+          total += incoming[q];
+        }
+        std::vector<int32_t> recv(total, -1);
+        comm.all_to_all_v(send.data(), send_bytes, recv.data(), recv_bytes, nullptr);
+        size_t at = 0;
+        for (int q = 0; q < world; ++q)
+          for (size_t i = 0; i < incoming[q]; ++i)
+            if (recv[at++] != a2a_value(q, me, int(i), round)) ++failures[me];
+      }
+    });
+    for (int r = 0; r < world; ++r) EXPECT_EQ(failures[r], 0) << "world " << world << " rank " << r;
+  }
+}
+
+TEST(ThreadCommunicator, AllToAllWithDisagreeingSizesThrowsOnEveryRank) {
+  ThreadGroup group(2);
+  std::vector<std::string> errors(2);
+  run_ranks(group, [&](Communicator& comm) {
+    // Rank 0 sends 8 bytes to rank 1, but rank 1 expects 4.
+    const std::vector<size_t> send = {0, comm.rank() == 0 ? 8u : 0u};
+    const std::vector<size_t> recv = {comm.rank() == 1 ? 4u : 0u, 0};
+    char out[8] = {}, in[8] = {};
+    try {
+      comm.all_to_all_v(out, send, in, recv, nullptr);
+    } catch (const CommError& e) {
+      errors[comm.rank()] = e.what();
+    }
+  });
+  for (const std::string& e : errors) EXPECT_NE(e.find("rank 0 sends 8 bytes to rank 1, which expects 4"), std::string::npos) << e;
+}
+
 TEST(ThreadCommunicator, AbortedRankMakesOthersThrowInsteadOfHanging) {
   ThreadGroup group(3);
   std::vector<std::string> errors(3);
