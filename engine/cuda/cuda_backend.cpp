@@ -141,6 +141,8 @@ CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaB
     throw LoadError("expert parallelism: experts [" + std::to_string(ep.shard.first) + ", " +
                     std::to_string(ep.shard.first + ep.shard.count) + ") are not a range of the model's " +
                     std::to_string(config_.n_expert) + " experts");
+  if (ep.active() && ep.data_parallel)
+    throw LoadError("CudaBackend: data-parallel attention (ExpertParallel::data_parallel) is only built on the CPU backend");
   for (const DeviceLayerWeights& l : weights_dev_.layers) {  // all experts, or exactly this rank's slice
     const uint64_t held = l.ffn_gate_exps.ne2;
     if (held != uint64_t(config_.n_expert) && !(ep.active() && held == uint64_t(ep.shard.count)))
