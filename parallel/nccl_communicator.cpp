@@ -36,6 +36,10 @@ struct NcclApi {
   ncclResult_t (*comm_get_async_error)(ncclComm_t, ncclResult_t*);
   ncclResult_t (*all_reduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
   ncclResult_t (*broadcast)(const void*, void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+  ncclResult_t (*send)(const void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+  ncclResult_t (*recv)(void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+  ncclResult_t (*group_start)();
+  ncclResult_t (*group_end)();
   const char* (*get_error_string)(ncclResult_t);
 };
 
@@ -58,6 +62,10 @@ NcclApi load_nccl() {
   resolve(lib, "ncclCommGetAsyncError", api.comm_get_async_error);
   resolve(lib, "ncclAllReduce", api.all_reduce);
   resolve(lib, "ncclBroadcast", api.broadcast);
+  resolve(lib, "ncclSend", api.send);
+  resolve(lib, "ncclRecv", api.recv);
+  resolve(lib, "ncclGroupStart", api.group_start);
+  resolve(lib, "ncclGroupEnd", api.group_end);
   resolve(lib, "ncclGetErrorString", api.get_error_string);
   return api;  // the library stays loaded for the process
 }
@@ -211,6 +219,57 @@ void NcclCommunicator::broadcast(void* data, size_t bytes, int root) {
   if (r != ncclSuccess) fail("ncclBroadcast", nccl_text(r));
   if (rank_ != root)
     check_cuda(cudaMemcpyAsync(data, state_->staging, bytes, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
+  wait(state_->stream);
+}
+
+namespace {
+
+size_t total_bytes(std::span<const size_t> sizes) {
+  size_t total = 0;
+  for (size_t b : sizes) total += b;
+  return total;
+}
+
+}  // namespace
+
+// One NCCL group of a send and a receive per peer with a non-empty segment (the own segment too:
+// NCCL pairs a rank's send to itself with its receive from itself).
+void NcclCommunicator::send_recv_group(const char* send, std::span<const size_t> send_bytes, char* recv,
+                                       std::span<const size_t> recv_bytes, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  const NcclApi& api = nccl();
+  if (const ncclResult_t r = api.group_start(); r != ncclSuccess) fail("ncclGroupStart", nccl_text(r));
+  size_t send_at = 0, recv_at = 0;
+  ncclResult_t first_error = ncclSuccess;
+  for (int p = 0; p < world_; ++p) {
+    if (send_bytes[p] && first_error == ncclSuccess)
+      first_error = api.send(send + send_at, send_bytes[p], ncclUint8, p, state_->comm, s);
+    if (recv_bytes[p] && first_error == ncclSuccess)
+      first_error = api.recv(recv + recv_at, recv_bytes[p], ncclUint8, p, state_->comm, s);
+    send_at += send_bytes[p];
+    recv_at += recv_bytes[p];
+  }
+  const ncclResult_t end = api.group_end();  // always closes the group
+  if (first_error != ncclSuccess) fail("ncclSend/ncclRecv", nccl_text(first_error));
+  if (end != ncclSuccess) fail("ncclGroupEnd", nccl_text(end));
+}
+
+void NcclCommunicator::all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
+                                    std::span<const size_t> recv_bytes, void* stream) {
+  if (state_->aborted) throw CommError("communicator was aborted after an earlier failure");
+  if (send_bytes.size() != size_t(world_) || recv_bytes.size() != size_t(world_))
+    throw CommError("all_to_all_v: one size per rank expected");
+  if (stream) {  // device memory, enqueued on the caller's stream
+    send_recv_group(static_cast<const char*>(send), send_bytes, static_cast<char*>(recv), recv_bytes, stream);
+    return;
+  }
+  // Host memory: through the staging buffer (send part first, receive part after it).
+  const size_t out = total_bytes(send_bytes), in = total_bytes(recv_bytes);
+  ensure_staging(out + in + 1);
+  char* staging = static_cast<char*>(state_->staging);
+  if (out) check_cuda(cudaMemcpyAsync(staging, send, out, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
+  send_recv_group(staging, send_bytes, staging + out, recv_bytes, state_->stream);
+  if (in) check_cuda(cudaMemcpyAsync(recv, staging + out, in, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
   wait(state_->stream);
 }
 

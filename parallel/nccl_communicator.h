@@ -2,8 +2,8 @@
 // libnccl.so.2 is loaded at run time (dlopen; on the GPU machines from the nvidia-nccl-cu13 wheel
 // through LD_LIBRARY_PATH), so binaries start without it. Every wait polls the stream and
 // ncclCommGetAsyncError with a deadline: a peer that died or hangs turns into ncclCommAbort and a
-// CommError naming the cause, never a hang. all_reduce_sum enqueues on the
-// caller's stream (device memory); broadcast and barrier run on an own stream through a device
+// CommError naming the cause, never a hang. all_reduce_sum and all_to_all_v (grouped ncclSend /
+// ncclRecv) enqueue on the caller's stream (device memory); broadcast and barrier run on an own stream through a device
 // staging buffer and return when done. Needs NCCL_NVLS_ENABLE=0 in the environment (checked: NVLink
 // multicast needs cuMulticastCreate, which the machines here refuse). CUDA builds only.
 #pragma once
@@ -40,6 +40,10 @@ class NcclCommunicator final : public Communicator {
   void all_reduce_sum(float* data, size_t count, void* stream) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;
+  // Grouped ncclSend / ncclRecv per peer; with a null stream the host bytes go through the staging
+  // buffer on the communicator's own stream and the call returns when done.
+  void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
+                    std::span<const size_t> recv_bytes, void* stream) override;
   void wait(void* stream) override;
   std::string name() const override { return "nccl"; }
   // How long a wait may take before the communicator is aborted; 0: no limit (a follower waiting
@@ -54,6 +58,8 @@ class NcclCommunicator final : public Communicator {
   // Aborts the communicator and throws CommError("what: why").
   [[noreturn]] void fail(const std::string& what, const std::string& why);
   void ensure_staging(size_t bytes);
+  void send_recv_group(const char* send, std::span<const size_t> send_bytes, char* recv,
+                       std::span<const size_t> recv_bytes, void* stream);
 
   int rank_ = 0, world_ = 0;
   std::chrono::milliseconds timeout_;

@@ -121,6 +121,12 @@ class HostStagedCommunicator final : public Communicator {
   }
   void broadcast(void* data, size_t bytes, int root) override { inner_.broadcast(data, bytes, root); }
   void barrier() override { inner_.barrier(); }
+  // Host memory only (the CUDA backend has no data-parallel mode yet): passes through.
+  void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv, std::span<const size_t> recv_bytes,
+                    void* stream) override {
+    if (stream) throw CommError("host-staged double: all_to_all_v on device memory is not implemented");
+    inner_.all_to_all_v(send, send_bytes, recv, recv_bytes, nullptr);
+  }
   std::string name() const override { return "host-staged threads (test double)"; }
 
  private:
