@@ -96,6 +96,30 @@ void check_expert_shard(const ModelConfig& c, const ExpertParallel& ep) {
     throw LoadError("expert parallelism: a world of 1 rank must compute all " + std::to_string(c.n_expert) + " experts");
 }
 
+// Data-parallel mode needs every rank's experts: the default layout when none are given, else a
+// contiguous cover of [0, n_expert) in rank order whose entry rank() is this rank's shard.
+void complete_data_parallel_shards(const ModelConfig& c, ExpertParallel& ep) {
+  if (!ep.active() || !ep.data_parallel) return;
+  const int world = ep.comm->world(), rank = ep.comm->rank();
+  if (ep.shards.empty())
+    for (int r = 0; r < world; ++r) ep.shards.push_back(expert_shard(r, world, c.n_expert));
+  if (ep.shards.size() != size_t(world))
+    throw LoadError("expert parallelism: " + std::to_string(ep.shards.size()) + " expert ranges for " +
+                    std::to_string(world) + " ranks");
+  int next = 0;
+  for (const ExpertShard& s : ep.shards) {
+    if (s.first != next || s.count < 1)
+      throw LoadError("expert parallelism: the ranks' expert ranges must be non-empty, contiguous and in rank order "
+                      "(a range starts at " + std::to_string(s.first) + ", expected " + std::to_string(next) + ")");
+    next += s.count;
+  }
+  if (next != c.n_expert)
+    throw LoadError("expert parallelism: the ranks' expert ranges cover " + std::to_string(next) + " of the model's " +
+                    std::to_string(c.n_expert) + " experts");
+  if (ep.shards[rank].first != ep.shard.first || ep.shards[rank].count != ep.shard.count)
+    throw LoadError("expert parallelism: rank " + std::to_string(rank) + "'s own range differs from its entry in the list");
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options, int threads,
@@ -109,6 +133,7 @@ CpuBackend::CpuBackend(const ModelConfig& config, const Weights& weights, Forwar
       rope_compressed_(rope_frequencies(config, true)) {
   if (options_.quantize_kv) check_kv_quantization_shapes(config);
   check_expert_shard(config, experts_);
+  complete_data_parallel_shards(config, experts_);
   dense_weight_bytes_ = dense_weight_bytes(weights);
 }
 

@@ -4,7 +4,10 @@
 // replays it. forward_mtp() runs the MTP draft module on the same thread pool (never sharded: the
 // leader drafts alone). With ExpertParallel active, forward() computes only this rank's routed
 // experts and all-reduces the routed sums (every rank of the group must run the same forwards);
-// the read counters then count this rank's experts only.
+// the read counters then count this rank's experts only. In data-parallel mode
+// (ExpertParallel::data_parallel) each rank's forward() runs only its own sequences (possibly none:
+// an empty batch still takes part in every layer's all-to-alls) and the routes go to the experts'
+// owners; a token's logits are then bit-identical to one process's.
 #pragma once
 #include <memory>
 #include <unordered_map>
@@ -28,7 +31,8 @@ class CpuBackend final : public Backend {
   // config and weights must outlive the backend. threads = 0: hardware concurrency. Throws
   // LoadError when options.quantize_kv is set for a model whose shapes the round trips cannot take,
   // or when an active `experts` shard is not inside [0, n_expert) or its communicator's world is 1
-  // while the shard is not every expert.
+  // while the shard is not every expert, or (data-parallel) the ranks' ranges do not cover the
+  // experts contiguously in rank order.
   CpuBackend(const ModelConfig& config, const Weights& weights, ForwardOptions options = {}, int threads = 0,
              ExpertParallel experts = {});
   ForwardOutput forward(const ForwardBatch& batch) override;

@@ -1,5 +1,5 @@
 // Internal interface between the CPU backend's orchestrator (cpu_backend.cpp) and its sub-layers
-// (cpu_attention.cpp, cpu_compressor.cpp, cpu_moe.cpp). Not used outside the CPU backend.
+// (cpu_attention.cpp, cpu_compressor.cpp, cpu_moe.cpp, cpu_moe_dispatch.cpp). Not used outside the CPU backend.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -46,9 +46,30 @@ struct LayerContext {
   KvUndoLog* undo_log(int seq) const { return undo.empty() ? nullptr : undo[seq]; }
   ForwardCounters* counters = nullptr;  // what the pass read (may be null)
   // Expert parallelism: the MoE sub-layer computes only this rank's experts and all-reduces the
-  // routed sum before adding the shared expert (null or inactive: every expert, no collective).
+  // routed sum (replicated mode) or exchanges routes with their owners (data-parallel mode) before
+  // adding the shared expert (null or inactive: every expert, no collective).
   const ExpertParallel* experts = nullptr;
 };
+
+// One (token, expert) choice of the router with its route weight; a layer's routes are listed in
+// token order, then in the router's choice order.
+struct ExpertRoute {
+  int64_t token;  // index into LayerContext::tokens
+  int expert;     // global expert id
+  float weight;
+};
+
+// Routed expert `expert` (global id, of ctx.w) over the rows of x ([rows, n_embd]), each scaled by its
+// route weight inside the SwiGLU: out [rows, n_embd]. Each row's result is independent of the others.
+void routed_expert_rows(const LayerContext& ctx, int expert, const std::vector<float>& x, const std::vector<float>& weights,
+                        std::vector<float>& out);
+// Adds one distinct routed expert to the pass's counters (when there are counters).
+void count_routed_expert(const LayerContext& ctx, int expert);
+// Data-parallel mode (cpu_moe_dispatch.cpp): y[t] = sum of token t's routed outputs in expert-id
+// order, every route computed on its expert's owner rank (dispatch and combine all-to-alls). Every
+// rank must call it once per MoE layer, also with no tokens. Throws CommError.
+void routed_experts_data_parallel(const LayerContext& ctx, const std::vector<float>& normed,
+                                  const std::vector<ExpertRoute>& routes, float* y);
 
 // Attention sub-layer: y[t] from x[t] ([n_tokens, n_embd] each), updating each sequence's KV.
 void attention_sublayer(const LayerContext& ctx, const float* x, float* y);

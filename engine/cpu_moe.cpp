@@ -2,8 +2,9 @@
 // table) or top-k with a selection-only bias, normalised and scaled weights, SwiGLU experts with
 // the clamp, plus the shared expert. Tokens are grouped by expert so each expert's weights are read
 // once per call; every token accumulates its experts in expert-id order (batch invariant). Under
-// expert parallelism (ctx.experts) only this rank's experts are computed and the routed sums are
-// all-reduced over the ranks before the (replicated) shared expert is added.
+// expert parallelism (ctx.experts) only this rank's experts are computed: replicated mode all-reduces
+// the routed sums over the ranks; data-parallel mode exchanges routes with the experts' owners
+// (cpu_moe_dispatch.cpp). The shared expert is always computed locally, after the routed sum.
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -66,6 +67,52 @@ void expert_ffn(const LayerContext& ctx, const MatView& gate, const MatView& up,
 
 }  // namespace
 
+void count_routed_expert(const LayerContext& ctx, int expert) {
+  if (!ctx.counters) return;
+  const LayerWeights& w = ctx.w;
+  const auto bytes = [](const MatView& m) { return static_cast<int64_t>(m.n_out) * static_cast<int64_t>(m.row_bytes); };
+  ctx.counters->unique_experts += 1;
+  ctx.counters->expert_bytes +=
+      bytes(w.ffn_gate_exps.expert(expert)) + bytes(w.ffn_up_exps.expert(expert)) + bytes(w.ffn_down_exps.expert(expert));
+}
+
+void routed_expert_rows(const LayerContext& ctx, int expert, const std::vector<float>& x, const std::vector<float>& weights,
+                        std::vector<float>& out) {
+  const LayerWeights& w = ctx.w;
+  expert_ffn(ctx, w.ffn_gate_exps.expert(expert), w.ffn_up_exps.expert(expert), w.ffn_down_exps.expert(expert), x, weights,
+             out);
+}
+
+namespace {
+
+// This process's routed experts (all of them, or its shard with the all-reduce of replicated mode).
+void routed_experts_local(const LayerContext& ctx, const std::vector<float>& normed, const std::vector<ExpertRoute>& routes,
+                          float* y) {
+  const int64_t T = static_cast<int64_t>(ctx.tokens.size()), n_embd = ctx.config.n_embd;
+  // expert id -> (token, weight) list, in token order
+  std::map<int, std::vector<std::pair<int64_t, float>>> by_expert;
+  for (const ExpertRoute& r : routes)
+    if (!ctx.experts || ctx.experts->computes(r.expert)) by_expert[r.expert].push_back({r.token, r.weight});
+  std::fill(y, y + T * n_embd, 0.0f);
+  std::vector<float> xs, ws, out;
+  for (const auto& [e, list] : by_expert) {
+    count_routed_expert(ctx, e);
+    xs.resize(list.size() * n_embd);
+    ws.clear();
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::copy_n(&normed[list[i].first * n_embd], n_embd, &xs[i * n_embd]);
+      ws.push_back(list[i].second);
+    }
+    routed_expert_rows(ctx, e, xs, ws, out);
+    for (size_t i = 0; i < list.size(); ++i)
+      for (int64_t d = 0; d < n_embd; ++d) y[list[i].first * n_embd + d] += out[i * n_embd + d];
+  }
+  // Every rank joins the sum, also with no routed token of its own (its part is then zeros).
+  if (ctx.experts && ctx.experts->active()) ctx.experts->comm->all_reduce_sum(y, static_cast<size_t>(T * n_embd), nullptr);
+}
+
+}  // namespace
+
 void moe_sublayer(const LayerContext& ctx, const float* x, float* y) {
   const ModelConfig& c = ctx.config;
   const LayerWeights& w = ctx.w;
@@ -75,38 +122,16 @@ void moe_sublayer(const LayerContext& ctx, const float* x, float* y) {
   std::vector<float> logits(T * c.n_expert);
   matmul(w.ffn_gate_inp.mat(), normed.data(), T, logits.data(), ctx.pool);
 
-  // expert id -> (token, weight) list, in token order
-  std::map<int, std::vector<std::pair<int64_t, float>>> by_expert;
+  std::vector<ExpertRoute> routes;
   for (int64_t t = 0; t < T; ++t) {
     const Route r = route_token(ctx, &logits[t * c.n_expert], ctx.tokens[t].token);
-    for (size_t k = 0; k < r.experts.size(); ++k)
-      if (!ctx.experts || ctx.experts->computes(r.experts[k])) by_expert[r.experts[k]].push_back({t, r.weights[k]});
+    for (size_t k = 0; k < r.experts.size(); ++k) routes.push_back({t, r.experts[k], r.weights[k]});
   }
-  std::fill(y, y + T * n_embd, 0.0f);
-  if (ctx.counters) {
-    ctx.counters->unique_experts += static_cast<int64_t>(by_expert.size());
-    const auto bytes = [](const MatView& m) { return static_cast<int64_t>(m.n_out) * static_cast<int64_t>(m.row_bytes); };
-    for (const auto& entry : by_expert) {
-      const int e = entry.first;
-      ctx.counters->expert_bytes +=
-          bytes(w.ffn_gate_exps.expert(e)) + bytes(w.ffn_up_exps.expert(e)) + bytes(w.ffn_down_exps.expert(e));
-    }
-  }
-  std::vector<float> xs, ws, out;
-  for (const auto& [e, list] : by_expert) {
-    xs.resize(list.size() * n_embd);
-    ws.clear();
-    for (size_t i = 0; i < list.size(); ++i) {
-      std::copy_n(&normed[list[i].first * n_embd], n_embd, &xs[i * n_embd]);
-      ws.push_back(list[i].second);
-    }
-    expert_ffn(ctx, w.ffn_gate_exps.expert(e), w.ffn_up_exps.expert(e), w.ffn_down_exps.expert(e), xs, ws, out);
-    for (size_t i = 0; i < list.size(); ++i)
-      for (int64_t d = 0; d < n_embd; ++d) y[list[i].first * n_embd + d] += out[i * n_embd + d];
-  }
-  // Every rank joins the sum, also with no routed token of its own (its part is then zeros).
-  if (ctx.experts && ctx.experts->active()) ctx.experts->comm->all_reduce_sum(y, static_cast<size_t>(T * n_embd), nullptr);
-  std::vector<float> ones(T, 1.0f);
+  if (ctx.experts && ctx.experts->active() && ctx.experts->data_parallel)
+    routed_experts_data_parallel(ctx, normed, routes, y);
+  else
+    routed_experts_local(ctx, normed, routes, y);
+  std::vector<float> ones(T, 1.0f), out;
   expert_ffn(ctx, w.ffn_gate_shexp.mat(), w.ffn_up_shexp.mat(), w.ffn_down_shexp.mat(), normed, ones, out);
   for (int64_t i = 0; i < T * n_embd; ++i) y[i] += out[i];
 }

@@ -5,6 +5,7 @@
 // inactive (one process computes every expert, no collective). expert_slice() gives the views of a
 // rank's own experts only, for a device backend that uploads just those (memory per rank).
 #pragma once
+#include <utility>
 #include <vector>
 
 #include "engine/weights.h"
@@ -14,6 +15,9 @@
 namespace ds4 {
 
 struct ExpertParallel {
+  ExpertParallel() = default;
+  ExpertParallel(Communicator* comm, ExpertShard shard, bool data_parallel = false, std::vector<ExpertShard> shards = {})
+      : comm(comm), shard(shard), data_parallel(data_parallel), shards(std::move(shards)) {}
   Communicator* comm = nullptr;  // null: inactive
   ExpertShard shard;             // this rank's experts (all of them when inactive)
   // Data-parallel attention (PARALLEL.md sections 3 and 5): each rank runs its own sequences, and
