@@ -1,5 +1,5 @@
 // The generation routes (/v1/chat/completions, /v1/completions, /v1/messages, /v1/responses): parse
-// -> prepare (api_dispatch.h) -> submit to the engine -> relay the request's token stream through the
+// -> prepare (api_dispatch.h; on the preparation pool, prepare_pool.h) -> submit to the engine -> relay the request's token stream through the
 // API's ResponseWriter as SSE or one JSON body. A finished turn is remembered for exact replay (its
 // DSML by tool call ids, its sampled ids by their text), so a resent history hits the prefix cache.
 // The engine's edge-triggered notify posts onto the connection's strand and wakes the relay's
@@ -338,29 +338,57 @@ void Relay::cancel() {
 
 }  // namespace
 
-net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state, ModelService& service,
-                                              const Request& req, const ResponseContext& ctx, GenerationApi api,
-                                              Clock::time_point arrival) {
-  InFlight in_flight(state);
+namespace {
+
+// What the preparation pool hands back to the connection's strand.
+struct PreparedOnPool {
   ApiPrepared prepared;
-  PreparedGeneration& prep = prepared.prep;
+  std::optional<ApiError> error;
+};
+
+// Parse, render, tokenize and check one request (runs on the preparation pool: prepare_pool.h).
+// Touches only thread-safe state: the tokenizer (const), the replay cache, the seed counter, the
+// engine's request check (const) and the log.
+PreparedOnPool prepare_generation(ServerState& state, ModelService& service, const Request& req, GenerationApi api,
+                                  Clock::time_point arrival) {
+  PreparedOnPool out;
+  PreparedGeneration& prep = out.prepared.prep;
   PrepareContext pctx{service.tokenizer(), service.served_name(), service.max_model_len(), service.default_effort(),
                       &service.replay(), service.next_seed()};
   pctx.limits = state.options.hardening.request;
   std::vector<std::string> ignored;
-  std::optional<ApiError> error = prepare_for_api(api, req.body(), pctx, prepared, ignored);
+  out.error = prepare_for_api(api, req.body(), pctx, out.prepared, ignored);
   state.log_ignored_fields(ignored);
-  if (!error) {
+  if (!out.error) {
     prep.request.arrival_time = arrival;
     if (const std::string why = service.engine().check_request(prep.request); !why.empty())
-      error = invalid_param("", why);
+      out.error = invalid_param("", why);
   }
-  if (error) co_return RouteResult{api_error_reply(api, *error), false, true, static_cast<unsigned>(error->status)};
+  if (out.error) return out;
   prep.setup.id = request_id(response_id_prefix(api), service);
   prep.setup.created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch()).count();
   if (state.options.hardening.log_prompts)  // --log-prompts only: prompts are private by default
     state.log("prompt of " + prep.setup.id + ": " + loggable(service.tokenizer().decode(prep.request.prompt_tokens), 4096));
+  return out;
+}
+
+}  // namespace
+
+net::awaitable<RouteResult> handle_generation(Stream& stream, ServerState& state, ModelService& service,
+                                              const Request& req, const ResponseContext& ctx, GenerationApi api,
+                                              Clock::time_point arrival) {
+  InFlight in_flight(state);
+  // Off the io thread (a prompt of tens of MiB takes seconds to tokenize); back on this
+  // connection's strand afterwards. The client may leave meanwhile: the request is then submitted
+  // and at once aborted by watch_client below, as a client leaving during prefill is.
+  std::optional<PreparedOnPool> done = co_await state.prepare_pool.run(
+      [&state, &service, &req, api, arrival] { return prepare_generation(state, service, req, api, arrival); });
+  if (!done) co_return RouteResult{api_error_reply(api, state.prepare_pool.overloaded_error()), false, true, 503};
+  if (done->error)
+    co_return RouteResult{api_error_reply(api, *done->error), false, true, static_cast<unsigned>(done->error->status)};
+  ApiPrepared& prepared = done->prepared;
+  PreparedGeneration& prep = prepared.prep;
 
   Relay relay(stream, state, service, ctx, prep, make_api_writer(api, service.tokenizer(), prepared), arrival);
   if (prep.complete_without_generation) {

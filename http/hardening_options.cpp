@@ -22,6 +22,11 @@ const char* const kHardeningUsage =
     "  --header-timeout S        from a request's first byte to the end of its header, and from a new\n"
     "                            connection to its first request [10]\n"
     "  --max-connections N       open client connections; more are closed at once [1024]\n"
+    "  --max-connections-per-ip N  open connections from one client address; more are closed at once\n"
+    "                            [0: no limit; behind a proxy all clients share its address]\n"
+    "  --prepare-threads N       threads that parse, render and tokenize requests off the io threads [2]\n"
+    "  --max-prepare-queue N     requests waiting for a --prepare-threads thread; more get 503 +\n"
+    "                            Retry-After [256]\n"
     "  --log-prompts             log each generation's prompt text (never logged otherwise)\n";
 
 namespace {
@@ -51,6 +56,10 @@ bool apply_hardening_option(ServerOptions& o, const std::string& opt, const std:
   else if (opt == "--metrics-access") h.metrics_access = parse_access(opt, v, true);
   else if (opt == "--header-timeout") h.header_timeout_seconds = static_cast<int>(parse_int_option(opt, v, 1, 3600));
   else if (opt == "--max-connections") o.limits.max_connections = static_cast<int>(parse_int_option(opt, v, 1, 1 << 20));
+  else if (opt == "--max-connections-per-ip")
+    h.max_connections_per_address = static_cast<int>(parse_int_option(opt, v, 0, 1 << 20));
+  else if (opt == "--prepare-threads") h.prepare_threads = static_cast<int>(parse_int_option(opt, v, 1, 256));
+  else if (opt == "--max-prepare-queue") h.max_prepare_queue = static_cast<int>(parse_int_option(opt, v, 0, 1 << 20));
   else return false;
   return true;
 }

@@ -4,6 +4,10 @@
 // Design: /health and /metrics are public by default (load balancers and Prometheus scrapers
 // usually hold no API key, and neither shows request content); "key" puts them behind --api-key,
 // "off" answers 404 (for /metrics). Prompt text is never logged unless --log-prompts is given.
+// Also the request-preparation pool (prepare_pool.h: --prepare-threads, --max-prepare-queue) and
+// the per-address connection limit (address_limit.h: --max-connections-per-ip, off by default:
+// behind a reverse proxy or a NAT every client shares one address, so any default would refuse
+// legitimate clients there).
 #pragma once
 #include <string>
 
@@ -20,6 +24,9 @@ struct HardeningOptions {
   bool log_prompts = false;  // log each generation's prompt text (escaped, cut to 4 KiB)
   int header_timeout_seconds = 10;  // from a request's first byte to the end of its header; also
                                     // from accepting a connection to its first request's first byte
+  int prepare_threads = 2;              // threads that parse, render and tokenize requests
+  int max_prepare_queue = 256;          // preparations waiting for one of them; more get 503
+  int max_connections_per_address = 0;  // open connections per client address; 0: no limit
 };
 
 struct ServerOptions;

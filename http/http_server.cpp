@@ -1,4 +1,5 @@
-// HttpServer (see http_server.h): acceptor coroutine, io threads, drain, and ServerState's log.
+// HttpServer (see http_server.h): acceptor coroutine (with the --max-connections and
+// --max-connections-per-ip refusals), io threads, drain, and ServerState's log.
 #include "http/http_server.h"
 
 #include <cstdio>
@@ -42,7 +43,12 @@ net::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerState& state) {
     auto [ec, socket] = co_await acceptor.async_accept(net::as_tuple(net::use_awaitable));
     if (!acceptor.is_open()) co_return;
     if (ec) continue;  // e.g. too many open files: try the next one
-    if (state.connections.load() >= state.options.limits.max_connections) {
+    // Over --max-connections, or over --max-connections-per-ip for the peer's address (or the
+    // peer is already gone): accepted and closed at once.
+    beast::error_code peer_ec;
+    const net::ip::address peer = socket.remote_endpoint(peer_ec).address();
+    if (state.connections.load() >= state.options.limits.max_connections || peer_ec ||
+        !state.connections_by_address.try_open(peer)) {
       beast::error_code ignored;
       socket.close(ignored);
       continue;
@@ -51,7 +57,8 @@ net::awaitable<void> accept_loop(tcp::acceptor& acceptor, ServerState& state) {
     socket.set_option(tcp::no_delay(true), ignored);  // one SSE chunk per token: no Nagle delay
     state.connections.fetch_add(1);
     auto strand = net::make_strand(acceptor.get_executor());
-    net::co_spawn(strand, run_session(std::move(socket), state), [&state](std::exception_ptr e) {
+    net::co_spawn(strand, run_session(std::move(socket), state), [&state, peer](std::exception_ptr e) {
+      state.connections_by_address.close(peer);
       state.connections.fetch_sub(1);
       if (!e) return;
       try {
@@ -108,6 +115,9 @@ void HttpServer::stop() {
   for (std::thread& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();
+  // Preparations still running refer to their sessions' requests and to the model: let them end
+  // now, while both exist (their completions stay queued on the stopped io_context).
+  state_->prepare_pool.join();
 }
 
 }  // namespace ds4::http

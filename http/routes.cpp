@@ -1,5 +1,5 @@
-// The plain (non-generation) routes: /v1/models, /tokenize, /detokenize, /metrics, and the Reply
-// helpers. Each is a pure function of the request and the loaded service.
+// The plain (non-generation) routes: /v1/models, /tokenize, /detokenize, /metrics (the registry's
+// text plus the preparation pool's gauge), and the Reply helpers. Each is a pure function of the request and the loaded service.
 #include "http/generation_prepare.h"
 #include "http/json_writer.h"
 #include "http/session.h"
@@ -84,10 +84,29 @@ Reply handle_detokenize(ServerState& state, ModelService& service, const Request
   return json_reply(w.take());
 }
 
-Reply handle_metrics(ModelService& service) {
+namespace {
+
+std::string escaped_label_value(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Reply handle_metrics(ModelService& service, int preparing) {
   Reply r;
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = service.metrics().serialize();
+  // The preparation pool lives in the HTTP server, not in the metrics registry: one more gauge.
+  r.body += "# HELP ds4serve_num_requests_preparing Requests being parsed and tokenized, or waiting for a "
+            "preparation thread.\n# TYPE ds4serve_num_requests_preparing gauge\n"
+            "ds4serve_num_requests_preparing{model_name=\"" + escaped_label_value(service.served_name()) + "\"} " +
+            std::to_string(preparing) + "\n";
   return r;
 }
 

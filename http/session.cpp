@@ -1,8 +1,10 @@
 // One client connection: HTTP/1.1 keep-alive loop with header / body limits and timeouts
 // (Expect: 100-continue honoured), CORS, API-key check, routing, and the reply write. Runs as a
-// coroutine on its own strand (spawned by http_server.cpp). Every request is counted in
+// coroutine on its own strand (spawned by http_server.cpp); replies that need tokenizing
+// (/tokenize, /detokenize, count_tokens) are computed on the preparation pool (prepare_pool.h). Every request is counted in
 // ds4serve_http_requests_total by route and status once the model service exists.
 #include <cstdio>
+#include <functional>
 
 #include "http/api_dispatch.h"
 #include "http/auth.h"
@@ -52,7 +54,14 @@ struct Routed {
   Reply reply;
   bool generation = false;
   GenerationApi api = GenerationApi::kChatCompletions;
+  std::function<Reply()> prepare;  // CPU-heavy reply (tokenizing): computed on the preparation pool
 };
+
+Routed on_pool(std::function<Reply()> prepare) {
+  Routed r;
+  r.prepare = std::move(prepare);
+  return r;
+}
 
 // Decides everything that does not need the connection: errors, plain routes, or "generation".
 Routed route(ServerState& state, const Request& req, std::string_view path) {
@@ -75,11 +84,11 @@ Routed route(ServerState& state, const Request& req, std::string_view path) {
   if (r == "/health") return {health_reply(state)};
   ModelService* service = state.service.load();
   if (!service) return {error_reply(unavailable("The model is loading", "model_loading", 5))};
-  if (r == "/metrics") return {handle_metrics(*service)};
+  if (r == "/metrics") return {handle_metrics(*service, state.prepare_pool.outstanding())};
   if (r == "/v1/models") return {handle_models(state, *service, target)};
-  if (r == "/tokenize") return {handle_tokenize(state, *service, req)};
-  if (r == "/detokenize") return {handle_detokenize(state, *service, req)};
-  if (r == "/v1/messages/count_tokens") return {handle_count_tokens(*service, req)};
+  if (r == "/tokenize") return on_pool([&state, service, &req] { return handle_tokenize(state, *service, req); });
+  if (r == "/detokenize") return on_pool([&state, service, &req] { return handle_detokenize(state, *service, req); });
+  if (r == "/v1/messages/count_tokens") return on_pool([service, &req] { return handle_count_tokens(*service, req); });
   if (state.draining) return {error_reply(unavailable("The server is shutting down", "shutting_down", 5))};
   return {Reply{}, true, *generation_api_of(r)};
 }
@@ -156,6 +165,14 @@ net::awaitable<std::optional<Reply>> read_request(Stream& stream, beast::flat_bu
   }
   out = parser.release();
   co_return std::nullopt;
+}
+
+// The reply of a Routed::prepare, computed on the preparation pool (503 when it is full); the
+// session resumes on its strand.
+net::awaitable<Reply> reply_from_pool(ServerState& state, std::function<Reply()> prepare) {
+  std::optional<Reply> reply = co_await state.prepare_pool.run(std::move(prepare));
+  if (!reply) co_return error_reply(state.prepare_pool.overloaded_error());
+  co_return std::move(*reply);
 }
 
 ResponseContext context_for(ServerState& state, const Request& req) {
@@ -237,6 +254,7 @@ net::awaitable<void> run_session(tcp::socket socket, ServerState& state) {
     const std::string path(target.substr(0, target.find('?')));
     ResponseContext ctx = context_for(state, req);
     Routed routed = route(state, req, path);
+    if (routed.prepare) routed.reply = co_await reply_from_pool(state, std::move(routed.prepare));
     if (!routed.generation) routed.reply = reshape_error_for_path(path, std::move(routed.reply));
     RouteResult result;
     if (routed.generation) {

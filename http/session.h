@@ -58,7 +58,8 @@ struct RouteResult {
 Reply handle_models(ServerState& state, ModelService& service, const std::string& target);
 Reply handle_tokenize(ServerState& state, ModelService& service, const Request& req);
 Reply handle_detokenize(ServerState& state, ModelService& service, const Request& req);
-Reply handle_metrics(ModelService& service);
+// `preparing`: requests in the preparation pool (ds4serve_num_requests_preparing).
+Reply handle_metrics(ModelService& service, int preparing);
 
 // One client connection until it closes (session.cpp).
 net::awaitable<void> run_session(tcp::socket socket, ServerState& state);
