@@ -2,7 +2,8 @@
 // references; CudaBackend with 2 and 4 ranks sharing one GPU (threads; a host-staged test
 // communicator, so no graphs) against one rank (logits within relative 1e-5 without KV
 // quantisation, same greedy tokens); and, with two or more GPUs, the NCCL communicator
-// (all-reduce, broadcast, barrier) and the same model comparison over NCCL, one rank per GPU.
+// (all-reduce, broadcast, barrier, all-to-all on host and device memory), the same model comparison
+// over NCCL, one rank per GPU, and the CPU reference's data-parallel MoE over NCCL.
 // Skips visibly without a GPU, or without a second GPU for the NCCL cases.
 #include <gtest/gtest.h>
 
@@ -13,7 +14,9 @@
 #include <random>
 #include <thread>
 
+#include "engine/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/kv_state.h"
 #include "engine/model.h"
 #include "engine/model_config.h"
 #include "kernels/cuda/expert_shard.h"
@@ -352,6 +355,128 @@ TEST(NcclCommunicator, CollectivesAcrossGpus) {
     EXPECT_EQ(texts[r], "from rank 0");
     ASSERT_EQ(sums[r].size(), 1000u);
     EXPECT_EQ(sums[r][999], float(world * (world + 1) / 2));
+  }
+}
+
+// Rank `from` sends (from + 2 * to) % 3 values to rank `to` (some zero), each naming both ranks.
+size_t a2a_count(int from, int to) { return static_cast<size_t>((from + 2 * to) % 3); }
+int32_t a2a_value(int from, int to, size_t i) { return from * 10000 + to * 100 + int32_t(i); }
+
+// One all-to-all of rank `me`: host memory (stream null) or device memory on a stream; returns what
+// arrived, or throws.
+std::vector<int32_t> nccl_all_to_all(Communicator& comm, bool on_device) {
+  const int me = comm.rank(), world = comm.world();
+  std::vector<size_t> counts(world), send_bytes(world), recv_bytes(world);
+  std::vector<int32_t> send;
+  for (int p = 0; p < world; ++p) {
+    counts[p] = a2a_count(me, p);
+    for (size_t i = 0; i < counts[p]; ++i) send.push_back(a2a_value(me, p, i));
+  }
+  const std::vector<size_t> incoming = all_to_all_counts(comm, counts);
+  size_t total = 0;
+  for (int q = 0; q < world; ++q) {
+    send_bytes[q] = counts[q] * sizeof(int32_t);
+    recv_bytes[q] = incoming[q] * sizeof(int32_t);
+    total += incoming[q];
+  }
+  std::vector<int32_t> recv(total, -1);
+  if (!on_device) {
+    comm.all_to_all_v(send.data(), send_bytes, recv.data(), recv_bytes, nullptr);
+    return recv;
+  }
+  send.push_back(0);  // device arrays of at least one element
+  recv.push_back(-1);
+  test::DeviceArray<int32_t> d_send(send), d_recv(recv);
+  cudaStream_t stream = nullptr;
+  DS4_CUDA_CHECK(cudaStreamCreate(&stream));
+  comm.all_to_all_v(d_send.get(), send_bytes, d_recv.get(), recv_bytes, stream);
+  comm.wait(stream);
+  DS4_CUDA_CHECK(cudaStreamDestroy(stream));
+  std::vector<int32_t> out = d_recv.to_host();
+  out.pop_back();
+  return out;
+}
+
+TEST(NcclCommunicator, AllToAllWithPerPeerSizesAcrossGpus) {
+  const int world = gpu_count();
+  if (world < 2) GTEST_SKIP() << "needs two or more GPUs (found " << world << ")";
+  setenv("NCCL_NVLS_ENABLE", "0", 1);
+  const NcclId id = nccl_new_id();
+  std::vector<std::string> errors(world);
+  std::vector<std::vector<int32_t>> host(world), device(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        NcclCommunicator comm(id, r, world, r);
+        host[r] = nccl_all_to_all(comm, false);
+        device[r] = nccl_all_to_all(comm, true);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    std::vector<int32_t> expect;
+    for (int q = 0; q < world; ++q)
+      for (size_t i = 0; i < a2a_count(q, r); ++i) expect.push_back(a2a_value(q, r, i));
+    EXPECT_EQ(host[r], expect) << "rank " << r << " (host memory)";
+    EXPECT_EQ(device[r], expect) << "rank " << r << " (device memory)";
+  }
+}
+
+// The CPU reference's data-parallel MoE (engine/cpu_moe_dispatch.cpp) over NCCL's host path, one
+// rank per GPU, each running its own sequence: bit-identical to one process (as parallel_dp_test
+// shows over the thread double).
+TEST(NcclCommunicator, DataParallelCpuModelOverNcclMatchesOneProcess) {
+  const int world = std::min(gpu_count(), 4);
+  if (world < 2) GTEST_SKIP() << "needs two or more GPUs (found " << world << ")";
+  setenv("NCCL_NVLS_ENABLE", "0", 1);
+  const Model& m = demo_model();
+  const auto run = [&](CpuBackend& backend, const std::vector<int>& seqs) {
+    std::vector<std::unique_ptr<ContiguousKv>> kv;
+    std::vector<std::vector<int32_t>> input;
+    for (int s : seqs) kv.push_back(std::make_unique<ContiguousKv>(m.config)), input.push_back(random_tokens(5 + 7 * s, s));
+    std::vector<std::vector<float>> logits(seqs.size());
+    for (int step = 0; step < 3; ++step) {
+      ForwardBatch batch;
+      for (size_t i = 0; i < seqs.size(); ++i) batch.sequences.push_back({kv[i].get(), input[i], false});
+      const ForwardOutput out = backend.forward(batch);
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        const float* row = out.row(i);
+        logits[i].insert(logits[i].end(), row, row + out.n_vocab);
+        input[i] = {static_cast<int32_t>(std::max_element(row, row + out.n_vocab) - row)};
+      }
+    }
+    return logits;
+  };
+  std::vector<int> all;
+  for (int s = 0; s < world - 1; ++s) all.push_back(s);  // the last rank has no sequence
+  CpuBackend single(m.config, m.weights, {}, 2);
+  const std::vector<std::vector<float>> reference = run(single, all);
+  const NcclId id = nccl_new_id();
+  std::vector<std::string> errors(world);
+  std::vector<std::vector<std::vector<float>>> got(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        NcclCommunicator comm(id, r, world, r);
+        CpuBackend backend(m.config, m.weights, {}, 1,
+                           ExpertParallel(&comm, expert_shard(r, world, m.config.n_expert), true));
+        got[r] = run(backend, r + 1 < world ? std::vector<int>{r} : std::vector<int>{});
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    if (r + 1 < world) {
+      ASSERT_EQ(got[r].size(), 1u);
+      EXPECT_EQ(got[r][0], reference[r]) << "rank " << r;
+    }
   }
 }
 
