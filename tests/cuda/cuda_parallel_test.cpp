@@ -124,11 +124,18 @@ class HostStagedCommunicator final : public Communicator {
   }
   void broadcast(void* data, size_t bytes, int root) override { inner_.broadcast(data, bytes, root); }
   void barrier() override { inner_.barrier(); }
-  // Host memory only (the CUDA backend has no data-parallel mode yet): passes through.
+  // Device memory (a stream): through host copies like all_reduce_sum; host memory: passed through.
   void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv, std::span<const size_t> recv_bytes,
                     void* stream) override {
-    if (stream) throw CommError("host-staged double: all_to_all_v on device memory is not implemented");
-    inner_.all_to_all_v(send, send_bytes, recv, recv_bytes, nullptr);
+    if (!stream) return inner_.all_to_all_v(send, send_bytes, recv, recv_bytes, nullptr);
+    size_t out = 0, in = 0;
+    for (size_t b : send_bytes) out += b;
+    for (size_t b : recv_bytes) in += b;
+    std::vector<char> host_send(out), host_recv(in);
+    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    if (out) DS4_CUDA_CHECK(cudaMemcpy(host_send.data(), send, out, cudaMemcpyDeviceToHost));
+    inner_.all_to_all_v(host_send.data(), send_bytes, host_recv.data(), recv_bytes, nullptr);
+    if (in) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), in, cudaMemcpyHostToDevice));
   }
   std::string name() const override { return "host-staged threads (test double)"; }
 
@@ -318,6 +325,78 @@ int gpu_count() {
   return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
+// Rank `from` sends (from + 2 * to) % 3 values to rank `to` (some zero), each naming both ranks.
+size_t a2a_count(int from, int to) { return static_cast<size_t>((from + 2 * to) % 3); }
+int32_t a2a_value(int from, int to, size_t i) { return from * 10000 + to * 100 + int32_t(i); }
+
+// One all-to-all of comm's rank: host memory (stream null) or device memory on a stream; returns what
+// arrived, or throws.
+std::vector<int32_t> nccl_all_to_all(Communicator& comm, bool on_device) {
+  const int me = comm.rank(), world = comm.world();
+  std::vector<size_t> counts(world), send_bytes(world), recv_bytes(world);
+  std::vector<int32_t> send;
+  for (int p = 0; p < world; ++p) {
+    counts[p] = a2a_count(me, p);
+    for (size_t i = 0; i < counts[p]; ++i) send.push_back(a2a_value(me, p, i));
+  }
+  const std::vector<size_t> incoming = all_to_all_counts(comm, counts);
+  size_t total = 0;
+  for (int q = 0; q < world; ++q) {
+    send_bytes[q] = counts[q] * sizeof(int32_t);
+    recv_bytes[q] = incoming[q] * sizeof(int32_t);
+    total += incoming[q];
+  }
+  std::vector<int32_t> recv(total, -1);
+  if (!on_device) {
+    comm.all_to_all_v(send.data(), send_bytes, recv.data(), recv_bytes, nullptr);
+    return recv;
+  }
+  send.push_back(0);  // device arrays of at least one element
+  recv.push_back(-1);
+  test::DeviceArray<int32_t> d_send(send), d_recv(recv);
+  cudaStream_t stream = nullptr;
+  DS4_CUDA_CHECK(cudaStreamCreate(&stream));
+  comm.all_to_all_v(d_send.get(), send_bytes, d_recv.get(), recv_bytes, stream);
+  comm.wait(stream);
+  DS4_CUDA_CHECK(cudaStreamDestroy(stream));
+  std::vector<int32_t> out = d_recv.to_host();
+  out.pop_back();
+  return out;
+}
+
+// The expected arrivals of rank r in nccl_all_to_all / the host-staged variant.
+std::vector<int32_t> a2a_expected(int r, int world) {
+  std::vector<int32_t> expect;
+  for (int q = 0; q < world; ++q)
+    for (size_t i = 0; i < a2a_count(q, r); ++i) expect.push_back(a2a_value(q, r, i));
+  return expect;
+}
+
+// The host-staged double's all_to_all_v on device memory (two ranks sharing one GPU).
+TEST(CudaExpertParallel, HostStagedAllToAllOnOneGpu) {
+  DS4_REQUIRE_GPU();
+  ThreadGroup group(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::vector<int32_t>> got(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        CudaBackend::select_device(0);
+        HostStagedCommunicator comm(group, r);
+        got[r] = nccl_all_to_all(comm, true);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+        group.abort(e.what());
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(got[r], a2a_expected(r, 2)) << "rank " << r;
+  }
+}
+
 #ifdef DS4_HAVE_NCCL
 TEST(NcclCommunicator, CollectivesAcrossGpus) {
   const int world = gpu_count();
@@ -358,45 +437,6 @@ TEST(NcclCommunicator, CollectivesAcrossGpus) {
   }
 }
 
-// Rank `from` sends (from + 2 * to) % 3 values to rank `to` (some zero), each naming both ranks.
-size_t a2a_count(int from, int to) { return static_cast<size_t>((from + 2 * to) % 3); }
-int32_t a2a_value(int from, int to, size_t i) { return from * 10000 + to * 100 + int32_t(i); }
-
-// One all-to-all of rank `me`: host memory (stream null) or device memory on a stream; returns what
-// arrived, or throws.
-std::vector<int32_t> nccl_all_to_all(Communicator& comm, bool on_device) {
-  const int me = comm.rank(), world = comm.world();
-  std::vector<size_t> counts(world), send_bytes(world), recv_bytes(world);
-  std::vector<int32_t> send;
-  for (int p = 0; p < world; ++p) {
-    counts[p] = a2a_count(me, p);
-    for (size_t i = 0; i < counts[p]; ++i) send.push_back(a2a_value(me, p, i));
-  }
-  const std::vector<size_t> incoming = all_to_all_counts(comm, counts);
-  size_t total = 0;
-  for (int q = 0; q < world; ++q) {
-    send_bytes[q] = counts[q] * sizeof(int32_t);
-    recv_bytes[q] = incoming[q] * sizeof(int32_t);
-    total += incoming[q];
-  }
-  std::vector<int32_t> recv(total, -1);
-  if (!on_device) {
-    comm.all_to_all_v(send.data(), send_bytes, recv.data(), recv_bytes, nullptr);
-    return recv;
-  }
-  send.push_back(0);  // device arrays of at least one element
-  recv.push_back(-1);
-  test::DeviceArray<int32_t> d_send(send), d_recv(recv);
-  cudaStream_t stream = nullptr;
-  DS4_CUDA_CHECK(cudaStreamCreate(&stream));
-  comm.all_to_all_v(d_send.get(), send_bytes, d_recv.get(), recv_bytes, stream);
-  comm.wait(stream);
-  DS4_CUDA_CHECK(cudaStreamDestroy(stream));
-  std::vector<int32_t> out = d_recv.to_host();
-  out.pop_back();
-  return out;
-}
-
 TEST(NcclCommunicator, AllToAllWithPerPeerSizesAcrossGpus) {
   const int world = gpu_count();
   if (world < 2) GTEST_SKIP() << "needs two or more GPUs (found " << world << ")";
@@ -418,9 +458,7 @@ TEST(NcclCommunicator, AllToAllWithPerPeerSizesAcrossGpus) {
   for (auto& t : threads) t.join();
   for (int r = 0; r < world; ++r) {
     EXPECT_EQ(errors[r], "") << "rank " << r;
-    std::vector<int32_t> expect;
-    for (int q = 0; q < world; ++q)
-      for (size_t i = 0; i < a2a_count(q, r); ++i) expect.push_back(a2a_value(q, r, i));
+    const std::vector<int32_t> expect = a2a_expected(r, world);
     EXPECT_EQ(host[r], expect) << "rank " << r << " (host memory)";
     EXPECT_EQ(device[r], expect) << "rank " << r << " (device memory)";
   }
