@@ -1,6 +1,6 @@
 // The generation routes (/v1/chat/completions, /v1/completions, /v1/messages, /v1/responses): parse
-// -> prepare (api_dispatch.h; on the preparation pool, prepare_pool.h) -> submit to the engine -> relay the request's token stream through the
-// API's ResponseWriter as SSE or one JSON body. A finished turn is remembered for exact replay (its
+// -> prepare (api_dispatch.h; on the preparation pool, prepare_pool.h) -> submit to the engine ->
+// relay the request's token stream through the API's ResponseWriter as SSE or one JSON body. A finished turn is remembered for exact replay (its
 // DSML by tool call ids, its sampled ids by their text), so a resent history hits the prefix cache.
 // The engine's edge-triggered notify posts onto the connection's strand and wakes the relay's
 // timer, so no io thread ever blocks on the engine. A watcher waits for the client to close its

@@ -1,8 +1,9 @@
 // One client connection: HTTP/1.1 keep-alive loop with header / body limits and timeouts
 // (Expect: 100-continue honoured), CORS, API-key check, routing, and the reply write. Runs as a
 // coroutine on its own strand (spawned by http_server.cpp); replies that need tokenizing
-// (/tokenize, /detokenize, count_tokens) are computed on the preparation pool (prepare_pool.h). Every request is counted in
-// ds4serve_http_requests_total by route and status once the model service exists.
+// (/tokenize, /detokenize, count_tokens) are computed on the preparation pool (prepare_pool.h).
+// Every request is counted in ds4serve_http_requests_total by route and status once the model
+// service exists.
 #include <cstdio>
 #include <functional>
 
