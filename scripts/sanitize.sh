@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
 jobs=$(nproc)
-python_http_tests=(tests/python/test_http_server.py tests/python/test_http_openai.py)
+python_http_tests=(tests/python/test_http_server.py tests/python/test_http_openai.py tests/python/test_http_io_limits.py)
 
 configure() {  # configure DIR SANITIZERS [cmake args...]
   local dir=$1 sanitizers=$2
