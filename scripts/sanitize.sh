@@ -78,7 +78,11 @@ tsan_job() {
 case $which in
   asan) asan_job ;;
   tsan) tsan_job ;;
-  all) asan_job && tsan_job ;;
+  all)  # not `asan_job && tsan_job`: bash ignores set -e inside a function run as part of an && list,
+        # so a failing test in the first job would not fail the run
+    asan_job
+    tsan_job
+    ;;
   *) echo "usage: $0 [asan|tsan|all]" >&2; exit 2 ;;
 esac
 echo "sanitize: $which ok"
