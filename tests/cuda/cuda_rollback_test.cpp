@@ -116,12 +116,7 @@ TEST(CudaRollback, SpeculativeEngineOnTheGpuEqualsThePlainOne) {
   CudaBackend plain_gpu(c, m->weights, o);
   const auto want = serve(plain_gpu, *plain_pool, c, requests, nullptr);
 
-  std::map<std::vector<int32_t>, std::vector<int32_t>> history;  // prompt -> prompt + greedy tokens
-  for (size_t i = 0; i < requests.size(); ++i) {
-    std::vector<int32_t> h = requests[i].prompt_tokens;
-    h.insert(h.end(), want[i].begin(), want[i].end());
-    history[requests[i].prompt_tokens] = h;
-  }
+  const auto history = test::token_history(requests, want);  // prompt -> prompt + greedy tokens
   SpeculativeConfig sc;
   sc.max_draft = 3;
   sc.adaptive = false;

@@ -1,11 +1,13 @@
 // A GPU test's requests through the scheduler's Engine: submits them at once, runs the engine
 // until each stream finishes and returns every request's generated tokens (a request that fails
 // or does not finish within 60 s fails the test). Used by the GPU tests that compare the engine
-// with and without speculative decoding (cuda_mtp_test, cuda_rollback_test).
+// with and without speculative decoding (cuda_mtp_test, cuda_rollback_test), and the token
+// history an oracle drafter replays.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -44,6 +46,18 @@ inline std::vector<std::vector<int32_t>> serve_through_engine(Backend& backend, 
   }
   engine.stop();
   return out;
+}
+
+// prompt -> prompt + generated tokens of each request (what an oracle drafter replays).
+inline std::map<std::vector<int32_t>, std::vector<int32_t>> token_history(const std::vector<GenerationRequest>& requests,
+                                                                          const std::vector<std::vector<int32_t>>& outputs) {
+  std::map<std::vector<int32_t>, std::vector<int32_t>> history;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    std::vector<int32_t> h = requests[i].prompt_tokens;
+    h.insert(h.end(), outputs[i].begin(), outputs[i].end());
+    history[requests[i].prompt_tokens] = h;
+  }
+  return history;
 }
 
 }  // namespace ds4::test
