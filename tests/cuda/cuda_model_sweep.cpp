@@ -2,8 +2,11 @@
 // depths; one CSV row per point, written as soon as it is measured (a killed run keeps its rows).
 #include "cuda_model_sweep.h"
 
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <numeric>
@@ -62,6 +65,23 @@ StepResult timed_step(CudaBackend& gpu, Sequences& kv, const std::vector<std::ve
   return r;
 }
 
+// DS4_PROFILE_STEP=1: after each point's timed steps, one more step between cudaProfilerStart and
+// cudaProfilerStop, for `ncu --profile-from-start off` (scripts/ncu_kernel_table.py sums its
+// kernels). Off by default; the point's timings never include the profiled step.
+bool profile_step_wanted() {
+  const char* v = std::getenv("DS4_PROFILE_STEP");
+  return v && std::string(v) == "1";
+}
+
+StepResult profiled_step(CudaBackend& gpu, Sequences& kv, const std::vector<std::vector<int32_t>>& tokens) {
+  cudaDeviceSynchronize();
+  cudaProfilerStart();
+  StepResult r = timed_step(gpu, kv, tokens);
+  cudaDeviceSynchronize();
+  cudaProfilerStop();
+  return r;
+}
+
 struct Summary {
   double median = 0, mean = 0, min = 0;
 };
@@ -108,6 +128,10 @@ void decode_point(CudaBackend& gpu, const SweepOptions& o, int context, int batc
     ms.push_back(warm.ms);
     bytes += double(warm.weight_bytes), experts += double(warm.experts);
   }
+  if (profile_step_wanted()) {
+    for (int s = 0; s < batch; ++s) tokens[s].assign(1, warm.next[s]);
+    profiled_step(gpu, kv, tokens);
+  }
   const Summary t = summarize(ms);
   const double n = double(ms.size()), step_bytes = bytes / n, gbs = step_bytes / 1e9 / (t.median / 1e3);
   const double frac = o.copy_peak_gbs > 0 ? gbs / o.copy_peak_gbs : 0;
@@ -126,6 +150,10 @@ void prefill_point(CudaBackend& gpu, const SweepOptions& o, int depth, std::mt19
     Sequences kv = place_sequences(gpu, 1, depth, o.prefill_chunk + 1);
     if (kv.empty()) break;
     ms.push_back(timed_step(gpu, kv, {random_tokens(rng, static_cast<size_t>(o.prefill_chunk))}).ms);
+  }
+  if (!ms.empty() && profile_step_wanted()) {
+    Sequences kv = place_sequences(gpu, 1, depth, o.prefill_chunk + 1);
+    if (!kv.empty()) profiled_step(gpu, kv, {random_tokens(rng, static_cast<size_t>(o.prefill_chunk))});
   }
   if (ms.empty()) {
     std::fprintf(csv, "%d,%d,no_fit,0,,,,\n", depth, o.prefill_chunk);
