@@ -1,7 +1,9 @@
 // RankSetup exchange (see rank_setup.h): one fixed-size broadcast with a magic and version.
 #include "parallel/rank_setup.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace ds4 {
 namespace {
@@ -15,6 +17,16 @@ struct Wire {
   uint64_t fingerprint = 0;
   int64_t blocks = 0, slots = 0, snapshots = 0;
 };
+
+// Every rank's value, in rank order (one 8-byte value to every peer over all_to_all_v).
+std::vector<uint64_t> all_gather(Communicator& comm, uint64_t mine) {
+  const size_t world = static_cast<size_t>(comm.world());
+  const std::vector<uint64_t> send(world, mine);
+  std::vector<uint64_t> recv(world, 0);
+  const std::vector<size_t> bytes(world, sizeof(uint64_t));
+  comm.all_to_all_v(send.data(), bytes, recv.data(), bytes, nullptr);
+  return recv;
+}
 
 uint64_t mix(uint64_t h, int64_t v) {
   for (int i = 0; i < 8; ++i) h = (h ^ ((static_cast<uint64_t>(v) >> (8 * i)) & 0xff)) * 0x100000001b3ull;  // FNV-1a
@@ -48,6 +60,29 @@ RankSetup exchange_setup(Communicator& comm, const RankSetup& mine) {
     throw CommError(me + ": its model differs from rank 0's (config fingerprints " + std::to_string(mine.config_fingerprint) +
                     " and " + std::to_string(w.fingerprint) + "): every rank must serve the same model");
   return {w.world, w.fingerprint, w.blocks, w.slots, w.snapshots};
+}
+
+int64_t min_over_ranks(Communicator& comm, int64_t mine) {
+  int64_t least = mine;
+  for (uint64_t v : all_gather(comm, static_cast<uint64_t>(mine))) least = std::min(least, static_cast<int64_t>(v));
+  return least;
+}
+
+void check_expert_ranges(Communicator& comm, ExpertShard mine, int n_expert) {
+  const uint64_t packed = (static_cast<uint64_t>(static_cast<uint32_t>(mine.first)) << 32) | static_cast<uint32_t>(mine.count);
+  const std::vector<uint64_t> all = all_gather(comm, packed);
+  int64_t next = 0;  // the first expert the next rank must own
+  for (size_t r = 0; r < all.size(); ++r) {
+    const int64_t first = static_cast<int32_t>(all[r] >> 32), count = static_cast<int32_t>(all[r] & 0xffffffffu);
+    if (first != next || count < 1)
+      throw CommError("rank " + std::to_string(comm.rank()) + ": expert ranges disagree: rank " + std::to_string(r) +
+                      " owns [" + std::to_string(first) + ", " + std::to_string(first + count) + ") but should start at " +
+                      std::to_string(next) + " with at least one expert");
+    next = first + count;
+  }
+  if (next != n_expert)
+    throw CommError("rank " + std::to_string(comm.rank()) + ": the ranks' expert ranges cover " + std::to_string(next) +
+                    " of the " + std::to_string(n_expert) + " routed experts");
 }
 
 }  // namespace ds4

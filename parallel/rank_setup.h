@@ -9,6 +9,7 @@
 
 #include "engine/model_config.h"
 #include "parallel/communicator.h"
+#include "parallel/expert_shard.h"
 
 namespace ds4 {
 
@@ -24,5 +25,14 @@ uint64_t config_fingerprint(const ModelConfig& config);
 // Rank 0 sends `mine`; every rank returns rank 0's setup. Throws CommError on a transport failure,
 // or on a follower whose world or config fingerprint differs from rank 0's (naming both).
 RankSetup exchange_setup(Communicator& comm, const RankSetup& mine);
+
+// The smallest of every rank's `mine` (an all-gather of one value per rank). Replicated ranks hold
+// the same KV pool, so rank 0 plans it from the smallest KV budget of the group.
+int64_t min_over_ranks(Communicator& comm, int64_t mine);
+
+// Every rank's expert range must tile [0, n_expert) in rank order with no gap or overlap (each
+// rank computed its own from its rank and world). Throws CommError on every rank, naming the first
+// rank whose range does not follow its predecessor's, or the uncovered tail.
+void check_expert_ranges(Communicator& comm, ExpertShard mine, int n_expert);
 
 }  // namespace ds4

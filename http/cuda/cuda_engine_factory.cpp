@@ -98,15 +98,18 @@ std::unique_ptr<PagedKvPool> device_pool(const DeviceEngineRequest& r, int64_t b
   return std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout, make_cuda_kv_storage(layout)));
 }
 
-// Expert parallelism: rank 0 plans the pool from its memory and sends the counts; every other rank
-// builds the same layout (and fails clearly when it does not fit). Rank 0's storage records the
-// pool's copies and fills for the step messages (*recorder).
+// Expert parallelism: the ranks check that their expert ranges tile the experts, rank 0 plans the
+// pool from the smallest KV budget of the group and sends the counts; every other rank builds the
+// same layout (and fails clearly when it does not fit). Rank 0's storage records the pool's copies
+// and fills for the step messages (*recorder).
 std::unique_ptr<PagedKvPool> rank_pool(const DeviceEngineRequest& r, int64_t budget, RecordingKvStorage** recorder) {
   Communicator& comm = *r.comm;
+  check_expert_ranges(comm, rank_experts(r), r.config->n_expert);
+  const int64_t group_budget = min_over_ranks(comm, budget);
   RankSetup mine{comm.world(), config_fingerprint(*r.config), 0, 0, 0};
   KvPoolLayout layout;
   if (comm.rank() == 0) {
-    layout = plan_layout(r, budget);
+    layout = plan_layout(r, group_budget);
     mine.num_blocks = layout.num_blocks, mine.num_slots = layout.num_slots, mine.num_snapshots = layout.num_snapshots;
   }
   const RankSetup setup = exchange_setup(comm, mine);

@@ -3,6 +3,7 @@
 // and a "dead" rank (abort or timeout) making every other rank's collective throw instead of hang.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "engine/model_config.h"
@@ -170,6 +171,44 @@ TEST(RankSetup, FollowersAdoptRankZerosPoolAndRefuseAnotherModel) {
   EXPECT_EQ(got[1].num_blocks, 100);  // rank 0's pool
   EXPECT_EQ(got[1].num_slots, 8);
   EXPECT_NE(errors[2].find("its model differs from rank 0's"), std::string::npos) << errors[2];
+}
+
+TEST(RankSetup, KvBudgetIsTheSmallestOfTheGroup) {
+  const std::vector<int64_t> budgets = {int64_t(90) << 30, int64_t(91) << 30, (int64_t(89) << 30) + 5, int64_t(95) << 30};
+  for (int world : {1, 2, 3, 4}) {
+    ThreadGroup group(world);
+    std::vector<int64_t> got(world, -1);
+    run_ranks(group, [&](Communicator& comm) { got[comm.rank()] = min_over_ranks(comm, budgets[comm.rank()]); });
+    const int64_t least = *std::min_element(budgets.begin(), budgets.begin() + world);
+    for (int r = 0; r < world; ++r) EXPECT_EQ(got[r], least) << "world " << world << " rank " << r;
+  }
+}
+
+// Runs check_expert_ranges with ranges(rank) on every rank of a world; returns each rank's error.
+template <typename Ranges>
+std::vector<std::string> expert_range_errors(int world, int n_expert, Ranges ranges) {
+  ThreadGroup group(world);
+  std::vector<std::string> errors(world);
+  run_ranks(group, [&](Communicator& comm) {
+    try {
+      check_expert_ranges(comm, ranges(comm.rank()), n_expert);
+    } catch (const CommError& e) {
+      errors[comm.rank()] = e.what();
+    }
+  });
+  return errors;
+}
+
+TEST(RankSetup, ExpertRangesMustTileTheExperts) {
+  for (int world : {1, 2, 3, 4})
+    for (const std::string& e : expert_range_errors(world, 256, [&](int r) { return expert_shard(r, world, 256); }))
+      EXPECT_EQ(e, "") << "world " << world;
+  // Rank 1 computed its range for another world: an overlap, seen by every rank.
+  for (const std::string& e : expert_range_errors(3, 256, [](int r) { return expert_shard(r, r == 1 ? 2 : 3, 256); }))
+    EXPECT_NE(e.find("rank 1 owns [128, 256) but should start at 85"), std::string::npos) << e;
+  // Ranges that stop short of the last expert (the ranks disagree on the expert count).
+  for (const std::string& e : expert_range_errors(2, 256, [](int r) { return expert_shard(r, 2, 128); }))
+    EXPECT_NE(e.find("cover 128 of the 256 routed experts"), std::string::npos) << e;
 }
 
 TEST(ExpertShard, ContiguousRangesCoverEveryExpertOnce) {
