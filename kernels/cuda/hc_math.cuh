@@ -46,16 +46,23 @@ __device__ inline void hc_coef_from_mix(const float* m, const float* scale, cons
   sinkhorn(comb, hc, iterations, eps);
 }
 
+// pre[i] of hc_coef_from_mix (also computed apart from the Sinkhorn warp by hc_finish).
+__device__ __forceinline__ float hc_pre_coef(float mix, const float* scale, const float* base, int i, float eps) {
+  return sigmoid_f(mix * scale[0] + base[i]) + eps;
+}
+
 // The same coefficients computed by one warp (hc ≤ 4): lane i < hc² owns comb[i] and gathers its
 // row and column through shuffles, summing them in the serial order above, so the results equal
 // hc_coef_from_mix bit for bit while the 20 Sinkhorn rounds run as 40 short dependent steps
-// instead of 640 (a single thread's chain took ~60 µs on the H200). Every lane of the warp must
-// call it; mix_lane = mix[lane] (lanes < (2 + hc)·hc); coef receives all (2 + hc)·hc values.
-__device__ inline void hc_coef_warp(float mix_lane, const float* scale, const float* base, int hc, int iterations,
-                                    float eps, float* coef) {
+// instead of 640 (a single thread's chain took ~60 µs on the H200). kHc > 0 fixes hc at compile
+// time (unrolled row / column loops, same arithmetic); 0 reads it from hc_rt.
+template <int kHc>
+__device__ inline void hc_coef_warp_impl(float mix_lane, const float* scale, const float* base, int hc_rt, int iterations,
+                                         float eps, float* coef) {
   const unsigned full = 0xffffffffu;
+  const int hc = kHc > 0 ? kHc : hc_rt;
   const int lane = threadIdx.x & 31, n_comb = hc * hc;
-  if (lane < hc) coef[lane] = sigmoid_f(mix_lane * scale[0] + base[lane]) + eps;
+  if (lane < hc) coef[lane] = hc_pre_coef(mix_lane, scale, base, lane, eps);
   else if (lane < 2 * hc) coef[lane] = 2.0f * sigmoid_f(mix_lane * scale[1] + base[lane]);
   const float raw = __shfl_sync(full, mix_lane, (2 * hc + lane) & 31);
   const bool owner = lane < n_comb;
@@ -67,19 +74,29 @@ __device__ inline void hc_coef_warp(float mix_lane, const float* scale, const fl
     for (int j = 0; j < 4; ++j) r[j] = __shfl_sync(full, x, (a * hc + (j < hc ? j : 0)) & 31);
     if (exp_shift) {
       float mx = r[0];
-      for (int j = 1; j < hc; ++j) mx = fmaxf(mx, r[j]);
-      for (int j = 0; j < hc; ++j) r[j] = exp_f(r[j] - mx);
+#pragma unroll
+      for (int j = 1; j < 4; ++j)
+        if (j < hc) mx = fmaxf(mx, r[j]);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (j < hc) r[j] = exp_f(r[j] - mx);
     }
-    float sum = 0.0f;
-    for (int j = 0; j < hc; ++j) sum += r[j];
-    return exp_shift ? r[b] / sum + eps : x / (sum + eps);
+    float sum = 0.0f, rb = r[0];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (j < hc) sum += r[j];
+      if (j == b) rb = r[j];  // r[b] without a local-memory array
+    }
+    return exp_shift ? rb / sum + eps : x / (sum + eps);
   };
   auto col_step = [&](float x) {
     float c[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) c[j] = __shfl_sync(full, x, ((j < hc ? j : 0) * hc + b) & 31);
     float sum = 0.0f;
-    for (int j = 0; j < hc; ++j) sum += c[j];
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (j < hc) sum += c[j];
     return x / (sum + eps);
   };
   v = row_sum(v, true);
@@ -89,6 +106,14 @@ __device__ inline void hc_coef_warp(float mix_lane, const float* scale, const fl
   }
   if (owner) coef[2 * hc + lane] = v;
   __syncwarp();
+}
+
+// Every lane of the warp must call it; mix_lane = mix[lane] (lanes < (2 + hc)·hc); coef receives
+// all (2 + hc)·hc values.
+__device__ inline void hc_coef_warp(float mix_lane, const float* scale, const float* base, int hc, int iterations, float eps,
+                                    float* coef) {
+  if (hc == 4) hc_coef_warp_impl<4>(mix_lane, scale, base, hc, iterations, eps, coef);
+  else hc_coef_warp_impl<0>(mix_lane, scale, base, hc, iterations, eps, coef);
 }
 
 }  // namespace ds4::cuda

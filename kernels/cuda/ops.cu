@@ -24,16 +24,39 @@ __device__ __forceinline__ float softplus_f(float v) {
 
 unsigned blocks_for(int64_t n, int threads = kThreads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
+constexpr int kNormBatch = 8;  // values of a row a thread loads before it uses any
+
+// Thread i sums x[i + k·blockDim]² in k order, then block_sum: a fixed tree. The loads go out
+// kNormBatch at a time (a 1-4K row is one memory round trip, not one per value).
 __global__ void rms_norm_kernel(RmsNormParams p) {
   const float* x = p.x + blockIdx.x * p.x_stride;
   float* out = p.out + blockIdx.x * p.out_stride;
+  const int64_t step = static_cast<int64_t>(blockDim.x);
   double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < p.width; i += blockDim.x) sum += static_cast<double>(x[i]) * x[i];
+  for (int64_t i0 = threadIdx.x; i0 < p.width; i0 += kNormBatch * step) {
+    float v[kNormBatch];
+#pragma unroll
+    for (int u = 0; u < kNormBatch; ++u) v[u] = i0 + u * step < p.width ? x[i0 + u * step] : 0.0f;
+#pragma unroll
+    for (int u = 0; u < kNormBatch; ++u)
+      if (i0 + u * step < p.width) sum += static_cast<double>(v[u]) * v[u];
+  }
   sum = block_sum(sum);
   const float inv = static_cast<float>(1.0 / sqrt(sum / static_cast<double>(p.width) + static_cast<double>(p.eps)));
-  for (int64_t i = threadIdx.x; i < p.width; i += blockDim.x) {
-    const float v = x[i] * inv;
-    out[i] = p.weight ? v * p.weight[i] : v;
+  for (int64_t i0 = threadIdx.x; i0 < p.width; i0 += kNormBatch * step) {
+    float v[kNormBatch], w[kNormBatch];
+#pragma unroll
+    for (int u = 0; u < kNormBatch; ++u) {
+      const int64_t i = i0 + u * step;
+      v[u] = i < p.width ? x[i] : 0.0f;
+      w[u] = p.weight && i < p.width ? p.weight[i] : 1.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kNormBatch; ++u) {
+      const int64_t i = i0 + u * step;
+      const float y = v[u] * inv;
+      if (i < p.width) out[i] = p.weight ? y * w[u] : y;
+    }
   }
 }
 
@@ -178,31 +201,74 @@ __global__ void route_kernel(RouterParams p) {
   route_token(p, blockIdx.x, route_smem);
 }
 
-// Grouping by one block (ids: p.experts, or route_and_group's shared-memory copy): per-expert
-// counts, block-wide exclusive scans for the offsets and the active list (one thread walking the
-// 256 experts through global memory took ~20 µs on the H200), then each expert's thread lists its
-// assignments in increasing order.
-__device__ void group_assignments_scan(const MoeGroupParams& p, const int32_t* ids) {
-  const int64_t n = p.n_tokens * p.k;
+// Grouping by one block (ids: p.experts, or route_and_group's shared-memory copy), a stable
+// counting sort: warp w owns the contiguous ids [w·seg, (w+1)·seg) and counts them per expert in
+// its row of table ([warps][n_expert] ints, shared memory) 32 at a time (lanes with the same id
+// found by __match_any_sync, the lowest adds the count); one thread per expert turns its column
+// into the warps' start offsets after a block-wide exclusive scan of the totals (which also lists
+// the active experts); then each warp walks its ids again and places each at its start + its rank
+// among the same id's lower lanes. Each expert's assignments come out in increasing order, as
+// with one thread per expert walking all ids (which took ~1 ms for a 2048-token chunk). Ids
+// outside [0, n_expert) are not placed.
+__device__ void count_by_warp(const MoeGroupParams& p, const int32_t* ids, int* table) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
+  const int64_t n = p.n_tokens * p.k, seg = (n + n_warps - 1) / n_warps;
+  const int64_t end = min(n, (warp + 1) * seg);
+  int* row = table + warp * p.n_expert;
+  for (int64_t c = warp * seg; c < end; c += 32) {
+    const int e = c + lane < end ? ids[c + lane] : -1;
+    const unsigned same = __match_any_sync(0xffffffffu, e);
+    if (e >= 0 && e < p.n_expert && lane == __ffs(same) - 1) row[e] += __popc(same);
+    __syncwarp();
+  }
+}
+
+__device__ void place_by_warp(const MoeGroupParams& p, const int32_t* ids, int* table) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
+  const int64_t n = p.n_tokens * p.k, seg = (n + n_warps - 1) / n_warps;
+  const int64_t end = min(n, (warp + 1) * seg);
+  int* row = table + warp * p.n_expert;
+  for (int64_t c = warp * seg; c < end; c += 32) {
+    const int64_t a = c + lane;
+    const int e = a < end ? ids[a] : -1;
+    const unsigned same = __match_any_sync(0xffffffffu, e);
+    const bool valid = e >= 0 && e < p.n_expert;
+    if (valid) {
+      const int at = row[e] + __popc(same & ((1u << lane) - 1u));
+      p.token_rows[at] = static_cast<int32_t>(a / p.k);
+      p.slot_rows[at] = static_cast<int32_t>(a);
+    }
+    __syncwarp();
+    if (valid && lane == __ffs(same) - 1) row[e] += __popc(same);
+    __syncwarp();
+  }
+}
+
+// table: [blockDim / 32][n_expert] ints of shared memory.
+__device__ void group_assignments_scan(const MoeGroupParams& p, const int32_t* ids, int* table) {
+  const int n_warps = blockDim.x >> 5;
+  for (int i = threadIdx.x; i < n_warps * p.n_expert; i += blockDim.x) table[i] = 0;
+  __syncthreads();
+  count_by_warp(p, ids, table);
+  __syncthreads();
   int run = 0, run_active = 0;
   for (int base = 0; base < p.n_expert; base += blockDim.x) {
     const int e = base + static_cast<int>(threadIdx.x);
     int count = 0;
     if (e < p.n_expert)
-      for (int64_t a = 0; a < n; ++a) count += ids[a] == e;
+      for (int w = 0; w < n_warps; ++w) {  // the column → each warp's offset within the expert
+        const int c = table[w * p.n_expert + e];
+        table[w * p.n_expert + e] = count;
+        count += c;
+      }
     int total = 0, total_active = 0;
     const int before = block_exclusive_scan(count, &total);
     const int active_before = block_exclusive_scan(count > 0 ? 1 : 0, &total_active);
     if (e < p.n_expert) {
-      int at = run + before;
+      const int at = run + before;
       p.offsets[e] = at;
       if (p.active && count > 0) p.active[run_active + active_before] = e;
-      for (int64_t a = 0; a < n && count > 0; ++a)
-        if (ids[a] == e) {
-          p.token_rows[at] = static_cast<int32_t>(a / p.k);
-          p.slot_rows[at] = static_cast<int32_t>(a);
-          ++at;
-        }
+      for (int w = 0; w < n_warps; ++w) table[w * p.n_expert + e] += at;
     }
     run += total, run_active += total_active;
   }
@@ -210,42 +276,61 @@ __device__ void group_assignments_scan(const MoeGroupParams& p, const int32_t* i
     p.offsets[p.n_expert] = run;
     if (p.n_active) *p.n_active = p.active ? run_active : 0;
   }
+  __syncthreads();
+  place_by_warp(p, ids, table);
 }
+
+constexpr int kGroupThreads = 512;  // moe_group's block
 
 constexpr int64_t kFusedGroupMax = 8192;  // assignments route_and_group copies to shared memory
 
 // route_and_group: every block routes its token; the last one to finish copies every expert id
 // through L2 (__ldcg: other blocks wrote them; fence before the count) into shared memory, groups
-// them and resets the counter.
-__global__ void moe_group_kernel(MoeGroupParams p) { group_assignments_scan(p, p.experts); }
+// them and resets the counter (a single block skips the count).
+__global__ void moe_group_kernel(MoeGroupParams p) {
+  extern __shared__ int group_table[];  // [kGroupThreads / 32][n_expert]
+  group_assignments_scan(p, p.experts, group_table);
+}
 
 __global__ void route_and_group_kernel(RouterParams r, MoeGroupParams g, int32_t* counter) {
-  extern __shared__ float route_smem[];  // [2 · n_expert] floats, then [n_tokens · k] ids
+  extern __shared__ float route_smem[];  // [2 · n_expert] floats, [n_tokens · k] ids, the grouping table
   __shared__ bool last;
   route_token(r, blockIdx.x, route_smem);
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == static_cast<int>(gridDim.x) - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (gridDim.x > 1) {  // one block (one token) is the last without the count
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == static_cast<int>(gridDim.x) - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+  } else {
+    __syncthreads();  // its own id writes, visible to the block
+  }
   int32_t* ids = reinterpret_cast<int32_t*>(route_smem + 2 * r.n_expert);
   for (int64_t a = threadIdx.x; a < g.n_tokens * g.k; a += blockDim.x) ids[a] = __ldcg(g.experts + a);
   __syncthreads();
-  group_assignments_scan(g, ids);
-  if (threadIdx.x == 0) *counter = 0;
+  group_assignments_scan(g, ids, ids + g.n_tokens * g.k);
+  if (threadIdx.x == 0 && gridDim.x > 1) *counter = 0;
 }
 
+// The element's operands are picked field by field: a reference to either kernel parameter made
+// the compiler copy both structs to local memory in every thread (a 112-byte stack frame; the
+// kernel ran at ~0.5 TB/s). Indices fit 32 bits (swiglu_pair checks).
 __global__ void swiglu_pair_kernel(SwigluParams a, SwigluParams b) {
-  int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t n_a = a.n_rows * a.width;
-  const SwigluParams& p = id < n_a ? a : b;
-  if (id >= n_a) id -= n_a;
-  if (id >= p.n_rows * p.width) return;
-  const float gv = fminf(p.gate[id], p.limit);
-  const float u = fminf(fmaxf(p.up[id], -p.limit), p.limit);
-  const float w = p.row_weight ? p.row_weight[id / p.width] : 1.0f;
-  p.mid[id] = silu_f(gv) * u * w;
+  const uint32_t id = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t n_a = static_cast<uint32_t>(a.n_rows * a.width);
+  const bool in_a = id < n_a;
+  const uint32_t i = in_a ? id : id - n_a;
+  if (!in_a && i >= static_cast<uint32_t>(b.n_rows * b.width)) return;
+  const float* gate = in_a ? a.gate : b.gate;
+  const float* up = in_a ? a.up : b.up;
+  const float* row_weight = in_a ? a.row_weight : b.row_weight;
+  const float limit = in_a ? a.limit : b.limit;
+  const uint32_t width = static_cast<uint32_t>(in_a ? a.width : b.width);
+  const float gv = fminf(gate[i], limit);
+  const float u = fminf(fmaxf(up[i], -limit), limit);
+  const float w = row_weight ? row_weight[i / width] : 1.0f;
+  (in_a ? a.mid : b.mid)[i] = silu_f(gv) * u * w;
 }
 
 __global__ void moe_combine_kernel(MoeCombineParams p) {
@@ -347,7 +432,9 @@ void route(const RouterParams& p, cudaStream_t stream) {
 void moe_group(const MoeGroupParams& p, cudaStream_t stream) {
   DS4_LAUNCH_REQUIRE(p.k > 0 && p.n_expert > 0 && p.n_tokens >= 0, "cuda::moe_group", "bad shape");
   DS4_LAUNCH_REQUIRE(p.offsets && p.token_rows && p.slot_rows && p.experts, "cuda::moe_group", "null pointer");
-  moe_group_kernel<<<1, 1024, 0, stream>>>(p);
+  const size_t smem = sizeof(int) * (kGroupThreads / 32) * static_cast<size_t>(p.n_expert);
+  DS4_LAUNCH_REQUIRE(smem <= 48 * 1024, "cuda::moe_group", "too many experts for the grouping table");
+  moe_group_kernel<<<1, kGroupThreads, smem, stream>>>(p);
   DS4_CUDA_LAUNCH_CHECK("moe_group_kernel");
 }
 
@@ -358,13 +445,14 @@ void route_and_group(const RouterParams& r, const MoeGroupParams& g, int32_t* co
                      k, "router and grouping disagree on k, n_expert, tokens or the expert buffer");
   DS4_LAUNCH_REQUIRE(!r.hash_table || r.tokens, k, "hash routing needs the token ids");
   DS4_LAUNCH_REQUIRE(counter && g.offsets && g.token_rows && g.slot_rows, k, "null pointer");
-  if (r.n_tokens == 0 || r.n_tokens * r.k > kFusedGroupMax) {  // nothing to count, or too many ids for one block
+  const size_t smem = 2 * sizeof(float) * static_cast<size_t>(r.n_expert) + sizeof(int32_t) * r.n_tokens * r.k +
+                      sizeof(int) * (kThreads / 32) * static_cast<size_t>(r.n_expert);
+  // Nothing to count, or too many ids for one block: the two launches.
+  if (r.n_tokens == 0 || r.n_tokens * r.k > kFusedGroupMax || smem > 48 * 1024) {
     route(r, stream);
     moe_group(g, stream);
     return;
   }
-  const size_t smem = 2 * sizeof(float) * static_cast<size_t>(r.n_expert) + sizeof(int32_t) * r.n_tokens * r.k;
-  DS4_LAUNCH_REQUIRE(smem <= 48 * 1024, k, "too many experts for one block");
   route_and_group_kernel<<<static_cast<unsigned>(r.n_tokens), kThreads, smem, stream>>>(r, g, counter);
   DS4_CUDA_LAUNCH_CHECK("route_and_group_kernel");
 }
@@ -374,6 +462,7 @@ void swiglu_pair(const SwigluParams& a, const SwigluParams& b, cudaStream_t stre
     DS4_LAUNCH_REQUIRE(p->width > 0 && p->n_rows >= 0 && p->limit > 0 && (p->n_rows == 0 || (p->gate && p->up && p->mid)),
                        "cuda::swiglu_pair", "bad shape or null pointer");
   const int64_t n = a.n_rows * a.width + b.n_rows * b.width;
+  DS4_LAUNCH_REQUIRE(n < (int64_t(1) << 31), "cuda::swiglu_pair", "more than 2^31 values");
   if (n == 0) return;
   swiglu_pair_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, b);
   DS4_CUDA_LAUNCH_CHECK("swiglu_pair_kernel");

@@ -71,6 +71,32 @@ __device__ inline void fp4_block_round_trip(float* x) {
   }
 }
 
+// The same FP8 round trip of x[0..64) by one warp (every lane calls it; two values per lane): the
+// amax is a max (exact in any order) and each value rounds alone, so the bits are the same.
+__device__ inline void fp8_block_round_trip_warp(float* x) {
+  const int lane = threadIdx.x & 31;
+  const float a = x[2 * lane], b = x[2 * lane + 1];
+  float amax = fmaxf(fabsf(a), fabsf(b));
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  const float scale = pow2_ceil_scale_d(fmaxf(amax, kFp8AmaxFloorD) / kE4m3MaxD);
+  x[2 * lane] = e4m3_round_d(fminf(fmaxf(a / scale, -kE4m3MaxD), kE4m3MaxD)) * scale;
+  x[2 * lane + 1] = e4m3_round_d(fminf(fmaxf(b / scale, -kE4m3MaxD), kE4m3MaxD)) * scale;
+  __syncwarp();
+}
+
+// The same FP4 round trip of x[0..32) by one warp (one value per lane).
+__device__ inline void fp4_block_round_trip_warp(float* x) {
+  const int lane = threadIdx.x & 31;
+  const float v = x[lane];
+  float amax = fabsf(v);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  const float scale = pow2_ceil_scale_d(fmaxf(amax, kFp4AmaxFloorD) / kE2m1MaxD);
+  x[lane] = e2m1_round_d(fminf(fmaxf(v / scale, -kE2m1MaxD), kE2m1MaxD)) * scale;
+  __syncwarp();
+}
+
 // Indexer QAT of n values in shared memory (n a power of two ≥ 32), by the whole block:
 // Walsh–Hadamard butterflies, × (float)(1/sqrt(n)), FP4 per 32. Contains __syncthreads.
 __device__ inline void hadamard_fp4_block(float* x, int n) {
@@ -87,7 +113,11 @@ __device__ inline void hadamard_fp4_block(float* x, int n) {
   const float inv_sqrt_n = static_cast<float>(1.0 / sqrt(static_cast<double>(n)));
   for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] *= inv_sqrt_n;
   __syncthreads();
-  for (int b = threadIdx.x; b < n / 32; b += blockDim.x) fp4_block_round_trip(x + 32 * b);
+  if (blockDim.x % 32 == 0) {  // a warp per block of 32
+    for (int b = threadIdx.x >> 5; b < n / 32; b += blockDim.x >> 5) fp4_block_round_trip_warp(x + 32 * b);
+  } else {
+    for (int b = threadIdx.x; b < n / 32; b += blockDim.x) fp4_block_round_trip(x + 32 * b);
+  }
   __syncthreads();
 }
 

@@ -20,6 +20,32 @@ __device__ __forceinline__ T warp_max(T v) {
   return v;
 }
 
+// Reduce-scatter of v[0..32) over the warp: lane i returns Σ_lanes v[i], combined in warp_sum's
+// butterfly tree (offsets 16, 8, 4, 2, 1, own + partner), so each result has the bits of
+// warp_sum(v[i]) while every level moves only the half of the values the partner keeps (31
+// shuffles instead of 32 × 5). v is clobbered.
+// One level: lanes exchange with lane ^ kOffset; the lane whose kOffset bit is set keeps the upper
+// kHalf of v[0..2·kHalf), the other the lower (into v[0..kHalf)).
+template <int kHalf, int kOffset = kHalf>
+__device__ __forceinline__ void scatter_level(double* v, int lane) {
+  const bool upper = (lane & kOffset) != 0;
+#pragma unroll
+  for (int j = 0; j < kHalf; ++j) {
+    const double send = upper ? v[j] : v[j + kHalf];
+    const double keep = upper ? v[j + kHalf] : v[j];
+    v[j] = keep + __shfl_xor_sync(0xffffffffu, send, kOffset);
+  }
+}
+__device__ __forceinline__ double warp_sum_scatter32(double* v) {
+  const int lane = threadIdx.x & 31;
+  scatter_level<16>(v, lane);
+  scatter_level<8>(v, lane);
+  scatter_level<4>(v, lane);
+  scatter_level<2>(v, lane);
+  scatter_level<1>(v, lane);
+  return v[0];
+}
+
 // Sum over the block, returned to every thread.
 template <typename T>
 __device__ T block_sum(T v) {

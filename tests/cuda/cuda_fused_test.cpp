@@ -1,11 +1,12 @@
 // The fused kernels of kernels/cuda/fused_ops.h against the unfused chains they replace (ops.h,
-// attention.h): q-head norm + RoPE, KV-row norm + RoPE + storage quantisation and indexer-query
-// RoPE + Hadamard/FP4 bit-identical; route_and_group and swiglu_pair identical to route +
-// moe_group and two swiglu calls (also over repeated calls: the block counter returns to 0);
-// the hyper-connection boundary (post-mix, mix, Sinkhorn, pre-mix, RMSNorm) within 1e-5 of the
-// chain, states bit-identical; split attention (+ inverse RoPE + ring store) within 1e-5 of
-// attention + store_raw_window + rope_tail, ring bit-identical. (The graph-replayable launch forms — compressed-row finish over
-// every token, padded indexer query lists — are checked end to end by cuda_step_test.)
+// attention.h): q-head norm + RoPE (heads 512, 128 and 1000 wide), KV-row norm + RoPE + storage
+// quantisation and indexer-query RoPE + Hadamard/FP4 bit-identical; route_and_group and
+// swiglu_pair identical to route + moe_group and two swiglu calls (also over repeated calls: the
+// block counter returns to 0); the hyper-connection boundary (post-mix, mix, Sinkhorn, pre-mix,
+// RMSNorm; F16 and F32 fn rows) within 1e-5 of the chain, states bit-identical; split attention
+// (+ inverse RoPE + ring store) within 1e-5 of attention + store_raw_window + rope_tail, ring
+// bit-identical. (The graph-replayable launch forms — compressed-row finish over every token,
+// padded indexer query lists — are checked end to end by cuda_step_test.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -39,23 +40,25 @@ TEST(CudaFused, QHeadsKvRowAndIndexerQueryEqualTheChains) {
   DeviceArray<int32_t> pd(pos);
   DeviceArray<double> fd(f.freq);
   const int n_pairs = static_cast<int>(f.freq.size());
-  // q heads.
-  const auto q = test::random_floats(T * heads * hd, 21, 2.0f);
-  DeviceArray<float> chain(q), fused(q);
-  cuda::rms_norm({chain.get(), hd, chain.get(), hd, nullptr, T * heads, hd, 1e-6f}, nullptr);
+  // q heads (one warp per head: the model's 512 wide, the tiny preset's 128, and 1000).
   cuda::RopeParams rp;
-  rp.x = chain.get(), rp.row_stride = hd, rp.width = hd, rp.n_rows = T * heads, rp.rows_per_token = heads;
   rp.pos = pd.get(), rp.freq = fd.get(), rp.n_pairs = n_pairs;
-  cuda::rope_tail(rp, nullptr);
-  cuda::q_heads_norm_rope({fused.get(), T, static_cast<int>(heads), static_cast<int>(hd), 1e-6f, pd.get(), fd.get(), n_pairs},
-                          nullptr);
-  expect_bits_equal(fused.to_host(), chain.to_host(), "q heads");
+  for (const int64_t qd : {512, 128, 1000}) {
+    const auto q = test::random_floats(T * heads * qd, 21, 2.0f);
+    DeviceArray<float> chain(q), fused(q);
+    cuda::rms_norm({chain.get(), qd, chain.get(), qd, nullptr, T * heads, qd, 1e-6f}, nullptr);
+    rp.x = chain.get(), rp.row_stride = qd, rp.width = qd, rp.n_rows = T * heads, rp.rows_per_token = heads;
+    cuda::rope_tail(rp, nullptr);
+    cuda::q_heads_norm_rope({fused.get(), T, static_cast<int>(heads), static_cast<int>(qd), 1e-6f, pd.get(), fd.get(), n_pairs},
+                            nullptr);
+    expect_bits_equal(fused.to_host(), chain.to_host(), "q heads");
+  }
   // KV rows, with and without the storage quantisation.
   for (bool quantize : {true, false}) {
     const auto kv = test::random_floats(T * hd, 22, 3.0f), w = test::random_floats(hd, 23);
     DeviceArray<float> kvd(kv), wd(w), rawq_chain(T * hd), rawq_fused(T * hd);
     cuda::rms_norm({kvd.get(), hd, kvd.get(), hd, wd.get(), T, hd, 1e-6f}, nullptr);
-    rp.x = kvd.get(), rp.n_rows = T, rp.rows_per_token = 1;
+    rp.x = kvd.get(), rp.row_stride = hd, rp.width = hd, rp.n_rows = T, rp.rows_per_token = 1;
     cuda::rope_tail(rp, nullptr);
     cuda::quantize_raw_rows({kvd.get(), rawq_chain.get(), T, static_cast<int>(hd), 448, quantize}, nullptr);
     DeviceArray<float> kv2(kv);
@@ -129,11 +132,12 @@ TEST(CudaFused, SwigluPairEqualsTwoCalls) {
 
 // One boundary: post-mix of (coef0, states, y | experts + shared), then mix / coef / pre / norm
 // of the next sub-layer, by the chain of ops.h kernels and by hc_boundary + hc_finish.
-void check_boundary(const ModelConfig& c, bool moe_output, bool with_post, uint32_t seed) {
+void check_boundary(const ModelConfig& c, bool moe_output, bool with_post, uint32_t seed, GgmlType fn_type = GgmlType::F16) {
   const int64_t T = 4, n = c.n_embd, hc = c.hc_count, hw = hc * n, mixd = c.hc_mix_dim(), k = 3;
+  const int64_t fn_bytes_per = fn_type == GgmlType::F16 ? 2 : 4;
   std::vector<float> fn_vals = test::random_floats(hw * mixd, seed, 0.05f);
-  std::vector<uint8_t> fn_bytes(mixd * hw * 2);
-  for (int64_t r = 0; r < mixd; ++r) quantize_row(GgmlType::F16, &fn_vals[r * hw], &fn_bytes[r * hw * 2], hw);
+  std::vector<uint8_t> fn_bytes(mixd * hw * fn_bytes_per);
+  for (int64_t r = 0; r < mixd; ++r) quantize_row(fn_type, &fn_vals[r * hw], &fn_bytes[r * hw * fn_bytes_per], hw);
   DeviceArray<uint8_t> fnd(fn_bytes);
   auto coef0 = test::random_floats(T * mixd, seed + 1, 0.5f);
   DeviceArray<float> coef0d(coef0), sd(test::random_floats(T * hw, seed + 2)), y(test::random_floats(T * n, seed + 3));
@@ -150,7 +154,7 @@ void check_boundary(const ModelConfig& c, bool moe_output, bool with_post, uint3
   }
   cuda::rms_norm({states_next, hw, flat.get(), hw, nullptr, T, hw, c.rms_eps}, nullptr);
   cuda::MatmulParams mp;
-  mp.w = fnd.get(), mp.type = GgmlType::F16, mp.n_in = hw, mp.n_out = mixd, mp.row_bytes = hw * 2;
+  mp.w = fnd.get(), mp.type = fn_type, mp.n_in = hw, mp.n_out = mixd, mp.row_bytes = hw * fn_bytes_per;
   mp.x = flat.get(), mp.x_stride = hw, mp.y = mix.get(), mp.y_stride = mixd, mp.n_tokens = T;
   cuda::matmul(mp, nullptr);
   cuda::HcCoefParams cp;
@@ -169,7 +173,7 @@ void check_boundary(const ModelConfig& c, bool moe_output, bool with_post, uint3
     if (moe_output) bp.expert_out = eo.get(), bp.shared = sh.get(), bp.k = static_cast<int>(k);
     else bp.y = y.get();
   }
-  bp.fn = fnd.get(), bp.fn_type = GgmlType::F16, bp.fn_row_bytes = hw * 2, bp.partial = partial.get();
+  bp.fn = fnd.get(), bp.fn_type = fn_type, bp.fn_row_bytes = hw * fn_bytes_per, bp.partial = partial.get();
   cuda::hc_boundary(bp, nullptr);
   cuda::HcFinishParams fp;
   fp.partial = partial.get(), fp.states = with_post ? st_fused.get() : sd.get(), fp.scale = scale.get(), fp.base = base.get();
@@ -189,6 +193,7 @@ TEST(CudaFused, HyperConnectionBoundaryMatchesTheChain) {
     check_boundary(c, false, true, 61);   // after attention
     check_boundary(c, true, true, 71);    // after the MoE (combine fused in)
   }
+  check_boundary(preset_tiny(), true, true, 72, GgmlType::F32);  // F32 fn rows (the f32 models)
   // Post only (after the last layer): states as hc_post's.
   const ModelConfig c = preset_tiny();
   const int64_t T = 2, n = c.n_embd, hw = c.hc_count * n, mixd = c.hc_mix_dim();

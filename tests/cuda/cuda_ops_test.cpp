@@ -245,12 +245,9 @@ TEST(CudaOps, RouterTopKWithBiasHashAndTies) {
     }
 }
 
-TEST(CudaOps, MoeGroupAndCombine) {
-  DS4_REQUIRE_GPU();
-  const int n_expert = 12, k = 3;
-  const int64_t T = 11, n = 64;
-  std::vector<int32_t> experts(T * k);
-  for (int64_t i = 0; i < T * k; ++i) experts[i] = static_cast<int32_t>((i * 5 + i / 7) % 9);  // 4, 8..11 empty
+// moe_group's offsets, rows (each expert's assignments in increasing order) and active list
+// against a walk over the ids.
+void check_grouping(const std::vector<int32_t>& experts, int64_t T, int k, int n_expert) {
   DeviceArray<int32_t> ed(experts), od(n_expert + 1), tr(T * k), sr(T * k), act(n_expert), n_act(1);
   cuda::moe_group({ed.get(), T, k, n_expert, od.get(), tr.get(), sr.get(), act.get(), n_act.get()}, nullptr);
   const auto offsets = od.to_host(), token_rows = tr.to_host(), slot_rows = sr.to_host();
@@ -271,6 +268,21 @@ TEST(CudaOps, MoeGroupAndCombine) {
       }
   }
   ASSERT_EQ(offsets[n_expert], T * k);
+}
+
+TEST(CudaOps, MoeGroupAndCombine) {
+  DS4_REQUIRE_GPU();
+  const int n_expert = 12, k = 3;
+  const int64_t T = 11, n = 64;
+  std::vector<int32_t> experts(T * k);
+  for (int64_t i = 0; i < T * k; ++i) experts[i] = static_cast<int32_t>((i * 5 + i / 7) % 9);  // 4, 8..11 empty
+  check_grouping(experts, T, k, n_expert);
+  // A prefill chunk's routes (2048 tokens × 6 of 256 experts: 16 warps × 768 ids), skewed so that
+  // some experts take hundreds of assignments spread over every warp, and a few none.
+  std::mt19937 rng(18);
+  std::vector<int32_t> big(2048 * 6);
+  for (auto& e : big) e = static_cast<int32_t>(rng() % 4 == 0 ? rng() % 8 : 16 + rng() % 200);
+  check_grouping(big, 2048, 6, 256);
 
   const auto out = test::random_floats(T * k * n, 16), shared = test::random_floats(T * n, 17);
   DeviceArray<float> outd(out), shd(shared), y(T * n);
