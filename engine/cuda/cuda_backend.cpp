@@ -432,12 +432,25 @@ void CudaBackend::head(const Plan& plan, bool host_logits, ForwardOutput& out) {
   }
 }
 
-void CudaBackend::matmul_rows(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride,
-                              int64_t n_tokens) {
+namespace {
+cuda::MatmulParams rows_params(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride,
+                               int64_t n_tokens) {
   cuda::MatmulParams p;
   p.w = w.data, p.type = w.type, p.n_in = static_cast<int64_t>(w.ne0), p.n_out = static_cast<int64_t>(w.n_rows());
   p.row_bytes = w.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride, p.n_tokens = n_tokens;
-  cuda::matmul(p, stream_);
+  return p;
+}
+}  // namespace
+
+void CudaBackend::matmul_rows(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride,
+                              int64_t n_tokens) {
+  cuda::matmul(rows_params(w, x, x_stride, y, y_stride, n_tokens), stream_);
+}
+
+void CudaBackend::matmul_rows_pair(const DeviceTensor& a, float* ya, int64_t ya_stride, const DeviceTensor& b, float* yb,
+                                   int64_t yb_stride, const float* x, int64_t x_stride, int64_t n_tokens) {
+  cuda::matmul_pair(rows_params(a, x, x_stride, ya, ya_stride, n_tokens), rows_params(b, x, x_stride, yb, yb_stride, n_tokens),
+                    stream_);
 }
 
 }  // namespace ds4

@@ -143,6 +143,10 @@ class CudaBackend final : public Backend {
   void size_scratch(const Plan& plan);
   // y[t] = W · x[t] for t < n_tokens (a plain, ungrouped product).
   void matmul_rows(const DeviceTensor& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t n_tokens);
+  // matmul_rows(a, x, ya) and matmul_rows(b, x, yb) in one launch where they can share it (same
+  // format and width: cuda::matmul_pair); bit-identical to the two calls.
+  void matmul_rows_pair(const DeviceTensor& a, float* ya, int64_t ya_stride, const DeviceTensor& b, float* yb,
+                        int64_t yb_stride, const float* x, int64_t x_stride, int64_t n_tokens);
   void embed(const Plan& plan);
   void hc_begin(const DeviceTensor& fn, const DeviceTensor& scale, const DeviceTensor& base, int64_t n_tokens);
   void hc_end(int64_t n_tokens);

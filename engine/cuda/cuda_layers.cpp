@@ -130,10 +130,9 @@ void CudaBackend::attention_sublayer(const Plan& plan, const LayerRef& L) {
 
   const bool fused = step_->fused_ops;
   if (!fused) cuda::rms_norm({s.x, n, s.normed, n, w.attn_norm.f32(), T, n, c.rms_eps}, stream_);
-  matmul_rows(w.attn_q_a, s.normed, n, s.q_lora, c.q_lora_rank, T);
+  matmul_rows_pair(w.attn_q_a, s.q_lora, c.q_lora_rank, w.attn_kv, s.kv, hd, s.normed, n, T);
   cuda::rms_norm({s.q_lora, c.q_lora_rank, s.q_lora, c.q_lora_rank, w.attn_q_a_norm.f32(), T, c.q_lora_rank, c.rms_eps}, stream_);
   matmul_rows(w.attn_q_b, s.q_lora, c.q_lora_rank, s.q, qd, T);
-  matmul_rows(w.attn_kv, s.normed, n, s.kv, hd, T);
   if (fused) {
     cuda::HeadNormRopeParams qp;
     qp.x = s.q, qp.n_tokens = T, qp.heads = c.n_head, qp.head_dim = static_cast<int>(hd), qp.eps = c.rms_eps;
@@ -203,8 +202,7 @@ void CudaBackend::compressed_rows(const Plan& plan, int il, bool indexer) {
   float* kv_buf = indexer ? s.idx_kv : s.comp_kv;
   float* gate_buf = indexer ? s.idx_gate : s.comp_gate;
   float* pooled = indexer ? s.idx_pooled : s.pooled;
-  matmul_rows(kv_w, s.normed, c.n_embd, kv_buf, width, plan.n_tokens);
-  matmul_rows(gate_w, s.normed, c.n_embd, gate_buf, width, plan.n_tokens);
+  matmul_rows_pair(kv_w, kv_buf, width, gate_w, gate_buf, width, s.normed, c.n_embd, plan.n_tokens);
 
   cuda::CompressorParams cp;
   cp.ratio = ratio, cp.row_dim = dim, cp.kv_proj = kv_buf, cp.gate_proj = gate_buf;
@@ -309,8 +307,8 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   };
 
   // Routed experts: every expert's matrices read once for all of its tokens.
-  auto grouped = [&](const DeviceTensor& t, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
-                     int64_t y_stride) {
+  auto grouped_params = [&](const DeviceTensor& t, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
+                            int64_t y_stride) {
     cuda::MatmulParams p;
     p.w = t.data, p.type = t.type, p.n_in = static_cast<int64_t>(t.ne0), p.n_out = static_cast<int64_t>(t.ne1);
     p.row_bytes = t.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride;
@@ -318,28 +316,27 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     p.group_offsets = s.group_offsets + expert_base, p.x_rows = x_rows, p.y_rows = s.slot_rows;
     p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, T * k);
     p.n_tokens = T * k;  // the list's entries: picks the tiling (cuda::matmul)
-    cuda::matmul(p, stream_);
+    return p;
   };
   const float limit = L.swiglu_clamp;
   const int64_t ffn_sh = static_cast<int64_t>(w.ffn_gate_shexp.ne1);
   const cuda::SwigluParams routed{s.ffn_gate, s.ffn_up, s.ffn_mid, T * k, ffn, limit, s.route_weights};
   const cuda::SwigluParams shared{s.sh_gate, s.sh_up, s.sh_mid, T, ffn_sh, limit, nullptr};
-  grouped(w.ffn_gate_exps, s.normed, n, s.token_rows, s.ffn_gate, ffn);
-  grouped(w.ffn_up_exps, s.normed, n, s.token_rows, s.ffn_up, ffn);
+  // gate and up of the routed experts (and of the shared expert) as one launch each
+  cuda::matmul_pair(grouped_params(w.ffn_gate_exps, s.normed, n, s.token_rows, s.ffn_gate, ffn),
+                    grouped_params(w.ffn_up_exps, s.normed, n, s.token_rows, s.ffn_up, ffn), stream_);
   if (fused) {  // both activations in one launch; the combine happens in the next hc boundary
-    matmul_rows(w.ffn_gate_shexp, s.normed, n, s.sh_gate, ffn_sh, T);
-    matmul_rows(w.ffn_up_shexp, s.normed, n, s.sh_up, ffn_sh, T);
+    matmul_rows_pair(w.ffn_gate_shexp, s.sh_gate, ffn_sh, w.ffn_up_shexp, s.sh_up, ffn_sh, s.normed, n, T);
     cuda::swiglu_pair(routed, shared, stream_);
-    grouped(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n);
+    cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n), stream_);
     routed_all_reduce();
     matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
     return;
   }
   cuda::swiglu(routed, stream_);
-  grouped(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n);
+  cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n), stream_);
   routed_all_reduce();
-  matmul_rows(w.ffn_gate_shexp, s.normed, n, s.sh_gate, ffn_sh, T);
-  matmul_rows(w.ffn_up_shexp, s.normed, n, s.sh_up, ffn_sh, T);
+  matmul_rows_pair(w.ffn_gate_shexp, s.sh_gate, ffn_sh, w.ffn_up_shexp, s.sh_up, ffn_sh, s.normed, n, T);
   cuda::swiglu(shared, stream_);
   matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
   cuda::moe_combine({s.expert_out, s.sh_out, s.y, T, n, static_cast<int>(k)}, stream_);

@@ -277,7 +277,10 @@ bool cuda_type_supported(GgmlType type) {
   }
 }
 
-void matmul(const MatmulParams& p, cudaStream_t stream) {
+namespace {
+
+// Aborts on an invalid p; false when there is nothing to compute.
+bool validate(const MatmulParams& p) {
   const char* k = "cuda::matmul";
   DS4_LAUNCH_REQUIRE(cuda_type_supported(p.type), k, "unsupported weight type " + std::string(ggml_type_name(p.type)));
   DS4_LAUNCH_REQUIRE(p.n_in > 0 && p.n_in % kUnitValues == 0, k, "n_in must be a positive multiple of 32: " + shape_text(p.n_in, p.n_out, p.type));
@@ -292,8 +295,16 @@ void matmul(const MatmulParams& p, cudaStream_t stream) {
   if (p.group_list)
     DS4_LAUNCH_REQUIRE(p.group_count && p.grid_groups > 0 && p.grid_groups <= p.n_groups, k,
                        "group_list needs group_count and 0 < grid_groups <= n_groups");
-  if (p.n_groups == 0 && p.n_tokens == 0) return;
-  if (!p.cuda_cores && !cuda_cores_forced() && mma_matmul_handles(p)) {
+  return p.n_groups > 0 || p.n_tokens > 0;
+}
+
+bool on_tensor_cores(const MatmulParams& p) { return !p.cuda_cores && !cuda_cores_forced() && mma_matmul_handles(p); }
+
+}  // namespace
+
+void matmul(const MatmulParams& p, cudaStream_t stream) {
+  if (!validate(p)) return;
+  if (on_tensor_cores(p)) {
     mma_matmul(p, stream);
     return;
   }
@@ -306,6 +317,12 @@ void matmul(const MatmulParams& p, cudaStream_t stream) {
   DS4_DISPATCH_TYPE(p.type, DS4_CALL)
 #undef DS4_CALL
   DS4_CUDA_LAUNCH_CHECK("matmul_kernel");
+}
+
+void matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream) {
+  if (validate(a) && validate(b) && on_tensor_cores(a) && on_tensor_cores(b) && mma_matmul_pair(a, b, stream)) return;
+  matmul(a, stream);
+  matmul(b, stream);
 }
 
 void dequant_rows(const DequantRowsParams& p, cudaStream_t stream) {

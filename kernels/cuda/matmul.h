@@ -50,6 +50,10 @@ struct MatmulParams {
 // Validates the shapes (aborting with the problem) and launches on `stream`.
 void matmul(const MatmulParams& p, cudaStream_t stream);
 
+// matmul(a) then matmul(b), as one launch where the tensor-core path can (the same x, token list,
+// weight format and n_in, e.g. a layer's gate and up products): bit-identical to the two calls.
+void matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream);
+
 // Dequantises rows of a weight matrix: out[i, :] = row rows[i] of w (n_in values), i < n_rows.
 // rows is a device array (e.g. token ids for the embedding). Exact (== dequantize_row_ref).
 struct DequantRowsParams {

@@ -16,11 +16,15 @@
 // Grid: x = token slab (plain mode; slab s runs passes s, s + gridDim.x, …) or group (grouped
 // mode), y = block of row tiles, z = k part within a cluster of csplit blocks; wsplit and csplit
 // come from the shape alone (choose_split, per-shape rule; DS4_MMA_SPLIT overrides it for tuning runs).
+// Paired launches (mma_matmul_pair: two matrices of one format on the same activations and token
+// list, e.g. gate and up) put the second matrix's row blocks after the first's in y; each block
+// runs exactly what it runs in its matrix's own launch (same split), so the bits do not change.
 // Q8_0 decodes a pair of signed bytes with two byte permutes and one bf16 subtraction (exact);
 // Q8_0 reads its 2-byte aligned bytes as aligned words plus funnel shifts; F16 (16-byte aligned
 // matrices only, mma_matmul_handles) one 16-byte word per lane and row piece. IQ2_XXS: one
-// 8-byte shared-memory lookup per 8 weights (byte-permute selectors of the grid point) and the
-// signs by arithmetic. Row segments of the ring are padded so that the 8 rows a warp's lanes read
+// 8-byte shared-memory lookup per 8 weights (byte-permute selectors of the grid point); the signs
+// enter the selectors (one multiply and mask per 4 values picks the negative high bytes).
+// Row segments of the ring are padded so that the 8 rows a warp's lanes read
 // at once fall into different banks (seg_bytes).
 //
 // Fragment mapping (m16n8k16): lane = 4g + c holds rows g and g + 8 of an m16 tile and, in the
@@ -142,11 +146,13 @@ __device__ __forceinline__ uint32_t small_pair(uint32_t w) {
 }
 
 // 8 bytes at a 2-byte aligned shared-memory address: three aligned words and two funnel shifts
-// (the third word may lie past the data; its bytes are shifted out).
+// (the third word may lie past the data; its bytes are shifted out). The word address is p minus
+// its misalignment (pointer arithmetic, not an integer round trip, so that the compiler keeps
+// the shared-memory space: LDS with 32-bit addresses instead of generic 64-bit loads).
 __device__ __forceinline__ uint2 ld_u64_a2(const uint8_t* p) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~uintptr_t(3));
-  const uint32_t shift = static_cast<uint32_t>(a & 3u) * 8u;
+  const uint32_t mis = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p)) & 3u;
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(p - mis);
+  const uint32_t shift = mis * 8u;
   const uint32_t x0 = w[0], x1 = w[1], x2 = w[2];
   return make_uint2(__funnelshift_r(x0, x1, shift), __funnelshift_r(x1, x2, shift));
 }
@@ -218,17 +224,27 @@ __device__ __forceinline__ void decode_sub<GgmlType::F16>(const uint8_t* chunk, 
 }
 
 // IQ2_XXS grid in shared memory: per grid point, four byte-permute selectors (16 bits each, one
-// per pair of values) that assemble the pair's bf16 bits from kIq2Bytes: a magnitude 8, 25 or 43
-// (code 0, 1, 2) is bf16 0x4100, 0x41C8 or 0x422C, its low byte at index code and its high byte at
-// index 4 + code of (kIq2Lo, kIq2Hi).
+// per pair of values) that assemble the pair's bf16 bits from the bytes of (kIq2Lo, kIq2Hi): a
+// magnitude 8, 25 or 43 (code 0, 1, 2) is bf16 0x4100, 0x41C8 or 0x422C, its low byte at index
+// code, its high byte 0x41 / 0x42 at index 4 / 5; a negative value's high byte 0xC1 / 0xC2 sits
+// 2 further (index 6 / 7), so a value's sign is bit 1 of its high-byte selector nibble.
 struct Iq2Tables {
   uint2 sel[256];
 };
-constexpr uint32_t kIq2Lo = 0x002CC800u, kIq2Hi = 0x00424141u;
+constexpr uint32_t kIq2Lo = 0x002CC800u, kIq2Hi = 0xC2C14241u;
 
-// The sign mask of a pair from its two sign bits (bit 0 -> bit 15, bit 1 -> bit 31; higher bits
-// of `bits` land on bits the mask clears or past bit 31).
-__device__ __forceinline__ uint32_t iq2_pair_signs(uint32_t bits) { return (bits * 0x40008000u) & 0x80008000u; }
+// Sign bits 0..3 of `bits` (< 128) as bit 1 of the high-byte nibbles of a selector word (bit i ->
+// bit 8i + 5): the multiply's partial products never overlap for 7-bit inputs, the mask keeps
+// the four wanted ones.
+__device__ __forceinline__ uint32_t iq2_sign_selectors(uint32_t bits) { return (bits * 0x04081020u) & 0x20202020u; }
+
+// Bytes of (lo, hi) picked by the low 16 bits of sel (nibbles < 8: copies, never sign fills);
+// prmt directly, since __byte_perm masks the selector first.
+__device__ __forceinline__ uint32_t permute_bytes(uint32_t lo, uint32_t hi, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(lo), "r"(hi), "r"(sel));
+  return d;
+}
 
 template <>
 __device__ __forceinline__ void decode_sub<GgmlType::IQ2_XXS>(const uint8_t* chunk, int j, int c, const uint64_t* tables,
@@ -239,17 +255,18 @@ __device__ __forceinline__ void decode_sub<GgmlType::IQ2_XXS>(const uint8_t* chu
   const uint32_t b = ld_u32_a2(q + 4);
   r.scale = d * (0.5f + small_float(b >> 28)) * 0.25f;
   const uint2 s = t.sel[q[c]];
-  const uint32_t signs = iq2_signs((b >> (7 * c)) & 127u);
-  r.a[0] = __byte_perm(kIq2Lo, kIq2Hi, s.x) ^ iq2_pair_signs(signs);
-  r.a[1] = __byte_perm(kIq2Lo, kIq2Hi, s.x >> 16) ^ iq2_pair_signs(signs >> 2);
-  r.a[2] = __byte_perm(kIq2Lo, kIq2Hi, s.y) ^ iq2_pair_signs(signs >> 4);
-  r.a[3] = __byte_perm(kIq2Lo, kIq2Hi, s.y >> 16) ^ iq2_pair_signs(signs >> 6);
+  const uint32_t signs = iq2_signs((b >> (7 * c)) & 127u);  // values 0..7; bit 7 the parity
+  const uint32_t sel_lo = s.x | iq2_sign_selectors(signs & 127u), sel_hi = s.y | iq2_sign_selectors(signs >> 4);
+  r.a[0] = permute_bytes(kIq2Lo, kIq2Hi, sel_lo);
+  r.a[1] = permute_bytes(kIq2Lo, kIq2Hi, sel_lo >> 16);
+  r.a[2] = permute_bytes(kIq2Lo, kIq2Hi, sel_hi);
+  r.a[3] = permute_bytes(kIq2Lo, kIq2Hi, sel_hi >> 16);
 }
 
-// The selector nibbles (lo, hi) of a magnitude byte: code 0, 1, 2 for 0x08, 0x19, 0x2b.
+// The selector nibbles (lo, hi) of a positive magnitude byte: code 0, 1, 2 for 0x08, 0x19, 0x2b.
 __device__ __forceinline__ uint32_t iq2_byte_selector(uint32_t byte) {
   const uint32_t code = byte == 0x08u ? 0u : byte == 0x19u ? 1u : 2u;
-  return code | ((4u + code) << 4);
+  return code | ((code == 2u ? 5u : 4u) << 4);
 }
 
 // Fills the IQ2_XXS grid selectors (every thread of the block; ends with a barrier).
@@ -418,7 +435,7 @@ __device__ __forceinline__ void sub_chunk(const uint8_t* const (&seg)[4], int j,
 // runs a full Q8_0 chunk (two sub-chunks) with constant offsets. first_pass: IQ2_XXS builds its
 // grid table (a block barrier) once the first copies are in flight.
 template <GgmlType T, int NT>
-__device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* wbase, int64_t row0, int part, int n_parts,
+__device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* wbase, int64_t n_out, int64_t row0, int part, int n_parts,
                                           const Pass& ps, const float* const (&xrow)[NT], uint8_t* stages,
                                           uint64_t* grid, bool first_pass, float (&acc)[kMTiles][NT][4]) {
   using F = MmaFormat<T>;
@@ -432,7 +449,7 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
   const uint32_t chunk_step = static_cast<uint32_t>(n_parts) * F::kBytes;  // bytes between this part's chunks
   // This lane copies row row0 + lane (clamped: padding rows read the last row, never written),
   // from the 16-byte aligned address below its start.
-  const int64_t my_row = row0 + lane < p.n_out ? row0 + lane : p.n_out - 1;
+  const int64_t my_row = row0 + lane < n_out ? row0 + lane : n_out - 1;
   const uint8_t* my_src = wbase + static_cast<uint64_t>(my_row) * p.row_bytes;
   const uint32_t my_align = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(my_src) & 15u);
   const uint8_t* my_src16 = my_src - my_align;
@@ -452,7 +469,7 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
   uint32_t row_align[4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const int64_t r = row0 + g + 8 * k < p.n_out ? row0 + g + 8 * k : p.n_out - 1;
+    const int64_t r = row0 + g + 8 * k < n_out ? row0 + g + 8 * k : n_out - 1;
     row_align[k] = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(wbase + static_cast<uint64_t>(r) * p.row_bytes) & 15u);
   }
 #pragma unroll
@@ -492,16 +509,42 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
   __syncwarp();
 }
 
+// The second matrix of a paired launch (mma_matmul_pair): same type, n_in, activations and token
+// list as p; its row blocks follow p's (from first_block on). Unpaired: first_block = UINT_MAX.
+struct SecondMatrix {
+  const uint8_t* w = nullptr;
+  int64_t n_out = 0;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+  uint64_t group_stride_bytes = 0;
+  unsigned first_block = ~0u;
+};
+// The matrix this block's rows belong to and its row block within that matrix.
+struct Matrix {
+  const uint8_t* w;
+  int64_t n_out;
+  float* y;
+  int64_t y_stride;
+  uint64_t group_stride_bytes;
+  unsigned row_block;
+};
+__device__ __forceinline__ Matrix block_matrix(const MatmulParams& p, const SecondMatrix& q) {
+  if (blockIdx.y < q.first_block) return Matrix{p.w, p.n_out, p.y, p.y_stride, p.group_stride_bytes, blockIdx.y};
+  return Matrix{q.w, q.n_out, q.y, q.y_stride, q.group_stride_bytes, blockIdx.y - q.first_block};
+}
+
 template <GgmlType T, int NT>
-__global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_kernel(MatmulParams p, int wsplit, int csplit) {
+__global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>())
+    mma_matmul_kernel(MatmulParams p, SecondMatrix q, int wsplit, int csplit) {
   constexpr int kPassTokens = 8 * NT;
   using L = Layout<T, NT>;
   extern __shared__ __align__(16) uint8_t mma_smem[];  // [kWarps][kStages][kWarpRows][kSeg]
   __shared__ __align__(16) uint64_t grid_s[T == GgmlType::IQ2_XXS ? sizeof(Iq2Tables) / 8 : 1];  // IQ2_XXS: Iq2Tables
   // blockIdx.x: the group (grouped mode) or the token slab (plain mode: passes x, x + gridDim.x, …);
-  // blockIdx.y: the block of row tiles; blockIdx.z: the k part within the cluster.
+  // blockIdx.y: the block of row tiles (of p, then of q); blockIdx.z: the k part within the cluster.
+  const Matrix m = block_matrix(p, q);
   int64_t begin = 0, end = p.n_tokens, slab = 0, n_slabs = 1;
-  const uint8_t* wbase = p.w;
+  const uint8_t* wbase = m.w;
   if (p.n_groups == 0) {
     slab = blockIdx.x;
     n_slabs = gridDim.x;
@@ -514,15 +557,15 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
     begin = p.group_offsets[grp];
     end = p.group_offsets[grp + 1];
     if (begin >= end) return;
-    wbase += static_cast<uint64_t>(grp) * p.group_stride_bytes;
+    wbase += static_cast<uint64_t>(grp) * m.group_stride_bytes;
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int wpart = warp % wsplit;
   const int tiles_per_block = kWarps / wsplit;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.y) * tiles_per_block + warp / wsplit) * kWarpRows;
+  const int64_t row0 = (static_cast<int64_t>(m.row_block) * tiles_per_block + warp / wsplit) * kWarpRows;
   const int part = static_cast<int>(blockIdx.z) * wsplit + wpart, n_parts = wsplit * csplit;
   // Padding warps past n_out read the last group's columns (their results are never written).
-  const int64_t x_col = p.x_group_rows > 0 ? ((row0 < p.n_out ? row0 : p.n_out - 1) / p.x_group_rows) * p.n_in : 0;
+  const int64_t x_col = p.x_group_rows > 0 ? ((row0 < m.n_out ? row0 : m.n_out - 1) / p.x_group_rows) * p.n_in : 0;
   uint8_t* stages = mma_smem + warp * L::kWarpBytes;
   float* red = reinterpret_cast<float*>(stages);  // [kMTiles·NT·4][32], after the k loop
   const bool split = n_parts > 1;
@@ -547,7 +590,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
       for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][n][e] = 0.0f;
-    warp_part<T, NT>(p, wbase, row0, part, n_parts, ps, xrow, stages, grid_s, t0 == first_t0, acc);
+    warp_part<T, NT>(p, wbase, m.n_out, row0, part, n_parts, ps, xrow, stages, grid_s, t0 == first_t0, acc);
 
     // Split-K: the warps of a row tile in order, then the blocks of the cluster in rank order.
     if (split) {
@@ -601,9 +644,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>()) mma_matmul_
           for (int e = 0; e < 4; ++e) {
             const int64_t row = row0 + 16 * mt + g + 8 * (e >> 1);
             const int64_t i = t0 + 8 * n + 2 * c + (e & 1);
-            if (row < p.n_out && i < end) {
+            if (row < m.n_out && i < end) {
               const int64_t yr = p.y_rows ? p.y_rows[i] : i;
-              p.y[yr * p.y_stride + row] = acc[mt][n][e];
+              m.y[yr * m.y_stride + row] = acc[mt][n][e];
             }
           }
     }
@@ -746,18 +789,32 @@ int tiles_for(const MatmulParams& p) {
   return p.n_tokens > 0 && p.n_tokens <= rule.group_mean * p.n_groups ? kSmallTiles : kLargeTiles;
 }
 
+template <GgmlType T>
+Split split_for(const MatmulParams& p) {
+  const int64_t n_chunks = (p.n_in + MmaFormat<T>::kValues - 1) / MmaFormat<T>::kValues;
+  return choose_split(p.n_out, n_chunks, p.n_groups > 0, format_max_cluster<T>());
+}
+int64_t row_blocks(int64_t n_out, const Split& s) {
+  const int64_t rows_per_block = int64_t(kWarpRows) * (kWarps / s.wsplit);
+  return (n_out + rows_per_block - 1) / rows_per_block;
+}
+
+// p alone, or p and then b (paired: b's row blocks follow p's; same split, checked by the caller).
 template <GgmlType T, int NT>
-void launch(const MatmulParams& p, cudaStream_t stream) {
+void launch(const MatmulParams& p, const MatmulParams* b, cudaStream_t stream) {
   using L = Layout<T, NT>;
   constexpr int kPassTokens = 8 * NT;
-  const int64_t n_chunks = (p.n_in + MmaFormat<T>::kValues - 1) / MmaFormat<T>::kValues;
-  const Split s = choose_split(p.n_out, n_chunks, p.n_groups > 0, format_max_cluster<T>());
-  const int64_t rows_per_block = int64_t(kWarpRows) * (kWarps / s.wsplit);
+  const Split s = split_for<T>(p);
+  SecondMatrix q;
+  int64_t blocks_y = row_blocks(p.n_out, s);
+  if (b) {
+    q = SecondMatrix{b->w, b->n_out, b->y, b->y_stride, b->group_stride_bytes, static_cast<unsigned>(blocks_y)};
+    blocks_y += row_blocks(b->n_out, s);
+  }
   cudaLaunchConfig_t cfg = {};
   // Plain mode: one token slab per pass (8 · NT tokens), all in parallel (the slabs' passes are independent).
   const int64_t slabs = p.n_groups > 0 ? (p.group_list ? p.grid_groups : p.n_groups) : (p.n_tokens + kPassTokens - 1) / kPassTokens;
-  cfg.gridDim = dim3(static_cast<unsigned>(slabs), static_cast<unsigned>((p.n_out + rows_per_block - 1) / rows_per_block),
-                     static_cast<unsigned>(s.csplit));
+  cfg.gridDim = dim3(static_cast<unsigned>(slabs), static_cast<unsigned>(blocks_y), static_cast<unsigned>(s.csplit));
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = L::kSmemBytes;
   cfg.stream = stream;
@@ -768,16 +825,44 @@ void launch(const MatmulParams& p, cudaStream_t stream) {
   attr[0].val.clusterDim.z = static_cast<unsigned>(s.csplit);
   cfg.attrs = attr;
   cfg.numAttrs = s.csplit > 1 ? 1 : 0;
-  DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T, NT>, p, s.wsplit, s.csplit));
+  DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T, NT>, p, q, s.wsplit, s.csplit));
 }
 
 template <GgmlType T>
-void launch_format(const MatmulParams& p, cudaStream_t stream) {
+void launch_format(const MatmulParams& p, const MatmulParams* b, cudaStream_t stream) {
   switch (tiles_for(p)) {
-    case kSmallTiles: launch<T, kSmallTiles>(p, stream); break;
-    case kMidTiles: launch<T, kMidTiles>(p, stream); break;
-    default: launch<T, kLargeTiles>(p, stream);
+    case kSmallTiles: launch<T, kSmallTiles>(p, b, stream); break;
+    case kMidTiles: launch<T, kMidTiles>(p, b, stream); break;
+    default: launch<T, kLargeTiles>(p, b, stream);
   }
+}
+
+// One launch for a and b when their k splits agree (a property of the two shapes; the row
+// blocks must fit blockIdx.y); false: nothing launched.
+template <GgmlType T>
+bool launch_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream) {
+  const Split sa = split_for<T>(a), sb = split_for<T>(b);
+  if (sa.wsplit != sb.wsplit || sa.csplit != sb.csplit || row_blocks(a.n_out, sa) + row_blocks(b.n_out, sb) > 65535)
+    return false;
+  launch_format<T>(a, &b, stream);
+  return true;
+}
+
+// Same activations, token list and format: what one launch needs of the two products.
+bool shares_inputs(const MatmulParams& a, const MatmulParams& b) {
+  return a.type == b.type && a.n_in == b.n_in && a.row_bytes == b.row_bytes && a.x == b.x && a.x_stride == b.x_stride &&
+         a.n_tokens == b.n_tokens && a.x_group_rows == 0 && b.x_group_rows == 0 && a.n_groups == b.n_groups &&
+         a.group_offsets == b.group_offsets && a.group_list == b.group_list && a.group_count == b.group_count &&
+         a.grid_groups == b.grid_groups && a.x_rows == b.x_rows && a.y_rows == b.y_rows;
+}
+
+// DS4_MMA_PAIRS=0 turns paired launches off (A/B runs; read once per process).
+bool pairs_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DS4_MMA_PAIRS");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
 }
 
 }  // namespace
@@ -801,14 +886,29 @@ bool mma_matmul_handles(const MatmulParams& p) {
 
 void mma_matmul(const MatmulParams& p, cudaStream_t stream) {
   switch (p.type) {
-    case GgmlType::Q8_0: launch_format<GgmlType::Q8_0>(p, stream); break;
-    case GgmlType::F16: launch_format<GgmlType::F16>(p, stream); break;
-    case GgmlType::IQ2_XXS: launch_format<GgmlType::IQ2_XXS>(p, stream); break;
-    case GgmlType::Q2_K: launch_format<GgmlType::Q2_K>(p, stream); break;
-    case GgmlType::Q4_K: launch_format<GgmlType::Q4_K>(p, stream); break;
+    case GgmlType::Q8_0: launch_format<GgmlType::Q8_0>(p, nullptr, stream); break;
+    case GgmlType::F16: launch_format<GgmlType::F16>(p, nullptr, stream); break;
+    case GgmlType::IQ2_XXS: launch_format<GgmlType::IQ2_XXS>(p, nullptr, stream); break;
+    case GgmlType::Q2_K: launch_format<GgmlType::Q2_K>(p, nullptr, stream); break;
+    case GgmlType::Q4_K: launch_format<GgmlType::Q4_K>(p, nullptr, stream); break;
     default: launch_fail("mma_matmul", "unsupported weight type", __FILE__, __LINE__);
   }
   DS4_CUDA_LAUNCH_CHECK("mma_matmul_kernel");
+}
+
+bool mma_matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream) {
+  if (!pairs_enabled() || !shares_inputs(a, b)) return false;
+  bool launched = false;
+  switch (a.type) {
+    case GgmlType::Q8_0: launched = launch_pair<GgmlType::Q8_0>(a, b, stream); break;
+    case GgmlType::F16: launched = launch_pair<GgmlType::F16>(a, b, stream); break;
+    case GgmlType::IQ2_XXS: launched = launch_pair<GgmlType::IQ2_XXS>(a, b, stream); break;
+    case GgmlType::Q2_K: launched = launch_pair<GgmlType::Q2_K>(a, b, stream); break;
+    case GgmlType::Q4_K: launched = launch_pair<GgmlType::Q4_K>(a, b, stream); break;
+    default: break;
+  }
+  if (launched) DS4_CUDA_LAUNCH_CHECK("mma_matmul_kernel (pair)");
+  return launched;
 }
 
 }  // namespace ds4::cuda

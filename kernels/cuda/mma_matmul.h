@@ -31,4 +31,9 @@ bool mma_matmul_handles(const MatmulParams& p);
 // Launches the tensor-core product on `stream`; p has been validated by matmul().
 void mma_matmul(const MatmulParams& p, cudaStream_t stream);
 
+// Launches a and b as one grid (b's row blocks after a's) when they share the activations, token
+// list, format and k split, each output bit-identical to its own mma_matmul; false (nothing
+// launched) otherwise or with DS4_MMA_PAIRS=0. Both validated and mma_matmul_handles'.
+bool mma_matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream);
+
 }  // namespace ds4::cuda

@@ -8,11 +8,13 @@
 // test results). Exits 0 with a message when no GPU is present. Run by scripts/gpu_check.sh.
 // Tuning runs: DS4_BENCH_TOKENS="1,8" picks the token counts, DS4_BENCH_CORES=0 skips the CUDA-core
 // kernel, DS4_BENCH_PRODUCTS_ONLY=1 skips the attention and indexer lines, DS4_BENCH_ONLY=TEXT
-// runs only the products whose name contains TEXT.
+// runs only the products whose name contains TEXT, DS4_BENCH_PAIRS=1 adds gate/up-like pairs of the
+// shape as two launches and as one (cuda::matmul_pair).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -120,7 +122,10 @@ int active_experts(int experts, int64_t tokens) {
 struct Timing {
   double us = 0, us_stream = 0, bytes = 0, flops = 0;
 };
-Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool cuda_cores) {
+// second: a matrix of the same shape run with the same activations and token list (gate and up),
+// as a second launch or (paired) in the same launch (cuda::matmul_pair).
+Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool cuda_cores,
+                    const BenchWeights* second = nullptr, bool paired = false) {
   const int groups = c.experts > 0 ? c.experts : 1;
   const int active = c.experts > 0 ? active_experts(c.experts, tokens) : 1;
   const int64_t x_width = c.x_group_rows > 0 ? c.n_in * (c.n_out / c.x_group_rows) : c.n_in;
@@ -155,6 +160,7 @@ Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool c
     p.x_rows = rd.get(), p.y_rows = yr.get(), p.group_count = count.get();
     p.grid_groups = std::min<int64_t>(c.experts, entries);
   }
+  DeviceBuffer y2(second ? y.bytes() : 0);
   auto call = [&](int i) {
     if (c.experts > 0) {
       p.w = w.copy(0);
@@ -163,16 +169,21 @@ Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool c
     } else {
       p.w = w.copy(i);
     }
+    if (!second) return cuda::matmul(p, nullptr);
+    cuda::MatmulParams p2 = p;
+    p2.w = c.experts > 0 ? second->copy(0) : second->copy(i), p2.y = y2.as<float>();
+    if (paired) return cuda::matmul_pair(p, p2, nullptr);
     cuda::matmul(p, nullptr);
+    cuda::matmul(p2, nullptr);
   };
   const double first = time_us(1, call);
   const int reps = static_cast<int>(std::clamp(50000.0 / first, 3.0, 30.0));  // ≈ 50 ms per measurement
   Timing t;
   t.us = time_us(reps, call);
   t.us_stream = stream_us(reps, call);
-  const double read = static_cast<double>(c.experts > 0 ? w.row_bytes * c.n_out * active : w.matrix_bytes);
+  const double read = static_cast<double>(c.experts > 0 ? w.row_bytes * c.n_out * active : w.matrix_bytes) * (second ? 2 : 1);
   t.bytes = read + sizeof(float) * (tokens * x_width + entries * c.n_out);
-  t.flops = 2.0 * c.n_in * c.n_out * entries;
+  t.flops = 2.0 * c.n_in * c.n_out * entries * (second ? 2 : 1);
   return t;
 }
 
@@ -198,20 +209,31 @@ bool env_flag(const char* name, bool fallback) {
 
 // The shape at each token count on the tensor cores, and on the CUDA-core kernel (the previous
 // path) up to 64 tokens unless DS4_BENCH_CORES=0.
+void print_timing(const Case& c, int64_t tokens, const char* path, const Timing& t, double peak) {
+  const double gbs = t.bytes / (t.us * 1e3), gbs_stream = t.bytes / (t.us_stream * 1e3);
+  std::printf("%-30s %-7s %6lld %7lld %5lld %-5s %10.2f %7.1f %5.1f%% %10.2f %7.1f %5.1f%% %7.1f\n", c.name.c_str(),
+              std::string(ggml_type_name(c.type)).c_str(), static_cast<long long>(c.n_in), static_cast<long long>(c.n_out),
+              static_cast<long long>(tokens), path, t.us, gbs, 100.0 * gbs / peak, t.us_stream, gbs_stream,
+              100.0 * gbs_stream / peak, t.flops / (t.us_stream * 1e6));
+}
+
+// The shape at each token count on the tensor cores, and on the CUDA-core kernel (the previous
+// path) up to 64 tokens unless DS4_BENCH_CORES=0; with DS4_BENCH_PAIRS=1 also two matrices of the
+// shape (gate and up) as two launches ("2x") and as one paired launch ("pair").
 void bench_product(const Case& c, double peak) {
   const int groups = c.experts > 0 ? c.experts : 1;
   BenchWeights w(c.type, c.n_in, c.n_out * groups, uint64_t(512) << 20);
-  const bool with_cores = env_flag("DS4_BENCH_CORES", true);
+  const bool with_cores = env_flag("DS4_BENCH_CORES", true), pairs = env_flag("DS4_BENCH_PAIRS", false);
+  std::unique_ptr<BenchWeights> w2;
+  if (pairs) w2 = std::make_unique<BenchWeights>(c.type, c.n_in, c.n_out * groups, uint64_t(512) << 20);
   for (int64_t tokens : bench_tokens()) {
     for (bool cores : {false, true}) {
       if (cores && (tokens > 64 || !with_cores)) continue;
-      const Timing t = time_product(c, w, tokens, cores);
-      const double gbs = t.bytes / (t.us * 1e3), gbs_stream = t.bytes / (t.us_stream * 1e3);
-      std::printf("%-30s %-7s %6lld %7lld %5lld %-5s %10.2f %7.1f %5.1f%% %10.2f %7.1f %5.1f%% %7.1f\n", c.name.c_str(),
-                  std::string(ggml_type_name(c.type)).c_str(), static_cast<long long>(c.n_in),
-                  static_cast<long long>(c.n_out), static_cast<long long>(tokens), cores ? "cores" : "mma", t.us, gbs,
-                  100.0 * gbs / peak, t.us_stream, gbs_stream, 100.0 * gbs_stream / peak, t.flops / (t.us_stream * 1e6));
+      print_timing(c, tokens, cores ? "cores" : "mma", time_product(c, w, tokens, cores), peak);
     }
+    if (!pairs) continue;
+    print_timing(c, tokens, "2x", time_product(c, w, tokens, false, w2.get(), false), peak);
+    print_timing(c, tokens, "pair", time_product(c, w, tokens, false, w2.get(), true), peak);
   }
 }
 

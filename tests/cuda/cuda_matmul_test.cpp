@@ -3,13 +3,15 @@
 // reference (the CPU dot_row contract) for every format over a sweep of shapes, token counts that
 // cover partial tiles and passes, split-K (warps and clusters), grouped (expert) mode with empty
 // groups, the grouped output-projection mode and activations of any magnitude, on the tensor-core
-// path and the CUDA-core one; every token's result bit-identical whatever the batch around it.
+// path and the CUDA-core one; every token's result bit-identical whatever the batch around it, and
+// two products launched as a pair bit-identical to their own launches.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/mma_matmul.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/quant.h"
 #include "tests/cuda/gpu_test_util.h"
@@ -219,6 +221,105 @@ TEST(CudaMatmul, GroupedOutputProjectionReadsItsHeadGroup) {
         ASSERT_LE(std::fabs(got[t * n_out + o] - ref), 1e-5 * bound) << "rank " << rank << " token " << t << " row " << o;
       }
   }
+}
+
+// Two products of the same activations as one launch (mma_matmul_pair: gate and up, q_a and kv):
+// each output bit-identical to its own launch, plain (token counts of every tiling) and grouped.
+struct PairCase {
+  GgmlType type;
+  int64_t n_in, n_out_a, n_out_b;
+};
+
+// The same bits (memcmp: -0 and +0 differ, NaN equals itself).
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// The product of one matrix of a pair on tokens [0, n_tokens) of x, into rows of n_out + 3.
+cuda::MatmulParams pair_params(const HostMatrix& m, const DeviceArray<uint8_t>& w, const float* x, float* y,
+                               int64_t n_tokens) {
+  cuda::MatmulParams p;
+  p.w = w.get(), p.type = m.type, p.n_in = m.n_in, p.n_out = m.n_out, p.row_bytes = m.row_bytes;
+  p.x = x, p.x_stride = m.n_in, p.y = y, p.y_stride = m.n_out + 3, p.n_tokens = n_tokens;
+  return p;
+}
+
+TEST(CudaMatmul, PairedLaunchIsBitIdenticalToTwoLaunches) {
+  DS4_REQUIRE_GPU();
+  // Q8_0 4096 -> 1024 and 512: attn_q_a and attn_kv (both 32 k parts); the others: equal shapes.
+  const PairCase cases[] = {{GgmlType::Q8_0, 4096, 1024, 512}, {GgmlType::F16, 1024, 256, 256},
+                            {GgmlType::IQ2_XXS, 4096, 160, 160}, {GgmlType::Q2_K, 2048, 96, 96},
+                            {GgmlType::Q4_K, 1024, 64, 64}};
+  for (const PairCase& pc : cases) {
+    const HostMatrix a = make_matrix(pc.type, pc.n_in, pc.n_out_a, 31), b = make_matrix(pc.type, pc.n_in, pc.n_out_b, 32);
+    DeviceArray<uint8_t> wa(a.bytes), wb(b.bytes);
+    const int64_t max_tokens = 37;
+    DeviceArray<float> xd(test::random_floats(max_tokens * pc.n_in, 33));
+    for (const int64_t T : {int64_t(1), int64_t(5), int64_t(12), max_tokens}) {  // the 8-, 16- and 32-token tilings
+      const std::string what = std::string(ggml_type_name(pc.type)) + " with " + std::to_string(T) + " tokens";
+      DeviceArray<float> ya(T * (a.n_out + 3)), yb(T * (b.n_out + 3)), pa(T * (a.n_out + 3)), pb(T * (b.n_out + 3));
+      for (auto* y : {&ya, &yb, &pa, &pb}) cuda::fill(y->get(), static_cast<int64_t>(y->size()), 0.0f, nullptr);
+      cuda::matmul(pair_params(a, wa, xd.get(), ya.get(), T), nullptr);
+      cuda::matmul(pair_params(b, wb, xd.get(), yb.get(), T), nullptr);
+      ASSERT_TRUE(cuda::mma_matmul_pair(pair_params(a, wa, xd.get(), pa.get(), T), pair_params(b, wb, xd.get(), pb.get(), T),
+                                        nullptr))
+          << what << ": not launched as a pair";
+      ASSERT_TRUE(same_bits(ya.to_host(), pa.to_host())) << what << " (first matrix)";
+      ASSERT_TRUE(same_bits(yb.to_host(), pb.to_host())) << what << " (second matrix)";
+    }
+  }
+}
+
+TEST(CudaMatmul, PairedGroupedLaunchIsBitIdenticalToTwoLaunches) {
+  DS4_REQUIRE_GPU();
+  for (GgmlType type : {GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q8_0}) {
+    const int64_t n_in = 1024, n_out = 64, n_groups = 4, n_x = 5, n_entries = 11;
+    const HostMatrix a = make_matrix(type, n_in, n_out * n_groups, 41), b = make_matrix(type, n_in, n_out * n_groups, 42);
+    DeviceArray<uint8_t> wa(a.bytes), wb(b.bytes);
+    DeviceArray<float> xd(test::random_floats(n_x * n_in, 43));
+    std::vector<int32_t> x_rows, y_rows;
+    for (int i = 0; i < n_entries; ++i) x_rows.push_back(i % n_x), y_rows.push_back((i * 4 + 1) % n_entries);
+    DeviceArray<int32_t> od(std::vector<int32_t>{0, 3, 3, 10, n_entries}), xr(x_rows), yr(y_rows);
+    DeviceArray<int32_t> list(std::vector<int32_t>{0, 2, 3, 1}), count(std::vector<int32_t>{3});
+    auto params = [&](const HostMatrix& m, const DeviceArray<uint8_t>& w, float* y) {
+      cuda::MatmulParams p;
+      p.w = w.get(), p.type = type, p.n_in = n_in, p.n_out = n_out, p.row_bytes = m.row_bytes;
+      p.x = xd.get(), p.x_stride = n_in, p.y = y, p.y_stride = n_out, p.n_tokens = n_entries;
+      p.n_groups = n_groups, p.group_stride_bytes = m.row_bytes * n_out, p.group_offsets = od.get();
+      p.x_rows = xr.get(), p.y_rows = yr.get(), p.group_list = list.get(), p.group_count = count.get(), p.grid_groups = 4;
+      return p;
+    };
+    DeviceArray<float> ya(n_entries * n_out), yb(n_entries * n_out), pa(n_entries * n_out), pb(n_entries * n_out);
+    for (auto* y : {&ya, &yb, &pa, &pb}) cuda::fill(y->get(), static_cast<int64_t>(y->size()), 0.0f, nullptr);
+    cuda::matmul(params(a, wa, ya.get()), nullptr);
+    cuda::matmul(params(b, wb, yb.get()), nullptr);
+    ASSERT_TRUE(cuda::mma_matmul_pair(params(a, wa, pa.get()), params(b, wb, pb.get()), nullptr)) << ggml_type_name(type);
+    ASSERT_TRUE(same_bits(ya.to_host(), pa.to_host())) << ggml_type_name(type) << " (first matrix)";
+    ASSERT_TRUE(same_bits(yb.to_host(), pb.to_host())) << ggml_type_name(type) << " (second matrix)";
+    // Through cuda::matmul_pair as the MoE layer calls it: the same bits.
+    cuda::fill(pa.get(), static_cast<int64_t>(pa.size()), 0.0f, nullptr);
+    cuda::matmul_pair(params(a, wa, pa.get()), params(b, wb, pb.get()), nullptr);
+    ASSERT_TRUE(same_bits(ya.to_host(), pa.to_host())) << ggml_type_name(type) << " (matmul_pair)";
+  }
+}
+
+// Shapes whose k splits differ cannot share a launch: matmul_pair runs them one after the other.
+TEST(CudaMatmul, PairWithDifferentSplitsFallsBackToTwoLaunches) {
+  DS4_REQUIRE_GPU();
+  const HostMatrix a = make_matrix(GgmlType::Q8_0, 4096, 64, 51), b = make_matrix(GgmlType::Q8_0, 4096, 4096, 52);
+  DeviceArray<uint8_t> wa(a.bytes), wb(b.bytes);
+  const int64_t T = 3;
+  const std::vector<float> x = test::random_floats(T * 4096, 53);
+  DeviceArray<float> xd(x), pa(T * (a.n_out + 3)), pb(T * (b.n_out + 3));
+  EXPECT_FALSE(cuda::mma_matmul_pair(pair_params(a, wa, xd.get(), pa.get(), T), pair_params(b, wb, xd.get(), pb.get(), T),
+                                     nullptr));
+  cuda::fill(pa.get(), static_cast<int64_t>(pa.size()), NAN, nullptr);
+  cuda::matmul_pair(pair_params(a, wa, xd.get(), pa.get(), T), pair_params(b, wb, xd.get(), pb.get(), T), nullptr);
+  const std::vector<float> got = pa.to_host();
+  const Reference ref = reference(a, x, T);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t o = 0; o < a.n_out; ++o)
+      ASSERT_LE(std::fabs(got[t * (a.n_out + 3) + o] - ref.value[t * a.n_out + o]), ref.bound[t * a.n_out + o]);
 }
 
 // The activation split is exact at any magnitude (bf16 has f32's exponent range): tokens scaled
