@@ -88,37 +88,39 @@ __device__ double q_row_square_sum(const float (&v)[8][kQMaxSpans]) {
   return warp_sum(lane < 8 ? total : 0.0);
 }
 
+// Lane j < n_pairs (<= 32) computes pair j's angle while the row loads; each tail value takes its
+// pair's cos / sin by a shuffle and its partner (d ^ 1) from the next lane.
 __global__ void __launch_bounds__(kRowThreads) q_heads_norm_rope_kernel(HeadNormRopeParams p) {
   const int lane = threadIdx.x & 31, width = p.head_dim, tail0 = width - 2 * p.n_pairs;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kQHeadsPerBlock + (threadIdx.x >> 5);
   if (r >= p.n_tokens * p.heads) return;  // the whole warp
   float* x = p.x + r * width;
-  const int32_t pos = p.pos[r / p.heads];
   float v[8][kQMaxSpans];
 #pragma unroll
   for (int vw = 0; vw < 8; ++vw)
 #pragma unroll
     for (int m = 0; m < kQMaxSpans; ++m) v[vw][m] = q_elem(lane, vw, m) < width ? x[q_elem(lane, vw, m)] : 0.0f;
+  const float2 cs = lane < p.n_pairs ? rope_cos_sin(p.pos[r / p.heads], p.freq, lane) : make_float2(1.0f, 0.0f);
   const double sum = q_row_square_sum(v);
   const float inv = static_cast<float>(1.0 / sqrt(sum / static_cast<double>(width) + static_cast<double>(p.eps)));
 #pragma unroll
   for (int vw = 0; vw < 8; ++vw)
 #pragma unroll
     for (int m = 0; m < kQMaxSpans; ++m) {
-      if (256 * m >= width) continue;  // uniform over the warp
       const int d = q_elem(lane, vw, m);
-      const float own = v[vw][m] * inv;
-      const float other = __shfl_xor_sync(0xffffffffu, own, 1);  // the pair's other value (d ^ 1)
-      if (d >= width) continue;
-      float out = own;
-      if (d >= tail0) {
-        const float2 cs = rope_cos_sin(pos, p.freq, (d - tail0) >> 1);
-        const float cf = cs.x, sf = cs.y;
-        const bool even = ((d - tail0) & 1) == 0;
-        const float x0 = even ? own : other, x1 = even ? other : own;
-        out = even ? x0 * cf - x1 * sf : x0 * sf + x1 * cf;
+      if (256 * m >= width) continue;  // uniform over the warp, as is the next test
+      float out = v[vw][m] * inv;
+      if (32 * vw + 256 * m + 31 >= tail0) {
+        const int j = d >= tail0 ? (d - tail0) >> 1 : 0;
+        const float cf = __shfl_sync(0xffffffffu, cs.x, j), sf = __shfl_sync(0xffffffffu, cs.y, j);
+        const float other = __shfl_xor_sync(0xffffffffu, out, 1);  // the pair's other value
+        if (d >= tail0 && d < width) {
+          const bool even = ((d - tail0) & 1) == 0;
+          const float x0 = even ? out : other, x1 = even ? other : out;
+          out = even ? x0 * cf - x1 * sf : x0 * sf + x1 * cf;
+        }
       }
-      x[d] = out;
+      if (d < width) x[d] = out;
     }
 }
 
@@ -156,8 +158,8 @@ __global__ void indexer_q_rope_qat_kernel(IndexerQParams p) {
 
 void q_heads_norm_rope(const HeadNormRopeParams& p, cudaStream_t stream) {
   DS4_LAUNCH_REQUIRE(p.heads > 0 && p.head_dim > 0 && p.head_dim % 2 == 0 && p.head_dim <= 256 * kQMaxSpans &&
-                         p.n_pairs > 0 && 2 * p.n_pairs <= p.head_dim,
-                     "cuda::q_heads_norm_rope", "bad shape (even head_dim <= 1024 holding the rotated tail)");
+                         p.n_pairs > 0 && p.n_pairs <= 32 && 2 * p.n_pairs <= p.head_dim,
+                     "cuda::q_heads_norm_rope", "bad shape (even head_dim <= 1024 holding the rotated tail of <= 32 pairs)");
   if (p.n_tokens == 0) return;
   DS4_LAUNCH_REQUIRE(p.x && p.pos && p.freq, "cuda::q_heads_norm_rope", "null pointer");
   const int64_t rows = p.n_tokens * p.heads;

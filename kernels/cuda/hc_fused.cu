@@ -198,11 +198,10 @@ __device__ void stage_doubles(const double* src, int64_t count, double* dst) {
   }
 }
 
-// States (hc rows) and norm weights of this thread's column groups g = threadIdx.x + kNormThreads·i
-// (all of a row: n_embd <= kFinishMaxEmbd).
+// States (hc rows) of this thread's column groups g = threadIdx.x + kNormThreads·i (all of a row:
+// n_embd <= kFinishMaxEmbd), loaded before the partial sums are ready.
 struct FinishRows {
   float4 st[kFinishGroups][kHcMaxHc];
-  float4 w[kFinishGroups];
 };
 __device__ __forceinline__ void load_rows(const HcFinishParams& p, int64_t t, FinishRows& r) {
   const int64_t n = p.n_embd, groups = n / 4;
@@ -213,7 +212,16 @@ __device__ __forceinline__ void load_rows(const HcFinishParams& p, int64_t t, Fi
 #pragma unroll
     for (int s = 0; s < kHcMaxHc; ++s)
       if (s < p.hc) r.st[i][s] = ld4(p.states + (t * p.hc + s) * n + 4 * g);
-    if (p.norm_weight) r.w[i] = ld4(p.norm_weight + 4 * g);
+  }
+}
+
+// The norm weights of the same groups (requested before the Σx² reduction).
+__device__ __forceinline__ void load_weights(const HcFinishParams& p, float4 (&w)[kFinishGroups]) {
+  const int64_t groups = p.n_embd / 4;
+#pragma unroll
+  for (int i = 0; i < kFinishGroups; ++i) {
+    const int64_t g = threadIdx.x + kNormThreads * i;
+    if (g < groups && p.norm_weight) w[i] = ld4(p.norm_weight + 4 * g);
   }
 }
 
@@ -249,7 +257,7 @@ __device__ __forceinline__ void pre_mix(const HcFinishParams& p, const float (&p
 }
 
 // normed = x_row · inv (· weight) for this thread's groups.
-__device__ __forceinline__ void normalize(const HcFinishParams& p, int64_t t, float inv, const FinishRows& r,
+__device__ __forceinline__ void normalize(const HcFinishParams& p, int64_t t, float inv, const float4 (&w)[kFinishGroups],
                                           const float* x_row) {
   const int64_t groups = p.n_embd / 4;
 #pragma unroll
@@ -261,7 +269,7 @@ __device__ __forceinline__ void normalize(const HcFinishParams& p, int64_t t, fl
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const float v = lane4(x, j) * inv;
-      out[j] = p.norm_weight ? v * lane4(r.w[i], j) : v;
+      out[j] = p.norm_weight ? v * lane4(w[i], j) : v;
     }
     st4(p.normed + t * p.n_embd + 4 * g, out);
   }
@@ -270,7 +278,9 @@ __device__ __forceinline__ void normalize(const HcFinishParams& p, int64_t t, fl
 // One block per token: all threads stage the chunk partials, warp 0 sums them per value in chunk
 // order; then the last warp computes the coefficients while the kNormThreads others (states
 // already loaded) do pre-mix → Σx² (rms_norm's tree over x_row) → normed.
-__global__ void __launch_bounds__(kFinishThreads) hc_finish_kernel(HcFinishParams p, int64_t n_chunks) {
+// Two blocks per multiprocessor (<= 113 registers): at a 2048-token chunk one block per SM left the
+// SMs waiting on each block's Sinkhorn warp.
+__global__ void __launch_bounds__(kFinishThreads, 2) hc_finish_kernel(HcFinishParams p, int64_t n_chunks) {
   extern __shared__ float4 finish_smem[];
   float* x_row = reinterpret_cast<float*>(finish_smem);              // [n_embd]
   double* part = reinterpret_cast<double*>(x_row + p.n_embd);        // [n_chunks · (1 + mix_dim)]
@@ -299,12 +309,14 @@ __global__ void __launch_bounds__(kFinishThreads) hc_finish_kernel(HcFinishParam
   for (int s = 0; s < kHcMaxHc; ++s)
     pre[s] = s < p.hc ? hc_pre_coef(static_cast<float>(sums[1 + s] * static_cast<double>(inv_h)), p.scale, p.base, s, p.hc_eps) : 0.0f;
   pre_mix(p, pre, rows, x_row);
+  float4 w[kFinishGroups];
+  load_weights(p, w);
   norm_barrier();
   double sum = 0.0;
   for (int64_t d = threadIdx.x; d < n; d += kNormThreads) sum += static_cast<double>(x_row[d]) * x_row[d];
   sum = norm_threads_sum(sum, red);
   const float inv = static_cast<float>(1.0 / sqrt(sum / static_cast<double>(n) + static_cast<double>(p.rms_eps)));
-  normalize(p, t, inv, rows, x_row);
+  normalize(p, t, inv, w, x_row);
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }

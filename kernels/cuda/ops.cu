@@ -146,54 +146,61 @@ __global__ void hc_collapse_kernel(HcCollapseParams p) {
 
 constexpr int kMaxRouteK = 32;
 
-// Routes token t by the whole block: scores in shared memory (route_smem: 2 · n_expert floats),
-// k rounds of a block-wide argmax.
+// The chosen expert of round j for lane j (k rounds of a warp argmax over biased[], "larger value,
+// then lower index" as block_argmax: under that total order any scan order picks the same one), or
+// the hash table's; lanes >= k get -1. Warp 0 only.
+__device__ int route_choose_warp(const RouterParams& p, int64_t t, float* biased) {
+  const int lane = threadIdx.x & 31;
+  int mine = -1;
+  for (int j = 0; j < p.k; ++j) {
+    int e_j;
+    if (p.hash_table) {
+      e_j = p.hash_table[static_cast<int64_t>(p.tokens[t]) * p.k + j];
+    } else {
+      ArgMax best{-INFINITY, -1};
+      for (int e = lane; e < p.n_expert; e += 32) best = argmax_better(best, ArgMax{biased[e], e});
+      e_j = warp_argmax(best).index;
+      __syncwarp();
+      if (lane == 0) biased[e_j] = -INFINITY;
+      __syncwarp();
+    }
+    if (lane == j) mine = e_j;
+  }
+  return mine;
+}
+
+// Routes token t: scores in shared memory (route_smem: 2 · n_expert floats) by the block, then warp
+// 0 picks the k experts and writes them sorted by id (stable: a lane's rank counts the smaller ids
+// and the equal ones chosen earlier, the insertion sort's order) with score / Σ scores (summed in
+// choice order) · scale. Every thread of the block calls it; it ends with a block barrier.
 __device__ void route_token(const RouterParams& p, int64_t t, float* route_smem) {
-  float* score = route_smem;            // [n_expert]
+  float* score = route_smem;                // [n_expert]
   float* biased = route_smem + p.n_expert;  // [n_expert], -inf once chosen
-  __shared__ int chosen[kMaxRouteK];
   const float* logits = p.logits + t * p.n_expert;
   for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) {
     score[e] = sqrtf(softplus_f(logits[e]));
     biased[e] = p.bias ? score[e] + p.bias[e] : score[e];
   }
   __syncthreads();
-  for (int j = 0; j < p.k; ++j) {
-    if (p.hash_table) {
-      if (threadIdx.x == 0) chosen[j] = p.hash_table[static_cast<int64_t>(p.tokens[t]) * p.k + j];
-      continue;
+  if (threadIdx.x < 32) {
+    const unsigned full = 0xffffffffu;
+    const int lane = threadIdx.x;
+    const int mine = route_choose_warp(p, t, biased);
+    const float my_score = lane < p.k ? score[mine] : 0.0f;
+    float sum = 0.0f;
+    for (int j = 0; j < p.k; ++j) sum += __shfl_sync(full, my_score, j);
+    const float denom = p.normalize ? fmaxf(sum, 6.103515625e-5f) : 1.0f;
+    int rank = 0;
+    for (int i = 0; i < p.k; ++i) {
+      const int other = __shfl_sync(full, mine, i);
+      rank += other < mine || (other == mine && i < lane);
     }
-    ArgMax best{-INFINITY, -1};
-    for (int e = threadIdx.x; e < p.n_expert; e += blockDim.x) best = argmax_better(best, ArgMax{biased[e], e});
-    best = block_argmax(best);
-    if (threadIdx.x == 0) {
-      chosen[j] = best.index;
-      biased[best.index] = -INFINITY;
+    if (lane < p.k) {
+      p.experts[t * p.k + rank] = mine;
+      p.weights[t * p.k + rank] = my_score / denom * p.scale;
     }
-    __syncthreads();
   }
   __syncthreads();
-  if (threadIdx.x != 0) return;
-  float sum = 0.0f;
-  for (int j = 0; j < p.k; ++j) sum += score[chosen[j]];
-  const float denom = p.normalize ? fmaxf(sum, 6.103515625e-5f) : 1.0f;
-  int ids[kMaxRouteK];
-  float ws[kMaxRouteK];
-  for (int j = 0; j < p.k; ++j) {  // insertion sort by expert id (stable)
-    const int e = chosen[j];
-    const float w = score[e] / denom * p.scale;
-    int i = j;
-    for (; i > 0 && ids[i - 1] > e; --i) {
-      ids[i] = ids[i - 1];
-      ws[i] = ws[i - 1];
-    }
-    ids[i] = e;
-    ws[i] = w;
-  }
-  for (int j = 0; j < p.k; ++j) {
-    p.experts[t * p.k + j] = ids[j];
-    p.weights[t * p.k + j] = ws[j];
-  }
 }
 
 __global__ void route_kernel(RouterParams p) {
