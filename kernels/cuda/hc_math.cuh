@@ -1,4 +1,4 @@
-// Device math shared by the hyper-connection kernels of ops.cu and fused_ops.cu: exp / sigmoid /
+// Device math shared by the hyper-connection kernels of ops.cu and hc_fused.cu: exp / sigmoid /
 // silu evaluated in f64 and rounded to f32 (within an ulp of the CPU's f32 libm calls), and the
 // Sinkhorn normalisation of one token's hc × hc mixing matrix (engine/hyper_connection.cpp).
 #pragma once
