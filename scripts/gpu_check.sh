@@ -16,28 +16,12 @@ mode=${1:-}
 # Every GPU test of the tree (GPU_TESTS="a_test b_test" picks some).
 read -ra TESTS <<<"${GPU_TESTS:-$(ls tests/cuda/*_test.cpp | xargs -n1 basename | sed 's/\.cpp$//' | tr '\n' ' ')}"
 
-# The lib folder of the nvidia-nccl-cu13 wheel (the GPU machine's NCCL), or nothing.
-nccl_lib() {
-  python3 -c 'import importlib.util, os
-spec = importlib.util.find_spec("nvidia")
-for base in (spec.submodule_search_locations if spec else []):
-    lib = os.path.join(base, "nccl", "lib")
-    if os.path.exists(os.path.join(lib, "libnccl.so.2")): print(lib); break' 2>/dev/null
-}
+. scripts/lib/gpu_common.sh
 
 bundle() {
-  local build=${1:-build-cuda}
+  local build=${1:-build-cuda} out=${1:-build-cuda}/gpu-bundle
   set -e
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  local tests=("${TESTS[@]}")
-  cmake --build "$build" -j2 --target "${tests[@]}" cuda_bench cuda_model_bench ds4serve-model
-  local out="$build/gpu-bundle"
-  rm -rf "$out" && mkdir -p "$out/lib"
-  for t in "${tests[@]}" cuda_bench cuda_model_bench; do cp "$build/tests/cuda/$t" "$out/"; done
-  cp "$build/tools/ds4serve-model" "$out/"
-  # ds4serve-model links simdjson dynamically; the GPU machine has no simdjson package.
-  ldd "$build/tools/ds4serve-model" | awk '/libsimdjson/ {print $3}' | xargs -r -I{} cp -L {} "$out/lib/"
-  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
+  bundle_binaries "$build" "$out" "${TESTS[@]}" cuda_bench cuda_model_bench ds4serve-model
   # Every test together is larger than a device call carries (64 MiB): stripped and xz-packed,
   # it is ~7 MB (`run BUILD_DIR/gpu-bundle.tar.xz` unpacks it there).
   strip "$out"/cuda_* "$out/ds4serve-model"
@@ -46,12 +30,8 @@ bundle() {
 }
 
 run() {
-  local b=${1:-build-cuda/gpu-bundle}
-  if [[ "$b" == *.tar.xz ]]; then  # the packed bundle
-    local unpacked
-    unpacked=$(mktemp -d)
-    tar -xJf "$b" -C "$unpacked" && b="$unpacked/gpu-bundle"
-  fi
+  local b
+  b=$(unpack_bundle "${1:-build-cuda/gpu-bundle}") || { echo "cannot unpack ${1:-}"; return 1; }
   local out=${OUT:-$PWD/gpu-logs}
   mkdir -p "$out"
   local nccl
@@ -61,21 +41,10 @@ run() {
   work=$(mktemp -d)
   { cat "$b/COMMIT" 2>/dev/null; nvidia-smi; nvcc --version 2>/dev/null | tail -2; echo "NCCL lib: ${nccl:-not found}"; } >"$out/device.txt" 2>&1
   head -15 "$out/device.txt"
-  # The demo model, exactly as the build makes it (data/CMakeLists.txt).
-  mkdir -p "$work/models" "$work/tokenizer"
-  tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$work/tokenizer"
   local t0=$SECONDS
-  "$b/ds4serve-model" synth --preset tiny --quant q2 --seed 1 --tokenizer "$work/tokenizer" \
-    -o "$work/models/tiny-q2.gguf" >"$out/synth.log" 2>&1 || { echo "demo model generation failed"; cat "$out/synth.log"; }
-  echo "demo model generated in $((SECONDS - t0)) s"
-  # A larger synthetic model (real head and row widths) for the end-to-end test.
-  t0=$SECONDS
-  "$b/ds4serve-model" synth --preset small --quant q2 --seed 1 --tokenizer "$work/tokenizer" \
-    -o "$work/models/small-q2.gguf" >>"$out/synth.log" 2>&1 || echo "small model generation failed"
-  echo "small model generated in $((SECONDS - t0)) s"
-  # The demo model's MTP module (the MTP tests).
-  "$b/ds4serve-model" synth --preset tiny --quant q2 --seed 2 --mtp -o "$work/models/tiny-q2-mtp.gguf" \
-    >>"$out/synth.log" 2>&1 || echo "demo MTP generation failed"
+  make_test_models "$b" "$work"
+  cp "$work/synth.log" "$out/" 2>/dev/null
+  echo "test models generated in $((SECONDS - t0)) s"
   export DS4_BINARY_DIR="$work" DS4_SOURCE_DIR="$PWD"
   local summary="$out/summary.txt"
   : >"$summary"
@@ -84,9 +53,7 @@ run() {
     [ -x "$b/$t" ] || { echo "$t: not in the bundle" | tee -a "$summary"; continue; }
     t0=$SECONDS
     timeout "${TEST_TIMEOUT:-400}" "$b/$t" --gtest_color=no >"$work/logs/$t.log" 2>&1
-    local rc=$?
-    printf '%-22s rc=%-3s %4ss  %s\n' "$t" "$rc" "$((SECONDS - t0))" \
-      "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$work/logs/$t.log" | head -3 | tr '\n' ' ')" | tee -a "$summary"
+    gtest_line "$t" "$?" "$((SECONDS - t0))" "$work/logs/$t.log" | tee -a "$summary"
     grep -E '^\[ gpu \]|Failure|FAILED  \]|error' "$work/logs/$t.log" | head -40 | tee -a "$summary"
   done
   tar -czf "$out/test-logs.tar.gz" -C "$work" logs

@@ -13,32 +13,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 
+. scripts/lib/gpu_common.sh
+
 bundle() {
   local build=${1:-build-ep-cuda}
   set -e
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" -j2 --target cuda_parallel_test ds4serve ds4serve-model
-  local out="$build/parallel-bundle"
-  rm -rf "$out" && mkdir -p "$out/lib"
-  cp "$build/tests/cuda/cuda_parallel_test" "$build/http/ds4serve" "$build/tools/ds4serve-model" "$out/"
-  # Shared libraries outside the base system travel along (not NCCL: loaded at run time).
-  for b in "$out"/*; do if [ -f "$b" ] && [ -x "$b" ]; then ldd "$b" 2>/dev/null || true; fi; done |
-    awk '$3 ~ /^\// && $3 !~ /\/(libc|libm|libdl|librt|libpthread|ld-linux|libgcc_s|libstdc\+\+|libnccl)[.-]/ {print $3}' |
-    sort -u | xargs -r -I{} cp -L {} "$out/lib/"
-  du -sh "$out"
-}
-
-# The lib folder of the nvidia-nccl-cu13 wheel, or nothing.
-nccl_lib() {
-  python3 - <<'EOF' 2>/dev/null
-import importlib.util, os
-spec = importlib.util.find_spec("nvidia")
-for base in (spec.submodule_search_locations if spec else []):
-    lib = os.path.join(base, "nccl", "lib")
-    if os.path.exists(os.path.join(lib, "libnccl.so.2")):
-        print(lib)
-        break
-EOF
+  bundle_binaries "$build" "$build/parallel-bundle" cuda_parallel_test ds4serve ds4serve-model
+  du -sh "$build/parallel-bundle"
 }
 
 # Serves the demo model with the given extra arguments, sends one greedy request, prints the text.
@@ -72,14 +53,11 @@ run() {
   { nvidia-smi; echo "NCCL lib: ${nccl:-not found}"; } >"$out/device.txt" 2>&1
   echo "GPUs: $gpus, NCCL lib: ${nccl:-not found}" | tee "$out/summary.txt"
   WORK=$(mktemp -d)
-  mkdir -p "$WORK/models" "$WORK/tokenizer"
-  tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$WORK/tokenizer"
-  "$B/ds4serve-model" synth --preset tiny --quant q2 --seed 1 --tokenizer "$WORK/tokenizer" \
-    -o "$WORK/models/tiny-q2.gguf" >"$out/synth.log" 2>&1 || { echo "demo model generation failed"; cat "$out/synth.log"; }
+  make_test_models "$B" "$WORK" tiny
+  cp "$WORK/synth.log" "$out/" 2>/dev/null
   local t0=$SECONDS
   DS4_BINARY_DIR="$WORK" DS4_SOURCE_DIR="$PWD" timeout 500 "$B/cuda_parallel_test" --gtest_color=no >"$out/cuda_parallel_test.log" 2>&1
-  printf 'cuda_parallel_test rc=%s %ss  %s\n' "$?" "$((SECONDS - t0))" \
-    "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/cuda_parallel_test.log" | head -3 | tr '\n' ' ')" | tee -a "$out/summary.txt"
+  gtest_line cuda_parallel_test "$?" "$((SECONDS - t0))" "$out/cuda_parallel_test.log" | tee -a "$out/summary.txt"
   grep -E '^\[ gpu \]' "$out/cuda_parallel_test.log" | head -40 | tee -a "$out/summary.txt"
   # With one GPU the rank path still runs: `--gpus 0` is a group of one (launcher, NCCL, step
   # messages to nobody) and must serve what the plain server serves.

@@ -11,17 +11,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 tests=(cuda_fused_test cuda_step_test cuda_ops_test cuda_attention_test cuda_backend_test cuda_kv_test)
 
+. scripts/lib/gpu_common.sh
+
 bundle() {
   local build=${1:-build-cuda-ops}
   set -e
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" -j2 --target "${tests[@]}" cuda_step_bench ds4serve-model
-  local out="$build/step-bundle"
-  rm -rf "$out" && mkdir -p "$out/lib"
-  for t in "${tests[@]}" cuda_step_bench; do cp "$build/tests/cuda/$t" "$out/"; done
-  cp "$build/tools/ds4serve-model" "$out/"
-  ldd "$build/tools/ds4serve-model" | awk '/libsimdjson/ {print $3}' | xargs -r -I{} cp -L {} "$out/lib/"
-  du -sh "$out"
+  bundle_binaries "$build" "$build/step-bundle" "${tests[@]}" cuda_step_bench ds4serve-model
+  du -sh "$build/step-bundle"
 }
 
 run() {
@@ -30,12 +26,7 @@ run() {
   export LD_LIBRARY_PATH="$b/lib:${LD_LIBRARY_PATH:-}"
   work=$(mktemp -d)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  mkdir -p "$work/models" "$work/tokenizer"
-  tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$work/tokenizer"
-  for preset in tiny small; do
-    "$b/ds4serve-model" synth --preset $preset --quant q2 --seed 1 --tokenizer "$work/tokenizer" \
-      -o "$work/models/$preset-q2.gguf" >/dev/null 2>&1 || echo "$preset model generation failed"
-  done
+  make_test_models "$b" "$work" tiny small
   export DS4_BINARY_DIR="$work" DS4_SOURCE_DIR="$PWD"
   : >"$out/tests.log"
   # The backend test once more with the op-by-op path (DS4_CUDA_STEP=plain) first, then the default.

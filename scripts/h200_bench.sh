@@ -28,22 +28,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 
+. scripts/lib/gpu_common.sh
+
 bundle() {
   local build=${1:-build-cuda-serve}
   set -e
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" -j2 --target cuda_model_bench cuda_serve_test cuda_rollback_test ds4serve ds4serve-load ds4serve-model
-  local out="$build/h200-bundle"
-  rm -rf "$out" && mkdir -p "$out/lib"
-  cp "$build/tests/cuda/cuda_model_bench" "$build/tests/cuda/cuda_serve_test" "$build/tests/cuda/cuda_rollback_test" "$build/http/ds4serve" \
-     "$build/loadtest/ds4serve-load" "$build/tools/ds4serve-model" "$out/"
-  # What the binaries were built from (the GPU machine's copy of .git may be older).
-  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
-  # Shared libraries outside the base system (simdjson, prometheus-cpp, ...) travel along.
-  for b in "$out"/*; do if [ -f "$b" ] && [ -x "$b" ]; then ldd "$b" 2>/dev/null || true; fi; done |
-    awk '$3 ~ /^\// && $3 !~ /\/(libc|libm|libdl|librt|libpthread|ld-linux|libgcc_s|libstdc\+\+)[.-]/ {print $3}' |
-    sort -u | xargs -r -I{} cp -L {} "$out/lib/"
-  du -sh "$out"
+  bundle_binaries "$build" "$build/h200-bundle" cuda_model_bench cuda_serve_test cuda_rollback_test ds4serve \
+    ds4serve-load ds4serve-model
+  du -sh "$build/h200-bundle"
 }
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT_DIR/summary.txt"; }
@@ -91,7 +83,7 @@ run_sweep() {
 
 start_server() {
   PORT=18431
-  "$B/ds4serve" --backend cuda --synth full --quant q2 --seed 1 --model "$WORK/tiny-q2.gguf" --port "$PORT" \
+  "$B/ds4serve" --backend cuda --synth full --quant q2 --seed 1 --model "$WORK/models/tiny-q2.gguf" --port "$PORT" \
     --max-num-seqs 256 --max-num-batched-tokens 4096 --ctx 20480 --device-reserve 8 \
     >"$WORK/logs/ds4serve.log" 2>&1 &
   SERVER_PID=$!
@@ -141,14 +133,12 @@ run() {
   : >"$OUT_DIR/summary.txt"
   export LD_LIBRARY_PATH="$B/lib:${LD_LIBRARY_PATH:-}"
   WORK=$(mktemp -d)
-  mkdir -p "$WORK/logs" "$WORK/tokenizer"
+  mkdir -p "$WORK/logs"
   log "binaries built from commit $(cat "$B/COMMIT" 2>/dev/null || echo unknown)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT_DIR/summary.txt"
   # The tokenizer's carrier for the synthetic model: the demo model, as the build makes it.
-  tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$WORK/tokenizer"
-  "$B/ds4serve-model" synth --preset tiny --quant q2 --seed 1 --tokenizer "$WORK/tokenizer" \
-    -o "$WORK/tiny-q2.gguf" >"$WORK/logs/synth.log" 2>&1 || log "demo model generation failed"
-  mkdir -p "$WORK/models" && ln -sf "$WORK/tiny-q2.gguf" "$WORK/models/tiny-q2.gguf"
+  make_test_models "$B" "$WORK" tiny | tee -a "$OUT_DIR/summary.txt"
+  cp "$WORK/synth.log" "$WORK/logs/" 2>/dev/null
   export DS4_BINARY_DIR="$WORK" DS4_SOURCE_DIR="$PWD"
   run_tests
   run_sweep

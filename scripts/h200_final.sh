@@ -19,13 +19,10 @@ mkdir -p "$OUT_DIR"
 S="$OUT_DIR/step-modes.txt"
 : >"$S"
 export LD_LIBRARY_PATH="$B/lib:${LD_LIBRARY_PATH:-}"
+. scripts/lib/gpu_common.sh
 W=$(mktemp -d)
-mkdir -p "$W/models" "$W/tokenizer" "$W/logs"
-tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$W/tokenizer"
-for preset in tiny small; do
-  "$B/ds4serve-model" synth --preset "$preset" --quant q2 --seed 1 --tokenizer "$W/tokenizer" \
-    -o "$W/models/$preset-q2.gguf" >>"$W/synth.log" 2>&1 || echo "synth $preset failed" >>"$S"
-done
+mkdir -p "$W/logs"
+make_test_models "$B" "$W" tiny small >>"$S"
 export DS4_BINARY_DIR="$W" DS4_SOURCE_DIR="$PWD"
 
 # step_test BINARY MODE CAP: one test binary with DS4_CUDA_STEP=MODE (empty: none); its rc.

@@ -18,18 +18,13 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 read -ra TESTS <<<"${MTP_TESTS:-cuda_mtp_test cuda_rollback_test cuda_step_test cuda_attention_test}"
 
+. scripts/lib/gpu_common.sh
+
 bundle() {
   local build=${1:-build-mtpc}
   set -e
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" -j2 --target "${TESTS[@]}" cuda_backend_test cuda_mtp_bench ds4serve-model
-  local out="$build/mtp-bundle"
-  rm -rf "$out" && mkdir -p "$out/lib"
-  for t in "${TESTS[@]}" cuda_backend_test cuda_mtp_bench; do cp "$build/tests/cuda/$t" "$out/"; done
-  cp "$build/tools/ds4serve-model" "$out/"
-  ldd "$build/tools/ds4serve-model" | awk '/libsimdjson/ {print $3}' | xargs -r -I{} cp -L {} "$out/lib/"
-  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build*' || echo ' + uncommitted changes')" >"$out/COMMIT"
-  du -sh "$out"
+  bundle_binaries "$build" "$build/mtp-bundle" "${TESTS[@]}" cuda_backend_test cuda_mtp_bench ds4serve-model
+  du -sh "$build/mtp-bundle"
 }
 
 run() {
@@ -42,15 +37,14 @@ run() {
   mkdir -p "$work/models" "$work/tokenizer" "$work/logs"
   local summary="$out/summary.txt"
   { date -u; cat "$b/COMMIT" 2>/dev/null; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; } | tee "$summary"
-  tar -xJf data/tokenizer/deepseek_v4_tokenizer.tar.xz -C "$work/tokenizer"
-  "$b/ds4serve-model" synth --preset tiny --quant q2 --seed 1 --tokenizer "$work/tokenizer" -o "$work/models/tiny-q2.gguf" >"$work/logs/synth.log" 2>&1
-  "$b/ds4serve-model" synth --preset tiny --quant q2 --seed 2 --mtp -o "$work/models/tiny-q2-mtp.gguf" >>"$work/logs/synth.log" 2>&1
+  make_test_models "$b" "$work" tiny tiny-mtp
+  cp "$work/synth.log" "$work/logs/" 2>/dev/null
   export DS4_BINARY_DIR="$work" DS4_SOURCE_DIR="$PWD"
   local t t0
   for t in "${TESTS[@]}"; do
     t0=$SECONDS
     timeout "${TEST_TIMEOUT:-150}" "$b/$t" --gtest_color=no >"$work/logs/$t.log" 2>&1
-    echo "$t rc=$? $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$work/logs/$t.log" | tr '\n' ' ')" | tee -a "$summary"
+    gtest_line "$t" "$?" "$((SECONDS - t0))" "$work/logs/$t.log" | tee -a "$summary"
     grep -E '^\[ gpu \]|Failure|error' "$work/logs/$t.log" | head -12 | tee -a "$summary"
   done
   t0=$SECONDS
@@ -63,7 +57,7 @@ run() {
   if [ "${BACKEND_TEST:-1}" = 1 ]; then
     t0=$SECONDS
     timeout "${TEST_TIMEOUT:-150}" "$b/cuda_backend_test" --gtest_color=no --gtest_filter="${BACKEND_FILTER:-*}" >"$work/logs/cuda_backend_test.log" 2>&1
-    echo "cuda_backend_test rc=$? $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$work/logs/cuda_backend_test.log" | tr '\n' ' ')" | tee -a "$summary"
+    gtest_line cuda_backend_test "$?" "$((SECONDS - t0))" "$work/logs/cuda_backend_test.log" | tee -a "$summary"
   fi
   tar -czf "$out/logs.tar.gz" -C "$work" logs
   cat "$out/mtp.csv"
