@@ -20,9 +20,11 @@ namespace {
 constexpr int kMaxGraphSeqs = 512;  // larger decode steps are launched directly
 
 // The fused path needs hc_count ≤ 4 (≤ 24 mix values), F16/F32 mixing weights everywhere and
-// heads / head widths that attention_split takes (multiples of 4).
+// heads / head widths that attention_split takes (multiples of 4, rows of at most kAttentionMaxHeadDim).
 bool fused_supported(const ModelConfig& c, const DeviceWeights& w) {
-  if (c.hc_mix_dim() > cuda::kHcMaxMix || c.n_head % 4 != 0 || c.head_dim % 4 != 0) return false;
+  if (c.hc_mix_dim() > cuda::kHcMaxMix || c.n_head % 4 != 0 || c.head_dim % 4 != 0 ||
+      c.head_dim > cuda::kAttentionMaxHeadDim)
+    return false;
   auto ok = [](const DeviceTensor& t) {
     return (t.type == GgmlType::F16 || t.type == GgmlType::F32) && reinterpret_cast<uintptr_t>(t.data) % 16 == 0 &&
            t.row_bytes % 16 == 0;

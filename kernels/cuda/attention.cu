@@ -1,7 +1,7 @@
-// Attention-side kernels of attention.h. Sequential state (the compressor frontier) is walked in
-// token order by one thread per output dim, which owns its columns, so no synchronisation is
-// needed; everything else is one block per (token, head), emitted row or scored query. Scores
-// and softmax sums use f64 like the CPU reference; every reduction has a fixed order.
+// Attention-side kernels of attention.h (the compressor update is in compressor.cu, the split
+// attention in attention_split.cu): one block per (token, head), emitted row or scored query
+// (the indexer: per query and 32 rows). Scores and softmax sums use f64 like the CPU reference;
+// every reduction has a fixed order.
 #include "kernels/cuda/attention.h"
 
 #include <string>
@@ -39,95 +39,6 @@ __global__ void store_raw_window_kernel(StepBatch b, LayerKv kv, const float* ra
   const int64_t pos = b.token_pos[t], end = static_cast<int64_t>(b.seq_start[s]) + b.seq_count[s];
   if (pos < end - kv.window) return;
   raw_ring_row(kv, b.seq_slot[s], pos)[d] = rawq[id];
-}
-
-// Element c of row phi of the compressor's position bias (any non-IQ2 weight format).
-__device__ float ape_value(const CompressorParams& p, int phi, int c) {
-  const uint8_t* row = p.ape + static_cast<uint64_t>(phi) * p.ape_row_bytes;
-  switch (p.ape_type) {
-    case GgmlType::F32: return __uint_as_float(ld_u32(row + 4 * c));
-    case GgmlType::F16: return half_bits_to_float(ld_u16(row + 2 * c));
-    case GgmlType::BF16: return __uint_as_float(ld_u16(row + 2 * c) << 16);
-    default: break;
-  }
-  float w[32];
-  if (p.ape_type == GgmlType::Q8_0) decode_row_unit<GgmlType::Q8_0>(row, c / 32, w, nullptr);
-  else if (p.ape_type == GgmlType::Q2_K) decode_row_unit<GgmlType::Q2_K>(row, c / 32, w, nullptr);
-  else decode_row_unit<GgmlType::Q4_K>(row, c / 32, w, nullptr);
-  float v = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) v = (i == c % 32) ? w[i] : v;
-  return v;
-}
-
-// Softmax-weighted mean over n candidates (cpu_compressor.cpp pool_dim).
-__device__ float pool_candidates(const float* kv, const float* score, int n, int stride) {
-  float mx = -INFINITY;
-  for (int i = 0; i < n; ++i) mx = fmaxf(mx, score[i * stride]);
-  if (!(mx > -INFINITY)) return 0.0f;
-  double num = 0.0, den = 0.0;
-  for (int i = 0; i < n; ++i) {
-    const double e = exp(static_cast<double>(score[i * stride]) - mx);
-    num += e * kv[i * stride];
-    den += e;
-  }
-  return static_cast<float>(num / den);
-}
-
-__global__ void compressor_kernel(StepBatch b, CompressorParams p) {
-  const int j = blockIdx.y * blockDim.x + threadIdx.x;
-  if (j >= p.row_dim) return;
-  const int s = blockIdx.x, R = p.ratio, D = p.row_dim;
-  const int W = (R == 4 ? 2 : 1) * D, rows = R == 4 ? 8 : R;
-  const int64_t slot_stride = p.frontier_slot_stride > 0 ? p.frontier_slot_stride : static_cast<int64_t>(rows) * W;
-  float* fkv = p.frontier_kv + static_cast<int64_t>(b.seq_slot[s]) * slot_stride;
-  float* fsc = p.frontier_score + static_cast<int64_t>(b.seq_slot[s]) * slot_stride;
-  const int first = b.seq_first[s], count = b.seq_count[s];
-  const int64_t start = b.seq_start[s];
-  const int n_cols = R == 4 ? 2 : 1;
-  const int u = p.undo && p.undo_seq ? p.undo_seq[s] : -1;
-  // Saves entry e (row, half k) of token i before it is overwritten (undo log, attention.h).
-  auto save = [&](int i, int e, int row, int k) {
-    float* at = p.undo + ((static_cast<int64_t>(u) * p.undo_tokens + i) * kUndoEntries + e) * 2 * D + j;
-    at[0] = fkv[row * W + k * D + j];
-    at[D] = fsc[row * W + k * D + j];
-  };
-  for (int i = 0; i < count; ++i) {
-    const int64_t t = first + i, pos = start + i;
-    const int phi = static_cast<int>(pos % R);
-    const int slot_row = R == 4 ? 4 + phi : phi;
-    if (u >= 0) {
-      for (int k = 0; k < n_cols; ++k) save(i, k, slot_row, k);
-      if (R == 4 && (pos + 1) % R == 0)
-        for (int r = 0; r < 4; ++r)
-          for (int k = 0; k < 2; ++k) save(i, 2 + 2 * r + k, r, k);
-    }
-    for (int k = 0; k < n_cols; ++k) {
-      const int c = j + k * D;
-      fkv[slot_row * W + c] = p.kv_proj[t * W + c];
-      fsc[slot_row * W + c] = p.gate_proj[t * W + c] + ape_value(p, phi, c);
-    }
-    if ((pos + 1) % R != 0) continue;
-    float pooled;
-    if (R == 4) {
-      float kv[8], sc[8];
-      for (int r = 0; r < 4; ++r) {
-        kv[r] = fkv[r * W + j];
-        sc[r] = fsc[r * W + j];
-        kv[4 + r] = fkv[(4 + r) * W + D + j];
-        sc[4 + r] = fsc[(4 + r) * W + D + j];
-      }
-      pooled = pool_candidates(kv, sc, 8, 1);
-      for (int r = 0; r < 4; ++r)  // the current window becomes the previous one
-        for (int k = 0; k < 2; ++k) {
-          fkv[r * W + j + k * D] = fkv[(4 + r) * W + j + k * D];
-          fsc[r * W + j + k * D] = fsc[(4 + r) * W + j + k * D];
-        }
-    } else {
-      pooled = pool_candidates(fkv + j, fsc + j, R, W);
-    }
-    p.pooled[static_cast<int64_t>(p.emit_index[t]) * D + j] = pooled;
-  }
 }
 
 __global__ void compressed_finish_kernel(StepBatch b, CompressedFinishParams p) {
@@ -181,38 +92,108 @@ __global__ void fp8_rows_kernel(float* x, int64_t row_stride, int nope_dim) {
   for (int blk = threadIdx.x; blk < nope_dim / 64; blk += blockDim.x) fp8_block_round_trip(row + 64 * blk);
 }
 
-constexpr int kScoreRowsPerBlock = 64;
+// Indexer scores: a block scores kScoreRowsPerBlock rows of one query; warp g computes the dots of
+// head group g (kScoreHeadsPerWarp heads, q in registers as f64) for every row of the block, then one
+// thread per row adds the heads up in head order. Each (row, head) dot is the sum a warp_sum would
+// give: lane l's partial Σ_j q[l+32j]·k[l+32j] in j order, combined over the butterfly tree (lanes
+// l and l^16, then ^8, ^4, ^2, ^1). The tree is reduced "scattered" (each level exchanges half of
+// the heads still held), which adds the same pairs as the butterfly but in 7 shuffles for 8 heads.
+constexpr int kScoreRowsPerBlock = 32;
+constexpr int kScoreHeadsPerWarp = 8;
+constexpr int kScoreWarps = 8;
+constexpr int kScoreMaxDim = 128;  // 4 values per lane
+constexpr int kScoreLaneDims = kScoreMaxDim / 32;
 
-// Block (query i, rows chunk): each warp scores rows; q and w of the query in shared memory.
-__global__ void indexer_scores_kernel(StepBatch b, IndexerScoreParams p) {
-  extern __shared__ float idx_smem[];
-  float* q = idx_smem;                   // [heads · dim]
-  float* w = idx_smem + p.heads * p.dim; // [heads]
+// v[0..7] of lane l: its partials of 8 heads. Returns the full dot of head (l >> 2) of the group.
+__device__ __forceinline__ double scatter_reduce_8(double (&v)[kScoreHeadsPerWarp], int lane) {
+#pragma unroll
+  for (int level = 0, half = kScoreHeadsPerWarp / 2; half >= 1; ++level, half /= 2) {
+    const int off = 16 >> level;
+    const bool upper = lane & off;  // keeps heads [half, 2·half) of those still held
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const double keep = upper ? v[i + half] : v[i], give = upper ? v[i] : v[i + half];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, give, off);
+    }
+  }
+  double d = v[0];
+  d += __shfl_xor_sync(0xffffffffu, d, 2);
+  d += __shfl_xor_sync(0xffffffffu, d, 1);
+  return d;
+}
+
+// Dots of head group g for the block's n rows (staged in rows[r · dim]) into dots[r · stride + head].
+__device__ void indexer_group_dots(const IndexerScoreParams& p, int64_t t, int g, int n, const double* rows, double* dots,
+                                   int stride) {
+  const int lane = threadIdx.x & 31;
+  double q[kScoreHeadsPerWarp][kScoreLaneDims];
+#pragma unroll
+  for (int hh = 0; hh < kScoreHeadsPerWarp; ++hh) {
+    const int h = g * kScoreHeadsPerWarp + hh;
+#pragma unroll
+    for (int j = 0; j < kScoreLaneDims; ++j) {
+      const int k = lane + 32 * j;
+      q[hh][j] = h < p.heads && k < p.dim ? static_cast<double>(p.q[(t * p.heads + h) * p.dim + k]) : 0.0;
+    }
+  }
+#pragma unroll 2
+  for (int r = 0; r < n; ++r) {
+    double kv[kScoreLaneDims];
+#pragma unroll
+    for (int j = 0; j < kScoreLaneDims; ++j) kv[j] = lane + 32 * j < p.dim ? rows[r * p.dim + lane + 32 * j] : 0.0;
+    double d[kScoreHeadsPerWarp];
+#pragma unroll
+    for (int hh = 0; hh < kScoreHeadsPerWarp; ++hh) {
+      d[hh] = 0.0;
+#pragma unroll
+      for (int j = 0; j < kScoreLaneDims; ++j)
+        if (lane + 32 * j < p.dim) d[hh] += q[hh][j] * kv[j];
+    }
+    const double dot = scatter_reduce_8(d, lane);
+    if ((lane & 3) == 0) dots[r * stride + g * kScoreHeadsPerWarp + (lane >> 2)] = dot;
+  }
+}
+
+__global__ void __launch_bounds__(kScoreWarps * 32) indexer_scores_kernel(StepBatch b, IndexerScoreParams p) {
+  extern __shared__ double dots[];  // [kScoreRowsPerBlock][stride], rows [kScoreRowsPerBlock][dim], w [heads]
   const int64_t i = blockIdx.x;
   const int64_t t = p.tokens[i];
   if (t < 0) return;
   const int s = b.token_seq[t];
   const int64_t n_visible = (static_cast<int64_t>(b.token_pos[t]) + 1) / p.ratio;
-  for (int k = threadIdx.x; k < p.heads * p.dim; k += blockDim.x) q[k] = p.q[t * p.heads * p.dim + k];
-  for (int k = threadIdx.x; k < p.heads; k += blockDim.x) w[k] = p.w[t * p.heads + k];
-  __syncthreads();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int64_t c = static_cast<int64_t>(blockIdx.y) * kScoreRowsPerBlock + warp;
-       c < p.max_rows && c < (static_cast<int64_t>(blockIdx.y) + 1) * kScoreRowsPerBlock; c += kThreads / 32) {
-    float score = -INFINITY;
-    if (c < n_visible) {
-      const float* k_row = block_row(b, const_cast<float*>(p.index), p.rows_per_block, p.block_stride, p.dim, s, c);
-      double total = 0.0;
-      for (int h = 0; h < p.heads; ++h) {
-        double d = 0.0;
-        for (int k = lane; k < p.dim; k += 32) d += static_cast<double>(q[h * p.dim + k]) * k_row[k];
-        d = warp_sum(d);
-        total += static_cast<double>(w[h]) * (d > 0.0 ? d : 0.0);
-      }
-      score = static_cast<float>(total * static_cast<double>(p.scale));
-    }
-    if (lane == 0) p.scores[i * p.max_rows + c] = score;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kScoreRowsPerBlock;
+  const int64_t left = (n_visible < p.max_rows ? n_visible : p.max_rows) - c0;
+  const int n = left <= 0 ? 0 : (left < kScoreRowsPerBlock ? static_cast<int>(left) : kScoreRowsPerBlock);
+  const int n_groups = (p.heads + kScoreHeadsPerWarp - 1) / kScoreHeadsPerWarp;
+  const int stride = n_groups * kScoreHeadsPerWarp + 1;  // odd: a row per thread reads without bank conflicts
+  double* rows = dots + kScoreRowsPerBlock * stride;
+  float* w = reinterpret_cast<float*>(rows + kScoreRowsPerBlock * p.dim);
+  __shared__ const float* row_at[kScoreRowsPerBlock];
+  if (n > 0) {
+    if (threadIdx.x < n)
+      row_at[threadIdx.x] = block_row(b, const_cast<float*>(p.index), p.rows_per_block, p.block_stride, p.dim, s, c0 + threadIdx.x);
+    for (int h = threadIdx.x; h < p.heads; h += blockDim.x) w[h] = p.w[t * p.heads + h];
+    __syncthreads();
+    // Every load of the staging independent of the others, so they are in flight together.
+#pragma unroll 4
+    for (int e = threadIdx.x; e < n * p.dim; e += blockDim.x) rows[e] = row_at[e / p.dim][e % p.dim];
+    __syncthreads();
+    for (int g = threadIdx.x >> 5; g < n_groups; g += kScoreWarps) indexer_group_dots(p, t, g, n, rows, dots, stride);
+    __syncthreads();
   }
+  const int64_t c = c0 + threadIdx.x;
+  if (threadIdx.x >= kScoreRowsPerBlock || c >= p.max_rows) return;
+  float score = -INFINITY;
+  if (c < n_visible) {
+    const double* row_dots = dots + threadIdx.x * stride;
+    double total = 0.0;
+    for (int h = 0; h < p.heads; ++h) {
+      const double d = row_dots[h];
+      total += static_cast<double>(w[h]) * (d > 0.0 ? d : 0.0);
+    }
+    score = static_cast<float>(total * static_cast<double>(p.scale));
+  }
+  p.scores[i * p.max_rows + c] = score;
 }
 
 // Orderable key: larger float → larger unsigned key.
@@ -222,9 +203,11 @@ __device__ __forceinline__ uint32_t float_key(float f) {
 }
 
 constexpr int kTopKThreads = 1024;
+static_assert(kTopKThreads >= 256, "a thread per histogram bin");
 
-// Radix select of the k-th largest key (4 passes of 8 bits), then an in-order compaction of the
-// rows above it plus the lowest-index rows equal to it.
+// Radix select of the k-th largest key (4 passes of 8 bits; each pass's bin found by a block scan
+// over the histogram), then an in-order compaction of the rows above it plus the lowest-index
+// rows equal to it.
 __global__ void __launch_bounds__(kTopKThreads) topk_kernel(StepBatch b, TopKParams p) {
   __shared__ int hist[256];
   __shared__ uint32_t s_prefix;
@@ -249,9 +232,13 @@ __global__ void __launch_bounds__(kTopKThreads) topk_kernel(StepBatch b, TopKPar
       if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      int above = 0, bin = 255;
-      for (; bin > 0 && above + hist[bin] < remaining; --bin) above += hist[bin];
+    // The bin holding the remaining-th largest key: walking down from bin 255, the first whose
+    // count reaches it (bin 0 if none). Thread i takes bin 255 − i; above = counts of higher bins.
+    const int bin = 255 - static_cast<int>(threadIdx.x);
+    const int count = bin >= 0 ? hist[bin] : 0;
+    int counted;
+    const int above = block_exclusive_scan(count, &counted);
+    if (bin >= 0 && above < remaining && (above + count >= remaining || bin == 0)) {
       s_remaining = remaining - above;
       s_prefix = prefix | (static_cast<uint32_t>(bin) << shift);
     }
@@ -368,21 +355,6 @@ void store_raw_window(const StepBatch& b, const LayerKv& kv_in, const float* raw
   DS4_CUDA_LAUNCH_CHECK("store_raw_window_kernel");
 }
 
-void compressor_update(const StepBatch& b, const CompressorParams& p, cudaStream_t stream) {
-  const char* k = "cuda::compressor_update";
-  DS4_LAUNCH_REQUIRE(p.ratio >= 2 && p.row_dim > 0, k, "ratio must be >= 2");
-  const bool ape_ok = p.ape_type == GgmlType::F32 || p.ape_type == GgmlType::F16 || p.ape_type == GgmlType::BF16 ||
-                      p.ape_type == GgmlType::Q8_0 || p.ape_type == GgmlType::Q2_K || p.ape_type == GgmlType::Q4_K;
-  DS4_LAUNCH_REQUIRE(ape_ok, k,
-                     "unsupported compressor_ape type " + std::string(ggml_type_name(p.ape_type)));
-  DS4_LAUNCH_REQUIRE(p.kv_proj && p.gate_proj && p.ape && p.frontier_kv && p.frontier_score && p.emit_index, k,
-                     "null pointer");
-  if (b.n_seqs == 0) return;
-  const dim3 grid(static_cast<unsigned>(b.n_seqs), blocks_for(p.row_dim, 128));
-  compressor_kernel<<<grid, 128, 0, stream>>>(b, p);
-  DS4_CUDA_LAUNCH_CHECK("compressor_kernel");
-}
-
 void compressed_finish(const StepBatch& b, const CompressedFinishParams& p_in, cudaStream_t stream) {
   const char* k = "cuda::compressed_finish";
   CompressedFinishParams p = p_in;
@@ -417,12 +389,14 @@ void indexer_scores(const StepBatch& b, const IndexerScoreParams& p_in, cudaStre
   IndexerScoreParams p = p_in;
   if (p.block_stride == 0) p.block_stride = static_cast<int64_t>(p.rows_per_block) * p.dim;
   DS4_LAUNCH_REQUIRE(p.heads > 0 && p.dim > 0 && p.ratio > 0 && p.rows_per_block > 0 && p.max_rows > 0, k, "bad shape");
+  DS4_LAUNCH_REQUIRE(p.dim <= kScoreMaxDim, k, "indexer rows wider than " + std::to_string(kScoreMaxDim));
   if (p.n_sel == 0) return;
-  const size_t smem = sizeof(float) * (static_cast<size_t>(p.heads) * p.dim + p.heads);
-  DS4_LAUNCH_REQUIRE(smem <= 96 * 1024, k, "indexer query too large for shared memory");
+  const int stride = (p.heads + kScoreHeadsPerWarp - 1) / kScoreHeadsPerWarp * kScoreHeadsPerWarp + 1;
+  const size_t smem = sizeof(double) * (stride + p.dim) * kScoreRowsPerBlock + sizeof(float) * p.heads;
+  DS4_LAUNCH_REQUIRE(smem <= 96 * 1024, k, "too many indexer heads for shared memory");
   DS4_CUDA_CHECK(cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
   const dim3 grid(static_cast<unsigned>(p.n_sel), blocks_for(p.max_rows, kScoreRowsPerBlock));
-  indexer_scores_kernel<<<grid, kThreads, smem, stream>>>(b, p);
+  indexer_scores_kernel<<<grid, kScoreWarps * 32, smem, stream>>>(b, p);
   DS4_CUDA_LAUNCH_CHECK("indexer_scores_kernel");
 }
 

@@ -167,13 +167,15 @@ struct AttentionParams {
 void attention(const StepBatch& b, const LayerKv& kv, const AttentionParams& p, cudaStream_t stream);
 
 // The same attention (same rows, same sink softmax, f64 sums) split for speed (attention_split.cu):
-// one block per (token, group of 4 heads, split of its rows) reads each K=V row once for the 4
-// heads; a token with n rows uses min(ceil(n / 128), kAttentionMaxSplits) splits (a function of
+// one block per (token, group of 8 heads (4 for steps under 16 tokens or heads not a multiple of
+// 8), split of its rows) reads each K=V row once for the group; head_dim at most
+// kAttentionMaxHeadDim; a token with n rows uses min(ceil(n / 128), kAttentionMaxSplits) splits (a function of
 // its own rows only, so results stay batch invariant), combined by a second kernel that also
 // applies the inverse RoPE of the output tail and, when store_raw, stores the step's raw rows
 // into the ring (store_raw_window; every ring read of the step is then done). Tokens run in
 // chunks of kAttentionChunkTokens through the workspace.
 constexpr int kAttentionMaxSplits = 8;
+constexpr int kAttentionMaxHeadDim = 512;
 constexpr int64_t kAttentionChunkTokens = 128;
 struct AttentionSplitExtras {
   float* ws_acc = nullptr;          // [kAttentionChunkTokens, kAttentionMaxSplits, heads, head_dim]

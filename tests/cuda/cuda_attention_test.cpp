@@ -1,14 +1,18 @@
 // GPU attention-side kernels (kernels/cuda/attention.h) against the CPU reference over ragged
 // batches: raw-row quantisation (bit-exact) and the ring store, compressor frontier update and
-// pooling for ratios 4, 16 and 128 fed in uneven chunks (pooled rows rel. 1e-6, frontier exact),
+// pooling for ratios 4, 16 and 128 fed in uneven chunks, token-order walk and parallel form
+// (pooled rows rel. 1e-6, frontier exact),
 // compressed-row finish into block-addressed storage (rel. 1e-5; indexer FP4 codes may flip on a
-// last-ulp difference, at most 1 value in 1000), indexer scores (rel. 1e-6) and top-k (exact,
-// ties to the lower row), and sink-aware attention over ring, step and compressed rows (rel. 1e-5).
+// last-ulp difference, at most 1 value in 1000), indexer scores (rel. 1e-6, and bit-exact against
+// a host restatement of the kernel's summation order) and top-k (exact,
+// ties to the lower row), and sink-aware attention over ring, step and compressed rows (rel. 1e-5;
+// the split form's 4- and 8-head groupings bit-identical).
 // The graph-replayable launch forms (finish over every token through emit_index, query lists
 // padded with -1) give the same bits as the compact ones.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -81,7 +85,8 @@ TEST(CudaAttention, RawRowQuantisationIsBitExact) {
 void check_compressor(int ratio, int dim) {
   const int width = frontier_width(ratio, dim), rows = frontier_rows(ratio);
   const std::vector<int> lengths = {3 * ratio + 1, 37, 2 * ratio};
-  const std::vector<std::vector<int>> steps = {{1, 30, ratio - 1}, {ratio, 0, 1}, {2 * ratio, 7, ratio}};
+  // Steps of 1 token per sequence take the token-order walk, longer ones the parallel form.
+  const std::vector<std::vector<int>> steps = {{1, 1, 1}, {1, 30, ratio - 1}, {ratio, 0, 1}, {2 * ratio, 7, ratio}};
   std::vector<float> ape_values = test::random_floats(static_cast<size_t>(ratio) * width, 2, 0.5f);
   std::vector<uint8_t> ape_bytes(*ggml_row_bytes(GgmlType::F16, width) * ratio);
   std::vector<float> ape_f32(ape_values.size());
@@ -263,6 +268,60 @@ TEST(CudaAttention, IndexerScoresAndTopKMatchCpu) {
   EXPECT_TRUE(std::equal(sel_plain.begin(), sel_plain.end(), sel_padded.begin())) << "padded top-k";
 }
 
+// The GPU indexer's exact order for one (query, row): per head, lane l's partial over dims
+// l, l+32, ... in order, the 32 partials combined over warp_sum's butterfly tree (xor 16, 8, 4,
+// 2, 1), then the heads added in order as fma(w, max(d, 0), total).
+float indexer_score_gpu_order(const float* q, const float* w, const float* k_row, int heads, int dim, float scale) {
+  double total = 0.0;
+  for (int h = 0; h < heads; ++h) {
+    double lane[32] = {};
+    for (int i = 0; i < dim; ++i) lane[i % 32] += double(q[h * dim + i]) * k_row[i];
+    for (int off = 16; off > 0; off >>= 1) {
+      double next[32];
+      for (int l = 0; l < 32; ++l) next[l] = lane[l] + lane[l ^ off];
+      std::copy(next, next + 32, lane);
+    }
+    total = std::fma(double(w[h]), std::max(0.0, lane[0]), total);
+  }
+  return static_cast<float>(total * double(scale));
+}
+
+// Bit-exact against that order for head counts that fill or pad the kernel's 8-head groups, rows
+// narrower than 128 and a row count that ends inside a block of rows.
+TEST(CudaAttention, IndexerScoresKeepTheWarpSumOrder) {
+  DS4_REQUIRE_GPU();
+  const int rpb = 64;
+  for (const auto& [heads, dim] : std::vector<std::pair<int, int>>{{64, 128}, {12, 80}, {3, 32}}) {
+    TestBatch b({{2043, 2, 0, {1, 3, 0, 5, 2, 4, 6, 7}}, {7, 1, 1, {6}}});
+    const int64_t T = 3, max_rows = 512 + 37;
+    const auto q = test::random_floats(T * heads * dim, 15), w = test::random_floats(T * heads, 16);
+    const auto index = test::random_floats(8 * rpb * dim, 17);
+    const std::vector<int32_t> sel = {1, -1, 2, 0};
+    DeviceArray<float> qd(q), wd(w), id(index), scores(sel.size() * max_rows);
+    DeviceArray<int32_t> seld(sel);
+    cuda::IndexerScoreParams p;
+    p.tokens = seld.get(), p.n_sel = static_cast<int64_t>(sel.size()), p.q = qd.get(), p.w = wd.get();
+    p.heads = heads, p.dim = dim, p.ratio = 4, p.scale = 1.0f / std::sqrt(float(dim) * heads), p.index = id.get();
+    p.rows_per_block = rpb, p.scores = scores.get(), p.max_rows = max_rows;
+    cuda::indexer_scores(b.view(), p, nullptr);
+    const auto got = scores.to_host();
+    for (size_t i = 0; i < sel.size(); ++i) {
+      const int64_t t = sel[i];
+      if (t < 0) continue;
+      const int seq = b.tok_seq[t];
+      const int64_t n_visible = std::min<int64_t>((b.tok_pos[t] + 1) / 4, max_rows);
+      for (int64_t r = 0; r < max_rows; ++r) {
+        float ref = -INFINITY;
+        if (r < n_visible) {
+          const float* kr = &index[(static_cast<int64_t>(b.table[seq * b.max_blocks + r / rpb]) * rpb + r % rpb) * dim];
+          ref = indexer_score_gpu_order(&q[t * heads * dim], &w[t * heads], kr, heads, dim, p.scale);
+        }
+        ASSERT_EQ(f32_bits(got[i * max_rows + r]), f32_bits(ref)) << heads << " heads, query " << i << " row " << r;
+      }
+    }
+  }
+}
+
 // CPU restatement of the sink-aware attention of cpu_attention.cpp attend() (without inverse RoPE).
 std::vector<float> attention_ref(const std::vector<const float*>& rows, const float* q, float sink, int hd) {
   std::vector<double> s(rows.size());
@@ -350,6 +409,56 @@ TEST(CudaAttention, SinkAttentionOverRingStepAndCompressedRows) {
   check_attention(0);
   check_attention(4);
   check_attention(128);
+}
+
+// attention_split's output for `heads` heads (q and sinks: the first heads of 8-head arrays).
+std::vector<float> split_attention(const TestBatch& b, const cuda::LayerKv& kv, cuda::AttentionParams p,
+                                   const std::vector<float>& q8, const std::vector<float>& sinks8, int heads) {
+  const int64_t T = static_cast<int64_t>(b.tok_seq.size());
+  const int hd = kv.head_dim;
+  std::vector<float> q, sinks(sinks8.begin(), sinks8.begin() + heads);
+  for (int64_t t = 0; t < T; ++t) q.insert(q.end(), q8.begin() + t * 8 * hd, q8.begin() + (t * 8 + heads) * hd);
+  DeviceArray<float> qd(q), sd(sinks), out(T * heads * hd);
+  const size_t ws_bytes = cuda::attention_split_workspace_bytes(heads, hd);
+  const size_t ml_bytes = (size_t(cuda::kAttentionChunkTokens) * cuda::kAttentionMaxSplits * heads * 2 * sizeof(double) + 255) / 256 * 256;
+  DeviceArray<uint8_t> ws(ws_bytes);
+  cuda::AttentionSplitExtras x;
+  x.ws_acc = reinterpret_cast<float*>(ws.get()), x.ws_ml = reinterpret_cast<double*>(ws.get() + ws_bytes - ml_bytes);
+  p.q = qd.get(), p.sinks = sd.get(), p.heads = heads, p.out = out.get();
+  cuda::attention_split(b.view(), kv, p, x, nullptr);
+  return out.to_host();
+}
+
+// attention_split reads each row for 8 heads at once, or 4 when heads is not a multiple of 8: the
+// grouping changes no sum, so the first 4 of 8 heads have the bits of a 4-head call; and both
+// match the one-block-per-head attention. Ratio 4: one token over 378 rows (3 splits), one over
+// 16 selected rows, a prefill of 130 tokens.
+TEST(CudaAttention, SplitAttentionHeadGroupsGiveTheSameBits) {
+  DS4_REQUIRE_GPU();
+  const int hd = 512, window = 128, top_k = 16, rpb = cuda::kKvBlockPositions / 4;
+  TestBatch b({{1000, 2, 1, {3, 1, 0, 2}}, {0, 130, 0, {4}}});
+  const int64_t T = static_cast<int64_t>(b.tok_seq.size());
+  const auto ring = test::random_floats(2 * window * hd, 30), comp = test::random_floats(5 * rpb * hd, 31);
+  const auto q8 = test::random_floats(T * 8 * hd, 32, 0.2f), rawq = test::random_floats(T * hd, 33);
+  const auto sinks8 = test::random_floats(8, 34);
+  std::vector<int32_t> sel_of(T, -1), selected;
+  sel_of[1] = 0;  // token 1 (position 1001) attends to 16 of its 250 rows, token 0 to all of them
+  for (int j = 0; j < top_k; ++j) selected.push_back(j * 15);
+  DeviceArray<float> rd(ring), cd(comp), rqd(rawq);
+  DeviceArray<int32_t> sod(sel_of), seld(selected);
+  cuda::LayerKv kv;
+  kv.raw = rd.get(), kv.comp = cd.get(), kv.window = window, kv.head_dim = hd, kv.ratio = 4, kv.rows_per_block = rpb;
+  cuda::AttentionParams p;
+  p.rawq = rqd.get(), p.sel_of_token = sod.get(), p.selected = seld.get(), p.top_k = top_k;
+  p.max_rows = window + 1002 / 4;
+  const auto out8 = split_attention(b, kv, p, q8, sinks8, 8), out4 = split_attention(b, kv, p, q8, sinks8, 4);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < 4 * hd; ++i)
+      ASSERT_EQ(f32_bits(out4[t * 4 * hd + i]), f32_bits(out8[t * 8 * hd + i])) << "token " << t << " value " << i;
+  DeviceArray<float> qd(q8), sd(sinks8), out(T * 8 * hd);
+  p.q = qd.get(), p.sinks = sd.get(), p.heads = 8, p.out = out.get();
+  cuda::attention(b.view(), kv, p, nullptr);
+  EXPECT_LT(test::max_rel_error(out8, out.to_host()), 1e-5);
 }
 
 }  // namespace
