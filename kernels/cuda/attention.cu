@@ -92,12 +92,13 @@ __global__ void fp8_rows_kernel(float* x, int64_t row_stride, int nope_dim) {
   for (int blk = threadIdx.x; blk < nope_dim / 64; blk += blockDim.x) fp8_block_round_trip(row + 64 * blk);
 }
 
-// Indexer scores: a block scores kScoreRowsPerBlock rows of one query; warp g computes the dots of
-// head group g (kScoreHeadsPerWarp heads, q in registers as f64) for every row of the block, then one
-// thread per row adds the heads up in head order. Each (row, head) dot is the sum a warp_sum would
-// give: lane l's partial Σ_j q[l+32j]·k[l+32j] in j order, combined over the butterfly tree (lanes
-// l and l^16, then ^8, ^4, ^2, ^1). The tree is reduced "scattered" (each level exchanges half of
-// the heads still held), which adds the same pairs as the butterfly but in 7 shuffles for 8 heads.
+// Indexer scores: a block scores kScoreRowsPerBlock rows of one query (staged as f64); warp g
+// computes the dots of head group g (kScoreHeadsPerWarp heads, q in registers as f64) for every
+// row of the block, then one thread per row adds the heads up in head order. Each (row, head) dot
+// is the sum a warp_sum would give: lane l's partial Σ_j q[l+32j]·k[l+32j] in j order, combined
+// over the butterfly tree (lanes l and l^16, then ^8, ^4, ^2, ^1). The tree is reduced
+// "scattered" (each level exchanges half of the heads still held): the same pairs are added as in
+// the butterflies, in 9 shuffles for 8 heads instead of 40.
 constexpr int kScoreRowsPerBlock = 32;
 constexpr int kScoreHeadsPerWarp = 8;
 constexpr int kScoreWarps = 8;
