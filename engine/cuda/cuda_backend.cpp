@@ -326,6 +326,8 @@ void CudaBackend::size_scratch(const Plan& plan) {
   a.add(s.group_offsets, n_expert + 1), a.add(s.token_rows, tk), a.add(s.slot_rows, tk);
   a.add(s.active_experts, n_expert), a.add(s.n_active_layers, c.n_layer);
   a.add(s.ffn_gate, tk * ffn), a.add(s.ffn_up, tk * ffn), a.add(s.ffn_mid, tk * ffn), a.add(s.expert_out, tk * n);
+  if (expert_x_planes(T))
+    a.add(s.x_planes, std::max(T * cuda::x_plane_row_bytes(n), tk * cuda::x_plane_row_bytes(ffn)));
   a.add(s.sh_gate, T * ffn_sh), a.add(s.sh_up, T * ffn_sh), a.add(s.sh_mid, T * ffn_sh), a.add(s.sh_out, T * n);
   if (options_.expert_parallel.active()) a.add(s.ep_sum, T * n);
   a.add(s.head_states, R * hw), a.add(s.head_flat, R * hw), a.add(s.head_mix, R * c.hc_count);

@@ -22,6 +22,12 @@ struct RatioPlan {
   int64_t max_comp_rows = 0;            // most compressed rows a token attends to
 };
 
+// Steps whose routed-expert products read their activations split once into bf16 planes
+// (Scratch::x_planes, cuda::split_x_planes) instead of in every warp: 4 to 256 tokens (decode
+// batches: the split's launch costs about what it saves at 1 token, 7% of the expert products at
+// 16-64; the bits are the same either way). DS4_X_PLANES=0 turns it off (A/B runs).
+bool expert_x_planes(int64_t n_tokens);
+
 struct CudaBackend::Plan {
   int64_t n_tokens = 0;
   int n_seqs = 0;
@@ -65,6 +71,7 @@ struct CudaBackend::Scratch {
   int32_t *active_experts = nullptr, *n_active = nullptr;  // experts with tokens this layer, and how many
   int32_t* n_active_layers = nullptr;  // [n_layer]: n_active points at layer il's entry (metrics)
   float *ffn_gate = nullptr, *ffn_up = nullptr, *ffn_mid = nullptr, *expert_out = nullptr;
+  uint8_t* x_planes = nullptr;  // expert_x_planes steps: normed, then ffn_mid, split (cuda::split_x_planes)
   float *sh_gate = nullptr, *sh_up = nullptr, *sh_mid = nullptr, *sh_out = nullptr;
   float* ep_sum = nullptr;  // [T, n_embd] routed sum all-reduced under expert parallelism
   float *head_states = nullptr, *head_flat = nullptr, *head_mix = nullptr, *head_h = nullptr, *logits = nullptr;

@@ -7,6 +7,8 @@
 // input; otherwise every op is its own kernel (the reference path, kept for comparison).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #include "engine/cuda/cuda_backend_internal.h"
@@ -18,6 +20,15 @@
 #include "kernels/cuda/ops.h"
 
 namespace ds4 {
+
+bool expert_x_planes(int64_t n_tokens) {
+  static const bool enabled = [] {
+    const char* e = std::getenv("DS4_X_PLANES");
+    return !(e && std::string(e) == "0");
+  }();
+  return enabled && n_tokens >= 4 && n_tokens <= 256;
+}
+
 namespace {
 
 // Rotates the tail of rows [n_tokens · rows_per_token, width] at the tokens' positions.
@@ -306,9 +317,11 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     cuda::spread_route_sum(s.ep_sum, T, static_cast<int>(k), n, s.expert_out, stream_);
   };
 
-  // Routed experts: every expert's matrices read once for all of its tokens.
-  auto grouped_params = [&](const DeviceTensor& t, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
-                            int64_t y_stride) {
+  // Routed experts: every expert's matrices read once for all of its tokens; on expert_x_planes
+  // steps their activations (rows [0, x_count) of x) split once into s.x_planes first.
+  const bool planes = expert_x_planes(T);
+  auto grouped_params = [&](const DeviceTensor& t, const float* x, int64_t x_stride, int64_t x_count, const int32_t* x_rows,
+                            float* y, int64_t y_stride) {
     cuda::MatmulParams p;
     p.w = t.data, p.type = t.type, p.n_in = static_cast<int64_t>(t.ne0), p.n_out = static_cast<int64_t>(t.ne1);
     p.row_bytes = t.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride;
@@ -316,6 +329,10 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     p.group_offsets = s.group_offsets + expert_base, p.x_rows = x_rows, p.y_rows = s.slot_rows;
     p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, T * k);
     p.n_tokens = T * k;  // the list's entries: picks the tiling (cuda::matmul)
+    if (planes && cuda::reads_x_planes(p)) {
+      cuda::split_x_planes(x, x_stride, x_count, p.n_in, s.x_planes, stream_);
+      p.x_planes = s.x_planes;
+    }
     return p;
   };
   const float limit = L.swiglu_clamp;
@@ -323,18 +340,20 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   const cuda::SwigluParams routed{s.ffn_gate, s.ffn_up, s.ffn_mid, T * k, ffn, limit, s.route_weights};
   const cuda::SwigluParams shared{s.sh_gate, s.sh_up, s.sh_mid, T, ffn_sh, limit, nullptr};
   // gate and up of the routed experts (and of the shared expert) as one launch each
-  cuda::matmul_pair(grouped_params(w.ffn_gate_exps, s.normed, n, s.token_rows, s.ffn_gate, ffn),
-                    grouped_params(w.ffn_up_exps, s.normed, n, s.token_rows, s.ffn_up, ffn), stream_);
+  const cuda::MatmulParams gate = grouped_params(w.ffn_gate_exps, s.normed, n, T, s.token_rows, s.ffn_gate, ffn);
+  cuda::MatmulParams up = gate;  // same activations (and planes), the up matrices
+  up.w = w.ffn_up_exps.data, up.y = s.ffn_up;
+  cuda::matmul_pair(gate, up, stream_);
   if (fused) {  // both activations in one launch; the combine happens in the next hc boundary
     matmul_rows_pair(w.ffn_gate_shexp, s.sh_gate, ffn_sh, w.ffn_up_shexp, s.sh_up, ffn_sh, s.normed, n, T);
     cuda::swiglu_pair(routed, shared, stream_);
-    cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n), stream_);
+    cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, T * k, s.slot_rows, s.expert_out, n), stream_);
     routed_all_reduce();
     matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
     return;
   }
   cuda::swiglu(routed, stream_);
-  cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, s.slot_rows, s.expert_out, n), stream_);
+  cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, T * k, s.slot_rows, s.expert_out, n), stream_);
   routed_all_reduce();
   matmul_rows_pair(w.ffn_gate_shexp, s.sh_gate, ffn_sh, w.ffn_up_shexp, s.sh_up, ffn_sh, s.normed, n, T);
   cuda::swiglu(shared, stream_);

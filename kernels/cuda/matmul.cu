@@ -290,6 +290,9 @@ bool validate(const MatmulParams& p) {
   DS4_LAUNCH_REQUIRE(reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && p.x_stride % 4 == 0, k, "x rows must be 16-byte aligned");
   DS4_LAUNCH_REQUIRE(reinterpret_cast<uintptr_t>(p.w) % 2 == 0, k, "weights must be 2-byte aligned");
   DS4_LAUNCH_REQUIRE(p.x_group_rows >= 0 && p.n_tokens >= 0 && p.n_groups >= 0 && p.n_groups <= 65535, k, "negative count");
+  if (p.x_planes)
+    DS4_LAUNCH_REQUIRE(p.x_group_rows == 0 && reinterpret_cast<uintptr_t>(p.x_planes) % 16 == 0, k,
+                       "x_planes needs x_group_rows == 0 and 16-byte alignment");
   if (p.n_groups > 0)
     DS4_LAUNCH_REQUIRE(p.group_offsets && p.x_rows && p.y_rows, k, "grouped mode needs offsets and row lists");
   if (p.group_list)
@@ -301,6 +304,11 @@ bool validate(const MatmulParams& p) {
 bool on_tensor_cores(const MatmulParams& p) { return !p.cuda_cores && !cuda_cores_forced() && mma_matmul_handles(p); }
 
 }  // namespace
+
+bool reads_x_planes(const MatmulParams& p) {
+  const bool expert_format = p.type == GgmlType::IQ2_XXS || p.type == GgmlType::Q2_K;  // mma_matmul.cu reads_planes
+  return expert_format && p.x_group_rows == 0 && on_tensor_cores(p);
+}
 
 void matmul(const MatmulParams& p, cudaStream_t stream) {
   if (!validate(p)) return;

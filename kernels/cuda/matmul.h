@@ -43,9 +43,26 @@ struct MatmulParams {
   int64_t grid_groups = 0;
   const int32_t* x_rows = nullptr;         // device [total entries]
   const int32_t* y_rows = nullptr;         // device [total entries]
+  // Optional: x already split into its exact bf16 planes by split_x_planes (row r of x at
+  // x_planes + r · x_plane_row_bytes(n_in)). The IQ2_XXS and Q2_K tensor-core kernels read
+  // them instead of splitting x in every warp (same values: the bits do not change); the other
+  // paths read x, which stays required. Only with x_group_rows == 0; 16-byte aligned.
+  const uint8_t* x_planes = nullptr;
   // Forces the CUDA-core kernel for every type (benchmarks and tests compare the two paths).
   bool cuda_cores = false;
 };
+
+// True when p's product reads MatmulParams::x_planes (given them): a tensor-core IQ2_XXS or Q2_K
+// product without x_group_rows.
+bool reads_x_planes(const MatmulParams& p);
+
+// Bytes per row of split_x_planes' output: the hi, mid and lo bf16 planes of n_in values, then
+// the f32 sum of each 8 consecutive values (the K-quants' Σx); n_in a multiple of 32.
+int64_t x_plane_row_bytes(int64_t n_in);
+
+// Splits rows [0, n_rows) of x ([*, x_stride] f32, 16-byte aligned rows) into planes
+// (n_rows · x_plane_row_bytes(n_in) bytes, 16-byte aligned) for MatmulParams::x_planes.
+void split_x_planes(const float* x, int64_t x_stride, int64_t n_rows, int64_t n_in, uint8_t* planes, cudaStream_t stream);
 
 // Validates the shapes (aborting with the problem) and launches on `stream`.
 void matmul(const MatmulParams& p, cudaStream_t stream);

@@ -24,6 +24,9 @@
 // matrices only, mma_matmul_handles) one 16-byte word per lane and row piece. IQ2_XXS: one
 // 8-byte shared-memory lookup per 8 weights (byte-permute selectors of the grid point); the signs
 // enter the selectors (one multiply and mask per 4 values picks the negative high bytes).
+// Activations: each warp splits its tokens' x into the bf16 planes per sub-chunk, or (IQ2_XXS and
+// Q2_K with MatmulParams::x_planes: the routed experts) reads the planes split_x_planes
+// prepared once per call with the same split3, and the K-quants' 8-value sums: the same values.
 // Row segments of the ring are padded so that the 8 rows a warp's lanes read
 // at once fall into different banks (seg_bytes).
 //
@@ -178,6 +181,66 @@ __device__ __forceinline__ void split3(float x0, float x1, uint32_t& hi, uint32_
   hi = __byte_perm(u0, u1, 0x7632);
   mid = __byte_perm(q0, q1, 0x7632);
   lo = __byte_perm(__float_as_uint(l0), __float_as_uint(l1), 0x7632);
+}
+
+// The K-quants' Σx of a lane's 8 values, in the order both the kernel and split_x_planes use.
+__device__ __forceinline__ float sum8(float4 u, float4 v) { return ((u.x + u.y) + (u.z + u.w)) + ((v.x + v.y) + (v.z + v.w)); }
+
+// Bytes per row of prepared planes (x_plane_row_bytes): hi, mid, lo (2·n_in each), n_in / 8 sums.
+__host__ __device__ constexpr int64_t plane_row_bytes(int64_t n_in) { return 13 * n_in / 2; }
+
+// Formats whose kernels read prepared planes (MatmulParams::x_planes): the q2 routed experts'
+// (H200, 64 tokens x 6 routes: IQ2_XXS 686 -> 638 us, Q2_K 810 -> 764 with the split; Q4_K's
+// kernel, bound by its decode, gained under 1% at 64 tokens and lost 4.5% at 256: it reads x).
+template <GgmlType T>
+constexpr bool reads_planes() { return T == GgmlType::IQ2_XXS || T == GgmlType::Q2_K; }
+
+// A lane's 8 activations at column col as bf16 planes (hi, mid, lo) and, for the K-quants, their
+// sum. kPlanes: row points at the token's prepared planes (split_x_planes; the hi plane's 2·n_in =
+// plane_bytes bytes, then mid, lo and the sums); else at its f32 values, split here (every warp).
+template <GgmlType T, bool kPlanes>
+__device__ __forceinline__ void load_x(const float* row, int64_t col, uint32_t plane_bytes, uint32_t (&xh)[4],
+                                       uint32_t (&xm)[4], uint32_t (&xl)[4], float& part) {
+  if constexpr (kPlanes) {
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(row) + 2 * col;
+    const uint4 h = __ldg(reinterpret_cast<const uint4*>(b));
+    const uint4 m = __ldg(reinterpret_cast<const uint4*>(b + plane_bytes));
+    const uint4 l = __ldg(reinterpret_cast<const uint4*>(b + 2 * plane_bytes));
+    xh[0] = h.x, xh[1] = h.y, xh[2] = h.z, xh[3] = h.w;
+    xm[0] = m.x, xm[1] = m.y, xm[2] = m.z, xm[3] = m.w;
+    xl[0] = l.x, xl[1] = l.y, xl[2] = l.z, xl[3] = l.w;
+    if constexpr (T == GgmlType::Q2_K || T == GgmlType::Q4_K)
+      part = __ldg(reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(row) + 3 * plane_bytes + col / 2));
+  } else {
+    const float4 u = __ldg(reinterpret_cast<const float4*>(row + col));
+    const float4 v = __ldg(reinterpret_cast<const float4*>(row + col + 4));
+    split3(u.x, u.y, xh[0], xm[0], xl[0]);
+    split3(u.z, u.w, xh[1], xm[1], xl[1]);
+    split3(v.x, v.y, xh[2], xm[2], xl[2]);
+    split3(v.z, v.w, xh[3], xm[3], xl[3]);
+    if constexpr (T == GgmlType::Q2_K || T == GgmlType::Q4_K) part = sum8(u, v);
+  }
+}
+
+// split_x_planes: one thread per 8 values of a row (the same split3 and sum8 as the kernels).
+__global__ void split_x_planes_kernel(const float* x, int64_t x_stride, int64_t n_rows, int64_t n_in, uint8_t* planes,
+                                      int64_t row_bytes) {
+  const int64_t groups = n_in / 8;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * groups) return;
+  const int64_t r = i / groups, q = i % groups;
+  const float* src = x + r * x_stride + 8 * q;
+  const float4 u = *reinterpret_cast<const float4*>(src), v = *reinterpret_cast<const float4*>(src + 4);
+  uint4 h, m, l;
+  split3(u.x, u.y, h.x, m.x, l.x);
+  split3(u.z, u.w, h.y, m.y, l.y);
+  split3(v.x, v.y, h.z, m.z, l.z);
+  split3(v.z, v.w, h.w, m.w, l.w);
+  uint8_t* dst = planes + r * row_bytes;
+  reinterpret_cast<uint4*>(dst)[q] = h;
+  reinterpret_cast<uint4*>(dst + 2 * n_in)[q] = m;
+  reinterpret_cast<uint4*>(dst + 4 * n_in)[q] = l;
+  reinterpret_cast<float*>(dst + 6 * n_in)[q] = sum8(u, v);
 }
 
 // ---- decoding one row's 8 values of a 32-value sub-chunk -----------------------------------
@@ -386,22 +449,17 @@ __device__ __forceinline__ float accumulate(float acc, const RowSub& r, float f,
 
 // The decoded sub-chunk of the warp's rows against the pass's token tiles (all NT when
 // kFull, else the first n_tiles of NT): acc += the scaled sums.
-template <GgmlType T, int NT, bool kFull>
+template <GgmlType T, int NT, bool kFull, bool kPlanes>
 __device__ __forceinline__ void sub_tiles(const RowSub (&rs)[4], const float* const (&xrow)[NT], int64_t col,
-                                          int n_tiles, int c, float (&acc)[kMTiles][NT][4]) {
+                                          uint32_t plane_bytes, int n_tiles, int c, float (&acc)[kMTiles][NT][4]) {
 #pragma unroll
   for (int n = 0; n < NT; ++n) {
     if (kFull || n < n_tiles) {
-      const float4 u = __ldg(reinterpret_cast<const float4*>(xrow[n] + col));
-      const float4 v = __ldg(reinterpret_cast<const float4*>(xrow[n] + col + 4));
       uint32_t xh[4], xm[4], xl[4];
-      split3(u.x, u.y, xh[0], xm[0], xl[0]);
-      split3(u.z, u.w, xh[1], xm[1], xl[1]);
-      split3(v.x, v.y, xh[2], xm[2], xl[2]);
-      split3(v.z, v.w, xh[3], xm[3], xl[3]);
+      float part = 0.0f;
+      load_x<T, kPlanes>(xrow[n], col, plane_bytes, xh, xm, xl, part);
       float sx[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
-      if constexpr (T == GgmlType::Q2_K || T == GgmlType::Q4_K)
-        token_sums<T>(((u.x + u.y) + (u.z + u.w)) + ((v.x + v.y) + (v.z + v.w)), c, sx);
+      if constexpr (T == GgmlType::Q2_K || T == GgmlType::Q4_K) token_sums<T>(part, c, sx);
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
         float f[4];
@@ -419,22 +477,22 @@ struct Pass {
 };
 
 // One decoded sub-chunk j of the warp's rows against the pass's token tiles.
-template <GgmlType T, int NT>
+template <GgmlType T, int NT, bool kPlanes>
 __device__ __forceinline__ void sub_chunk(const uint8_t* const (&seg)[4], int j, int c, const uint64_t* grid,
-                                          const float* const (&xrow)[NT], int64_t col, const Pass& ps,
-                                          float (&acc)[kMTiles][NT][4]) {
+                                          const float* const (&xrow)[NT], int64_t col, uint32_t plane_bytes,
+                                          const Pass& ps, float (&acc)[kMTiles][NT][4]) {
   RowSub rs[4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) decode_sub<T>(seg[k], j, c, grid, rs[k]);
-  if (ps.n_tiles == NT) sub_tiles<T, NT, true>(rs, xrow, col, ps.n_tiles, c, acc);  // loads hoisted
-  else sub_tiles<T, NT, false>(rs, xrow, col, ps.n_tiles, c, acc);
+  if (ps.n_tiles == NT) sub_tiles<T, NT, true, kPlanes>(rs, xrow, col, plane_bytes, ps.n_tiles, c, acc);  // loads hoisted
+  else sub_tiles<T, NT, false, kPlanes>(rs, xrow, col, plane_bytes, ps.n_tiles, c, acc);
 }
 
 // One warp's k part for one pass: acc[mt][n][e] over its chunks. Chunk counters, row offsets and
 // ring stages are 32-bit and rotate (no 64-bit products or modulo per chunk); the 8-token tiling
 // runs a full Q8_0 chunk (two sub-chunks) with constant offsets. first_pass: IQ2_XXS builds its
 // grid table (a block barrier) once the first copies are in flight.
-template <GgmlType T, int NT>
+template <GgmlType T, int NT, bool kPlanes>
 __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* wbase, int64_t n_out, int64_t row0, int part, int n_parts,
                                           const Pass& ps, const float* const (&xrow)[NT], uint8_t* stages,
                                           uint64_t* grid, bool first_pass, float (&acc)[kMTiles][NT][4]) {
@@ -447,6 +505,7 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
   const int n_mine = part < n_chunks ? (n_chunks - part + n_parts - 1) / n_parts : 0;
   const uint32_t row_bytes = static_cast<uint32_t>(p.row_bytes);  // < 2^30 (mma_matmul_handles)
   const uint32_t chunk_step = static_cast<uint32_t>(n_parts) * F::kBytes;  // bytes between this part's chunks
+  const uint32_t plane_bytes = 2u * static_cast<uint32_t>(p.n_in);  // kPlanes: one bf16 plane of a row
   // This lane copies row row0 + lane (clamped: padding rows read the last row, never written),
   // from the 16-byte aligned address below its start.
   const int64_t my_row = row0 + lane < n_out ? row0 + lane : n_out - 1;
@@ -495,10 +554,10 @@ __device__ __forceinline__ void warp_part(const MatmulParams& p, const uint8_t* 
     const int n_sub = (n_left < F::kValues ? n_left : F::kValues) / 32;
     if (NT == kSmallTiles && kSubs <= 2 && n_sub == kSubs) {  // a whole short chunk, constant offsets
 #pragma unroll
-      for (int j = 0; j < kSubs; ++j) sub_chunk<T, NT>(seg, j, c, grid, xrow, k_first + 32 * j + 8 * c, ps, acc);
+      for (int j = 0; j < kSubs; ++j) sub_chunk<T, NT, kPlanes>(seg, j, c, grid, xrow, k_first + 32 * j + 8 * c, plane_bytes, ps, acc);
     } else {
 #pragma unroll(NT == kSmallTiles && F::kValues > 32 ? 2 : 1)  // decode-sized passes: two sub-chunks interleaved
-      for (int j = 0; j < n_sub; ++j) sub_chunk<T, NT>(seg, j, c, grid, xrow, k_first + 32 * j + 8 * c, ps, acc);
+      for (int j = 0; j < n_sub; ++j) sub_chunk<T, NT, kPlanes>(seg, j, c, grid, xrow, k_first + 32 * j + 8 * c, plane_bytes, ps, acc);
     }
     __syncwarp();  // the stage is refilled by a later iteration's copy
     off += chunk_step;
@@ -533,7 +592,8 @@ __device__ __forceinline__ Matrix block_matrix(const MatmulParams& p, const Seco
   return Matrix{q.w, q.n_out, q.y, q.y_stride, q.group_stride_bytes, blockIdx.y - q.first_block};
 }
 
-template <GgmlType T, int NT>
+// kPlanes: the tokens' activations come as prepared planes (p.x_planes, x_group_rows == 0).
+template <GgmlType T, int NT, bool kPlanes>
 __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>())
     mma_matmul_kernel(MatmulParams p, SecondMatrix q, int wsplit, int csplit) {
   constexpr int kPassTokens = 8 * NT;
@@ -581,7 +641,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>())
       int64_t i = t0 + 8 * n + g;
       if (i >= end) i = t0;
       const int64_t xr = p.x_rows ? p.x_rows[i] : i;
-      xrow[n] = p.x + xr * p.x_stride + x_col;
+      if constexpr (kPlanes)  // the row's planes, read by load_x as bytes
+        xrow[n] = reinterpret_cast<const float*>(p.x_planes + xr * plane_row_bytes(p.n_in));
+      else
+        xrow[n] = p.x + xr * p.x_stride + x_col;
     }
     float acc[kMTiles][NT][4];
 #pragma unroll
@@ -590,7 +653,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for<T, NT>())
       for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][n][e] = 0.0f;
-    warp_part<T, NT>(p, wbase, m.n_out, row0, part, n_parts, ps, xrow, stages, grid_s, t0 == first_t0, acc);
+    warp_part<T, NT, kPlanes>(p, wbase, m.n_out, row0, part, n_parts, ps, xrow, stages, grid_s, t0 == first_t0, acc);
 
     // Split-K: the warps of a row tile in order, then the blocks of the cluster in rank order.
     if (split) {
@@ -720,12 +783,17 @@ Split choose_split(int64_t n_out, int64_t n_chunks, bool grouped, int format_cap
   return s;
 }
 
-template <GgmlType T, int NT>
-void opt_in(int max_cluster) {
-  DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+template <GgmlType T, int NT, bool kPlanes>
+void opt_in_kernel(int max_cluster) {
+  DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T, NT, kPlanes>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Layout<T, NT>::kSmemBytes));
   if (max_cluster > 8)
-    DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T, NT>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(mma_matmul_kernel<T, NT, kPlanes>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+}
+template <GgmlType T, int NT>
+void opt_in(int max_cluster) {
+  opt_in_kernel<T, NT, false>(max_cluster);
+  if constexpr (reads_planes<T>()) opt_in_kernel<T, NT, true>(max_cluster);
 }
 
 // The largest cluster of this format's kernels (both token tilings: the split must not depend on
@@ -751,7 +819,7 @@ int format_max_cluster() {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     int clusters = 0;
-    const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, mma_matmul_kernel<T, kLargeTiles>, &cfg);
+    const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, mma_matmul_kernel<T, kLargeTiles, false>, &cfg);
     if (err != cudaSuccess) (void)cudaGetLastError();
     return err == cudaSuccess && clusters >= 1 ? want : 8;
   }();
@@ -825,7 +893,12 @@ void launch(const MatmulParams& p, const MatmulParams* b, cudaStream_t stream) {
   attr[0].val.clusterDim.z = static_cast<unsigned>(s.csplit);
   cfg.attrs = attr;
   cfg.numAttrs = s.csplit > 1 ? 1 : 0;
-  DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T, NT>, p, q, s.wsplit, s.csplit));
+  if constexpr (reads_planes<T>())
+    if (p.x_planes) {
+      DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T, NT, true>, p, q, s.wsplit, s.csplit));
+      return;
+    }
+  DS4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, mma_matmul_kernel<T, NT, false>, p, q, s.wsplit, s.csplit));
 }
 
 template <GgmlType T>
@@ -853,7 +926,7 @@ bool shares_inputs(const MatmulParams& a, const MatmulParams& b) {
   return a.type == b.type && a.n_in == b.n_in && a.row_bytes == b.row_bytes && a.x == b.x && a.x_stride == b.x_stride &&
          a.n_tokens == b.n_tokens && a.x_group_rows == 0 && b.x_group_rows == 0 && a.n_groups == b.n_groups &&
          a.group_offsets == b.group_offsets && a.group_list == b.group_list && a.group_count == b.group_count &&
-         a.grid_groups == b.grid_groups && a.x_rows == b.x_rows && a.y_rows == b.y_rows;
+         a.grid_groups == b.grid_groups && a.x_rows == b.x_rows && a.y_rows == b.y_rows && a.x_planes == b.x_planes;
 }
 
 // DS4_MMA_PAIRS=0 turns paired launches off (A/B runs; read once per process).
@@ -909,6 +982,21 @@ bool mma_matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t 
   }
   if (launched) DS4_CUDA_LAUNCH_CHECK("mma_matmul_kernel (pair)");
   return launched;
+}
+
+int64_t x_plane_row_bytes(int64_t n_in) { return plane_row_bytes(n_in); }
+
+void split_x_planes(const float* x, int64_t x_stride, int64_t n_rows, int64_t n_in, uint8_t* planes, cudaStream_t stream) {
+  const char* k = "cuda::split_x_planes";
+  DS4_LAUNCH_REQUIRE(n_in > 0 && n_in % 32 == 0 && n_rows >= 0, k, "n_in must be a positive multiple of 32");
+  DS4_LAUNCH_REQUIRE(((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(planes)) & 15u) == 0 && x_stride % 4 == 0,
+                     k, "x rows and planes must be 16-byte aligned");
+  const int64_t threads = n_rows * (n_in / 8);
+  if (threads == 0) return;
+  constexpr int kBlock = 256;
+  split_x_planes_kernel<<<static_cast<unsigned>((threads + kBlock - 1) / kBlock), kBlock, 0, stream>>>(
+      x, x_stride, n_rows, n_in, planes, x_plane_row_bytes(n_in));
+  DS4_CUDA_LAUNCH_CHECK("split_x_planes_kernel");
 }
 
 }  // namespace ds4::cuda

@@ -9,7 +9,8 @@
 // Tuning runs: DS4_BENCH_TOKENS="1,8" picks the token counts, DS4_BENCH_CORES=0 skips the CUDA-core
 // kernel, DS4_BENCH_PRODUCTS_ONLY=1 skips the attention and indexer lines, DS4_BENCH_ONLY=TEXT
 // runs only the products whose name contains TEXT, DS4_BENCH_PAIRS=1 adds gate/up-like pairs of the
-// shape as two launches and as one (cuda::matmul_pair).
+// shape as two launches and as one (cuda::matmul_pair), DS4_BENCH_PLANES=1 the expert formats with
+// x split once into bf16 planes (cuda::split_x_planes of the x rows, timed with the product: "xpl").
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -124,8 +125,9 @@ struct Timing {
 };
 // second: a matrix of the same shape run with the same activations and token list (gate and up),
 // as a second launch or (paired) in the same launch (cuda::matmul_pair).
+// planes: x split into bf16 planes by cuda::split_x_planes before each call (timed with it).
 Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool cuda_cores,
-                    const BenchWeights* second = nullptr, bool paired = false) {
+                    const BenchWeights* second = nullptr, bool paired = false, bool planes = false) {
   const int groups = c.experts > 0 ? c.experts : 1;
   const int active = c.experts > 0 ? active_experts(c.experts, tokens) : 1;
   const int64_t x_width = c.x_group_rows > 0 ? c.n_in * (c.n_out / c.x_group_rows) : c.n_in;
@@ -160,8 +162,10 @@ Timing time_product(const Case& c, const BenchWeights& w, int64_t tokens, bool c
     p.x_rows = rd.get(), p.y_rows = yr.get(), p.group_count = count.get();
     p.grid_groups = std::min<int64_t>(c.experts, entries);
   }
-  DeviceBuffer y2(second ? y.bytes() : 0);
+  DeviceBuffer y2(second ? y.bytes() : 0), x_planes(planes ? tokens * cuda::x_plane_row_bytes(x_width) : 0);
+  if (planes) p.x_planes = x_planes.as<uint8_t>();
   auto call = [&](int i) {
+    if (planes) cuda::split_x_planes(p.x, x_width, tokens, x_width, x_planes.as<uint8_t>(), nullptr);
     if (c.experts > 0) {
       p.w = w.copy(0);
       p.group_offsets = offset_sets[i % n_sets].get();
@@ -231,6 +235,10 @@ void bench_product(const Case& c, double peak) {
       if (cores && (tokens > 64 || !with_cores)) continue;
       print_timing(c, tokens, cores ? "cores" : "mma", time_product(c, w, tokens, cores), peak);
     }
+    cuda::MatmulParams probe;
+    probe.type = c.type, probe.x_group_rows = c.x_group_rows, probe.n_out = c.n_out;
+    if (env_flag("DS4_BENCH_PLANES", false) && cuda::reads_x_planes(probe))
+      print_timing(c, tokens, "xpl", time_product(c, w, tokens, false, nullptr, false, true), peak);
     if (!pairs) continue;
     print_timing(c, tokens, "2x", time_product(c, w, tokens, false, w2.get(), false), peak);
     print_timing(c, tokens, "pair", time_product(c, w, tokens, false, w2.get(), true), peak);

@@ -3,8 +3,9 @@
 // reference (the CPU dot_row contract) for every format over a sweep of shapes, token counts that
 // cover partial tiles and passes, split-K (warps and clusters), grouped (expert) mode with empty
 // groups, the grouped output-projection mode and activations of any magnitude, on the tensor-core
-// path and the CUDA-core one; every token's result bit-identical whatever the batch around it, and
-// two products launched as a pair bit-identical to their own launches.
+// path and the CUDA-core one; every token's result bit-identical whatever the batch around it,
+// two products launched as a pair bit-identical to their own launches, and activations split once
+// into bf16 planes bit-identical to the kernels' own split.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -301,6 +302,61 @@ TEST(CudaMatmul, PairedGroupedLaunchIsBitIdenticalToTwoLaunches) {
     cuda::matmul_pair(params(a, wa, pa.get()), params(b, wb, pb.get()), nullptr);
     ASSERT_TRUE(same_bits(ya.to_host(), pa.to_host())) << ggml_type_name(type) << " (matmul_pair)";
   }
+}
+
+// Activations split once into bf16 planes (cuda::split_x_planes, MatmulParams::x_planes) give
+// the bits of the in-kernel split: grouped (groups of 1 to 11 entries, 8- and 32-token tilings,
+// split over warps and clusters) and plain, at magnitudes 1e-30 .. 1e30. x itself is zeroed for
+// the planes' run of IQ2_XXS and Q2_K, so a kernel that ignored the planes would fail; Q4_K
+// ignores them (reads_x_planes false) and reads x.
+TEST(CudaMatmul, PreparedActivationPlanesGiveTheSameBits) {
+  DS4_REQUIRE_GPU();
+  const float scales[] = {1e-30f, 1e-6f, 1.0f, 3e4f, 1e30f};
+  for (const int64_t n_in : {512, 8192})
+    for (GgmlType type : {GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K}) {
+      const bool reads = type != GgmlType::Q4_K;
+      const int64_t n_out = 64, n_groups = 4, n_x = 15, n_entries = 16;
+      const HostMatrix m = make_matrix(type, n_in, n_out * n_groups, 61);
+      DeviceArray<uint8_t> w(m.bytes);
+      std::vector<float> x = test::random_floats(n_x * n_in, 62);
+      for (int64_t t = 0; t < n_x; ++t)
+        for (int64_t i = 0; i < n_in; ++i) x[t * n_in + i] *= scales[t % 5];
+      DeviceArray<float> xd(x), zeros(n_x * n_in), y(n_entries * n_out), yp(n_entries * n_out);
+      cuda::fill(zeros.get(), static_cast<int64_t>(zeros.size()), 0.0f, nullptr);
+      DeviceArray<uint8_t> planes(n_x * cuda::x_plane_row_bytes(n_in));
+      cuda::split_x_planes(xd.get(), n_in, n_x, n_in, planes.get(), nullptr);
+      std::vector<int32_t> x_rows, y_rows;
+      for (int i = 0; i < n_entries; ++i) x_rows.push_back((i * 4 + 3) % n_x), y_rows.push_back((i * 5 + 2) % n_entries);
+      DeviceArray<int32_t> od(std::vector<int32_t>{0, 1, 1, 5, n_entries}), xr(x_rows), yr(y_rows);
+      DeviceArray<int32_t> list(std::vector<int32_t>{0, 2, 3, 1}), count(std::vector<int32_t>{3});
+      const std::string what = std::string(ggml_type_name(type)) + " n_in " + std::to_string(n_in);
+      auto run = [&](cuda::MatmulParams p, DeviceArray<float>& out) {
+        cuda::fill(out.get(), static_cast<int64_t>(out.size()), NAN, nullptr);
+        p.y = out.get();
+        cuda::matmul(p, nullptr);
+        return out.to_host();
+      };
+      for (const int64_t entries : {int64_t(4), int64_t(n_entries) * 16}) {  // the 8- and the 32-token tiling
+        cuda::MatmulParams p;
+        p.w = w.get(), p.type = type, p.n_in = n_in, p.n_out = n_out, p.row_bytes = m.row_bytes;
+        p.x = xd.get(), p.x_stride = n_in, p.y_stride = n_out, p.n_tokens = entries;
+        p.n_groups = n_groups, p.group_stride_bytes = m.row_bytes * n_out, p.group_offsets = od.get();
+        p.x_rows = xr.get(), p.y_rows = yr.get();
+        if (entries == 4) p.group_list = list.get(), p.group_count = count.get(), p.grid_groups = 4;
+        const std::vector<float> want = run(p, y);
+        p.x = reads ? zeros.get() : p.x, p.x_planes = planes.get();
+        ASSERT_EQ(reads, cuda::reads_x_planes(p)) << what;
+        ASSERT_TRUE(same_bits(want, run(p, yp))) << what << " grouped, entry count " << entries;
+      }
+      for (const int64_t T : {int64_t(1), int64_t(12), n_x}) {  // plain mode, every tiling
+        const HostMatrix& plain = m;  // its first n_out rows
+        cuda::MatmulParams p = pair_params(plain, w, xd.get(), nullptr, T);
+        p.n_out = n_out, p.y_stride = n_out;
+        const std::vector<float> want = run(p, y);
+        p.x = reads ? zeros.get() : p.x, p.x_planes = planes.get();
+        ASSERT_TRUE(same_bits(want, run(p, yp))) << what << " plain, " << T << " tokens";
+      }
+    }
 }
 
 // Shapes whose k splits differ cannot share a launch: matmul_pair runs them one after the other.
