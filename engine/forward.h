@@ -44,6 +44,11 @@ struct RowSampling {
   uint64_t step = 0;
 };
 
+// How a backend ran a forward pass's kernels (metrics): launched one by one (every CPU pass, and
+// GPU steps that are not captured), replayed as a cached CUDA graph, or captured into a new graph
+// (which costs the capture and instantiation on top of the step).
+enum class StepLaunch : uint8_t { kDirect, kGraphReplay, kGraphCapture };
+
 struct ForwardOutput {
   int64_t n_vocab = 0;
   std::vector<float> logits;       // [n_rows, n_vocab]
@@ -55,6 +60,7 @@ struct ForwardOutput {
   // once, one embedding row per token). 0 when a backend does not report them.
   int64_t unique_experts = 0;
   int64_t weight_bytes_read = 0;
+  StepLaunch launch = StepLaunch::kDirect;
   const float* row(size_t seq, int64_t i = 0) const { return logits.data() + (first_row[seq] + i) * n_vocab; }
 };
 

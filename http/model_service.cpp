@@ -202,6 +202,9 @@ void ModelService::wire_metrics() {
     sample.generated_tokens = s.num_sampled;
     sample.unique_experts = s.unique_experts;
     sample.weight_bytes_read = s.weight_bytes_read;
+    sample.launch = s.launch == StepLaunch::kGraphReplay    ? "graph_replay"
+                    : s.launch == StepLaunch::kGraphCapture ? "graph_capture"
+                                                            : "direct";
     sample.spec_drafts = s.spec_drafts;
     sample.spec_draft_tokens = s.spec_draft_tokens;
     sample.spec_accepted_tokens = s.spec_accepted_tokens;

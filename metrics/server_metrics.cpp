@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <string_view>
 
 namespace ds4 {
 
@@ -98,6 +99,7 @@ struct ServerMetrics::Families {
   Gauge* kv_blocks_used;
   Gauge* kv_blocks_cached;
   Gauge* kv_blocks_free;
+  std::map<std::string, Counter*, std::less<>> step_launches;  // by launch kind (StepSample::launch)
   Family<Counter>* http_requests;
   Family<Histogram>* http_seconds;
 };
@@ -201,6 +203,16 @@ void register_own(prometheus::Registry& r, ServerMetrics::Families& f) {
                                  buckets_1_2_5(1000000000000));
   f.weight_bytes = &counter(r, p + "engine_weight_bytes_read_total", "Weight bytes read by forward passes.", b);
   f.engine_steps = &counter(r, p + "engine_steps_total", "Engine steps run.", b);
+  auto& launches = prometheus::BuildCounter()
+                       .Name(p + "engine_step_launches_total")
+                       .Help("Engine steps by how the forward pass's kernels ran: direct (one by one), graph_replay "
+                             "(a cached CUDA graph), graph_capture (a new graph captured and instantiated).")
+                       .Register(r);
+  for (const char* kind : {"direct", "graph_replay", "graph_capture"}) {
+    Labels l = b;
+    l["launch"] = kind;
+    f.step_launches[kind] = &launches.Add(l);
+  }
   auto& blocks = prometheus::BuildGauge()
                      .Name(p + "kv_blocks")
                      .Help("KV-cache blocks by state: used (held by sequences), cached (reusable prefix), free.")
@@ -238,6 +250,7 @@ ServerMetrics::~ServerMetrics() = default;
 void ServerMetrics::record_step(const StepSample& s) {
   Families& f = *f_;
   f.engine_steps->Increment();
+  if (auto it = f.step_launches.find(std::string_view(s.launch)); it != f.step_launches.end()) it->second->Increment();
   f.step_seconds->Observe(s.step_seconds);
   if (s.num_sequences > 0) f.batch_size->Observe(static_cast<double>(s.num_sequences));
   if (s.num_tokens > 0) f.iteration_tokens->Observe(static_cast<double>(s.num_tokens));

@@ -41,6 +41,8 @@ struct StepSample {
   int64_t unique_experts = 0;         // routed experts read, summed over layers (each once per step)
   int64_t weight_bytes_read = 0;      // weight bytes read by the step's forward pass
   int64_t generated_tokens = 0;       // tokens sampled in the step (for bytes per generated token)
+  // How the forward pass's kernels ran: "direct" (one by one), "graph_replay", "graph_capture".
+  const char* launch = "direct";
   int64_t spec_drafts = 0;            // speculative drafts verified
   int64_t spec_draft_tokens = 0;
   int64_t spec_accepted_tokens = 0;

@@ -240,6 +240,7 @@ void Engine::step() {
   const auto t2 = EngineClock::now();
   st.unique_experts = out.unique_experts;
   st.weight_bytes_read = out.weight_bytes_read;
+  st.launch = out.launch;
   std::vector<SequenceUpdate> updates;
   if (speculator_) {
     std::vector<std::vector<SampledToken>> emitted = speculator_->verify(batch, out, kv_, micros(t1, t2));

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/forward.h"
 #include "engine/sampler.h"
 
 namespace ds4 {
@@ -145,6 +146,7 @@ struct StepStats {
   double schedule_us = 0, forward_us = 0, sample_us = 0, step_us = 0;
   int64_t unique_experts = 0;     // routed experts the forward pass read, summed over layers
   int64_t weight_bytes_read = 0;  // weight bytes the forward pass read (0: backend does not report)
+  StepLaunch launch = StepLaunch::kDirect;  // how the forward pass's kernels ran (engine/forward.h)
   KvUsage kv;                   // after the step
   // Speculative decoding (scheduler/speculator.h); all zero when it is off.
   int spec_draft_len = 0;               // drafts per sequence the policy chose for this step (K)

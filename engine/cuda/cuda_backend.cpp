@@ -342,7 +342,9 @@ ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
   step_->pad_plan = graph_step(batch);
   const Plan plan = build_plan(batch, seqs);
   size_scratch(plan);
-  if (!step_begin(plan)) {
+  const bool replayed = step_begin(plan);
+  const bool captured = capturing_;
+  if (!replayed) {
     embed(plan);
     for (int il = 0; il < config_.n_layer; ++il) {
       const LayerRef layer = main_layer(il);
@@ -356,6 +358,7 @@ ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
     step_end();
   }
   ForwardOutput out;
+  out.launch = replayed ? StepLaunch::kGraphReplay : captured ? StepLaunch::kGraphCapture : StepLaunch::kDirect;
   head(plan, batch.host_logits, out);
   last_logit_rows_ = plan.n_logit_rows;
   for (size_t s = 0; s < seqs.size(); ++s)

@@ -180,6 +180,25 @@ TEST(ServerMetrics, StepsAndGaugesAreRecorded) {
             1);
 }
 
+TEST(ServerMetrics, StepLaunchesAreCountedByKind) {
+  ServerMetrics m(test_config());
+  const std::string d = "model_name=\"demo\"";
+  auto count = [&](const char* kind) {
+    return samples(m.serialize()).at("ds4serve_engine_step_launches_total{launch=\"" + std::string(kind) + "\"," + d + "}");
+  };
+  EXPECT_EQ(count("graph_capture"), 0);  // every kind is present from the start
+  StepSample step;
+  step.launch = "graph_capture";
+  m.record_step(step);
+  step.launch = "graph_replay";
+  for (int i = 0; i < 3; ++i) m.record_step(step);
+  m.record_step(StepSample{});
+  EXPECT_EQ(count("direct"), 1);
+  EXPECT_EQ(count("graph_replay"), 3);
+  EXPECT_EQ(count("graph_capture"), 1);
+  EXPECT_EQ(samples(m.serialize()).at("ds4serve_engine_steps_total{" + d + "}"), 5);
+}
+
 TEST(ServerMetrics, FamiliesAreContiguousWithTypeBeforeSamples) {
   ServerMetrics m(test_config());
   m.record_http("/health", 200, 0.001);
