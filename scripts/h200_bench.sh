@@ -144,6 +144,10 @@ run() {
   run_sweep
   if start_server; then
     run_load
+    # The server's own counters after the load (how often steps were graph replays or captures).
+    curl -s "http://127.0.0.1:$PORT/metrics" >"$WORK/logs/metrics-after-load.txt" 2>/dev/null
+    grep -E '^ds4serve_(engine_step_launches_total|engine_steps_total|num_preemptions_total)' \
+      "$WORK/logs/metrics-after-load.txt" | tee -a "$OUT_DIR/summary.txt"
     kill -TERM "$SERVER_PID" 2>/dev/null
     wait "$SERVER_PID" 2>/dev/null
     log "ds4serve stopped"
