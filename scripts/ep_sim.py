@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Expert-parallel planning model for ds4serve (docs/PARALLEL.md): from the per-step costs measured
-on one H200 (docs/PERFORMANCE.md, "Full-size speed on one H200", commit c210b2f, 4K context, q2) and
+on one H200 (docs/PERFORMANCE.md, "Full-size speed on one H200", commit cae2c3b, 4K context, q2) and
 assumed link bandwidths, estimate per decode step and rank: bytes moved, communication time, step
 time and speed-up for world sizes 1-64, with attention replicated (all-reduce of the routed sum) or
 data-parallel (all-to-all dispatch / combine), on NVLink inside one host and InfiniBand across hosts.
@@ -19,16 +19,17 @@ import random
 
 N_LAYER, N_EXPERT, TOPK, N_EMBD = 43, 256, 6, 4096
 
-# Measured on one H200 (PERFORMANCE.md, decode sweep at 4K): batch -> (step ms, routed experts read
-# per step summed over the 43 layers).
-MEASURED = {1: (27.2, 258), 2: (31.7, 510), 4: (40.4, 986), 8: (55.9, 1880), 16: (108.1, 3413),
-            32: (167.7, 5665), 64: (251.4, 8219), 128: (353.3, 10132), 256: (505.8, 10884)}
+# Measured on one H200 (PERFORMANCE.md "Latest", decode sweep at 4K, commit cae2c3b): batch ->
+# (step ms, routed experts read per step summed over the 43 layers).
+MEASURED = {1: (16.12, 258), 2: (19.13, 507), 4: (24.40, 988), 8: (34.24, 1886), 16: (54.85, 3403),
+            32: (89.03, 5657), 64: (136.33, 8239), 128: (203.41, 10111), 256: (328.18, 10886)}
 
-# Grouped routed-expert products per layer, measured back to back (PERFORMANCE.md "CUDA products",
-# commit 64e299b): tokens -> (distinct experts, routes, gate µs, down µs); a layer runs gate, up
-# (same shape as gate) and down.
-PRODUCTS = {1: (6, 6, 46.0, 51.6), 8: (43, 48, 234.5, 268.1), 64: (200, 384, 1327.6, 1637.5),
-            256: (256, 1536, 1733.8, 2119.2), 2048: (256, 12288, 5329.0, 6187.1)}
+# Grouped routed-expert products per layer, measured back to back (PERFORMANCE.md "Products ...
+# round 2", commit ea81e09, activation planes; 2048 tokens from c96774d's run, planes off there):
+# tokens -> (distinct experts, routes, gate µs, down µs); a layer runs gate, up (same shape as
+# gate) and down.
+PRODUCTS = {1: (6, 6, 29.7, 34.8), 8: (43, 48, 154.9, 182.4), 64: (200, 384, 638.2, 764.0),
+            256: (256, 1536, 853.0, 1005.0), 2048: (256, 12288, 4738.0, 4912.0)}
 
 # Roofline scenario: the targets of issue 10 (80% of the 4258 GB/s copy peak for bytes; an assumed
 # 400 TFLOP/s for the products at large batch).
