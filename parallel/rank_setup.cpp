@@ -1,4 +1,5 @@
-// RankSetup exchange (see rank_setup.h): one fixed-size broadcast with a magic and version.
+// RankSetup exchange (see rank_setup.h): one fixed-size broadcast with a magic and version; the KV
+// budget and expert-range agreement gather one value per rank.
 #include "parallel/rank_setup.h"
 
 #include <algorithm>
@@ -18,14 +19,9 @@ struct Wire {
   int64_t blocks = 0, slots = 0, snapshots = 0;
 };
 
-// Every rank's value, in rank order (one 8-byte value to every peer over all_to_all_v).
-std::vector<uint64_t> all_gather(Communicator& comm, uint64_t mine) {
-  const size_t world = static_cast<size_t>(comm.world());
-  const std::vector<uint64_t> send(world, mine);
-  std::vector<uint64_t> recv(world, 0);
-  const std::vector<size_t> bytes(world, sizeof(uint64_t));
-  comm.all_to_all_v(send.data(), bytes, recv.data(), bytes, nullptr);
-  return recv;
+// Every rank's value, in rank order: each rank sends its value to every peer (all_to_all_counts).
+std::vector<size_t> all_gather(Communicator& comm, uint64_t mine) {
+  return all_to_all_counts(comm, std::vector<size_t>(static_cast<size_t>(comm.world()), mine));
 }
 
 uint64_t mix(uint64_t h, int64_t v) {
@@ -64,13 +60,13 @@ RankSetup exchange_setup(Communicator& comm, const RankSetup& mine) {
 
 int64_t min_over_ranks(Communicator& comm, int64_t mine) {
   int64_t least = mine;
-  for (uint64_t v : all_gather(comm, static_cast<uint64_t>(mine))) least = std::min(least, static_cast<int64_t>(v));
+  for (size_t v : all_gather(comm, static_cast<uint64_t>(mine))) least = std::min(least, static_cast<int64_t>(v));
   return least;
 }
 
 void check_expert_ranges(Communicator& comm, ExpertShard mine, int n_expert) {
   const uint64_t packed = (static_cast<uint64_t>(static_cast<uint32_t>(mine.first)) << 32) | static_cast<uint32_t>(mine.count);
-  const std::vector<uint64_t> all = all_gather(comm, packed);
+  const std::vector<size_t> all = all_gather(comm, packed);
   int64_t next = 0;  // the first expert the next rank must own
   for (size_t r = 0; r < all.size(); ++r) {
     const int64_t first = static_cast<int32_t>(all[r] >> 32), count = static_cast<int32_t>(all[r] & 0xffffffffu);
