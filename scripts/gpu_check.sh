@@ -19,7 +19,8 @@ read -ra TESTS <<<"${GPU_TESTS:-$(ls tests/cuda/*_test.cpp | xargs -n1 basename 
 . scripts/lib/gpu_common.sh
 
 bundle() {
-  local build=${1:-build-cuda} out=${1:-build-cuda}/gpu-bundle
+  local build=${1:-build-cuda}
+  local out=$build/gpu-bundle
   set -e
   bundle_binaries "$build" "$out" "${TESTS[@]}" cuda_bench cuda_model_bench ds4serve-model
   # Every test together is larger than a device call carries (64 MiB): stripped and xz-packed,

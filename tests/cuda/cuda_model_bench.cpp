@@ -7,8 +7,6 @@
 // With --sweep, the issue-10 table instead (cuda_model_sweep.h): decode over contexts × batches,
 // prefill chunks by depth, as CSV files in --out-dir (scripts/h200_bench.sh runs it).
 // Measurements, not checks; docs/PERFORMANCE.md records its runs.
-#include <cuda_profiler_api.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -237,17 +235,17 @@ void bench_context(CudaBackend& gpu, int context, int steps, std::mt19937& rng) 
     step_ms.push_back(seconds_since(t1) * 1e3);
     tok[0] = gpu.sample(std::vector<cuda::SampleRow>(1, cuda::SampleRow{0.0f, 1.0f, 0.0f, 0, 0, 0}))[0];
   }
-  if (const char* p = std::getenv("DS4_PROFILE_STEP"); p && std::string(p) == "1") {  // see cuda_model_sweep.cpp
+  if (profile_step_wanted()) {
     ForwardBatch b;
     b.sequences.push_back({kv.get(), tok, false});
-    cudaDeviceSynchronize();
-    cudaProfilerStart();
-    gpu.forward(b);
-    cudaDeviceSynchronize();
-    cudaProfilerStop();
+    profile_region([&] { gpu.forward(b); });
   }
   std::string each;
-  for (double ms : step_ms) each += " " + std::to_string(ms).substr(0, 6);
+  for (double ms : step_ms) {
+    char one[24];
+    std::snprintf(one, sizeof one, " %.2f", ms);
+    each += one;
+  }
   const Timing t = summarize(step_ms);
   std::printf("context %d: prefill in 512-token chunks %.2f s (%.0f tok/s); decode step ms median %.2f (%.1f tok/s); "
               "each:%s\n",

@@ -65,20 +65,9 @@ StepResult timed_step(CudaBackend& gpu, Sequences& kv, const std::vector<std::ve
   return r;
 }
 
-// DS4_PROFILE_STEP=1: after each point's timed steps, one more step between cudaProfilerStart and
-// cudaProfilerStop, for `ncu --profile-from-start off` (scripts/ncu_kernel_table.py sums its
-// kernels). Off by default; the point's timings never include the profiled step.
-bool profile_step_wanted() {
-  const char* v = std::getenv("DS4_PROFILE_STEP");
-  return v && std::string(v) == "1";
-}
-
 StepResult profiled_step(CudaBackend& gpu, Sequences& kv, const std::vector<std::vector<int32_t>>& tokens) {
-  cudaDeviceSynchronize();
-  cudaProfilerStart();
-  StepResult r = timed_step(gpu, kv, tokens);
-  cudaDeviceSynchronize();
-  cudaProfilerStop();
+  StepResult r;
+  profile_region([&] { r = timed_step(gpu, kv, tokens); });
   return r;
 }
 
@@ -168,6 +157,19 @@ void prefill_point(CudaBackend& gpu, const SweepOptions& o, int depth, std::mt19
 }
 
 }  // namespace
+
+bool profile_step_wanted() {
+  const char* v = std::getenv("DS4_PROFILE_STEP");
+  return v && std::string(v) == "1";
+}
+
+void profile_region(const std::function<void()>& work) {
+  cudaDeviceSynchronize();
+  cudaProfilerStart();
+  work();
+  cudaDeviceSynchronize();
+  cudaProfilerStop();
+}
 
 int64_t sweep_kv_blocks(const SweepOptions& o, int64_t budget_blocks) {
   int64_t need = 0;

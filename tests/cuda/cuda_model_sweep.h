@@ -6,6 +6,7 @@
 // Weight bytes per step are the forward pass's own count (ForwardOutput::weight_bytes_read: dense
 // weights once, the step's actual expert union, embedding rows). Writes decode.csv and prefill.csv.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,13 @@ struct SweepOptions {
 // The largest batch × context the backend's pool can hold is what it was built with; points that
 // do not fit are written with status "no_fit". Returns the number of points measured.
 int run_sweep(CudaBackend& gpu, const ModelConfig& config, const SweepOptions& options);
+
+// DS4_PROFILE_STEP=1 asks for one extra step per point between cudaProfilerStart and
+// cudaProfilerStop, for `ncu --profile-from-start off` (scripts/h200_profile.sh; the table comes from
+// scripts/ncu_kernel_table.py). Off by default; the points' timings never include that step.
+bool profile_step_wanted();
+// Runs `work` (device synchronised before and after) as the profiled region.
+void profile_region(const std::function<void()>& work);
 
 // KV blocks a sweep needs for its largest point that fits in `budget_blocks`.
 int64_t sweep_kv_blocks(const SweepOptions& options, int64_t budget_blocks);
