@@ -54,6 +54,31 @@ def raw_exchange(port, data, timeout=30):
         return read_all(s)
 
 
+def hold_counted_connection(port, source="127.0.0.1", timeout=30):
+    """A connection the server has accepted and counts, kept busy with an unfinished request.
+
+    A connection refused by --max-connections / --max-connections-per-ip is closed unanswered, and a
+    slot freed by a closing connection frees a moment later, so sleeping is no proof of being
+    counted: this one is served a keep-alive /health first (tried again while refused), then left
+    with half a request header."""
+    deadline = time.time() + timeout
+    while True:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+        s.sendall(http_request_bytes("GET", "/health", close=False))
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        if reply.startswith(b"HTTP/1.1 200"):
+            s.sendall(b"GET /health HTTP/1.1\r\n")
+            return s
+        s.close()
+        assert time.time() < deadline, "no connection was served"
+        time.sleep(0.05)
+
+
 def split_response(raw):
     """(status, headers dict with lower-case names, body bytes) of the first response in raw."""
     head, _, rest = raw.partition(b"\r\n\r\n")

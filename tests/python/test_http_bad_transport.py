@@ -14,8 +14,8 @@ import time
 import pytest
 
 from ds4serve_harness import Ds4Server, metric, parse_metrics
-from hardening_util import (CHAT, assert_healthy, chat_body, check_error, http_request_bytes, kv_idle, raw_exchange,
-                            read_all, split_response)
+from hardening_util import (CHAT, assert_healthy, chat_body, check_error, hold_counted_connection, http_request_bytes,
+                            kv_idle, raw_exchange, read_all, split_response)
 
 MAX_BODY = 1 << 20
 HEADER_TIMEOUT = 2
@@ -155,10 +155,7 @@ def test_silent_new_connection_is_closed_but_keep_alive_may_idle(server):
 
 def test_connection_limit(tmp_path):
     with Ds4Server("--max-connections", 3, log_dir=tmp_path) as s:
-        held = [socket.create_connection(("127.0.0.1", s.port), timeout=30) for _ in range(3)]
-        for h in held:  # each is a connection the server counts (a request is in progress on it)
-            h.sendall(b"GET /health HTTP/1.1\r\n")
-        time.sleep(0.5)
+        held = [hold_counted_connection(s.port) for _ in range(3)]  # counted, a request in progress on each
         with socket.create_connection(("127.0.0.1", s.port), timeout=30) as extra:
             extra.sendall(http_request_bytes("GET", "/health"))
             assert read_all(extra) == b"", "a connection over the limit was served"

@@ -14,8 +14,8 @@ import socket
 import time
 
 from ds4serve_harness import Ds4Server, MODEL_NAME, metric, parse_metrics
-from hardening_util import (CHAT, assert_healthy, chat_body, check_error, http_request_bytes, kv_idle, raw_exchange,
-                            read_all, split_response)
+from hardening_util import (CHAT, assert_healthy, chat_body, check_error, hold_counted_connection, http_request_bytes,
+                            kv_idle, raw_exchange, read_all, split_response)
 
 HUGE_MIB = 6  # tokenizing this takes about a second in a Release build (seconds on a busy machine)
 
@@ -120,19 +120,21 @@ def test_clients_that_leave_during_preparation_leave_nothing_behind(tmp_path):
 
 
 def test_connections_per_address_limit(tmp_path):
+    # The limited address is 127.0.0.3, which the harness's own connections (127.0.0.1) never use.
+    limited = "127.0.0.3"
     with Ds4Server("--max-connections-per-ip", 2, log_dir=tmp_path) as s:
-        held = [send(s.port, b"GET /health HTTP/1.1\r\n") for _ in range(2)]  # requests in progress
-        time.sleep(0.3)
-        with send(s.port, http_request_bytes("GET", "/health")) as extra:
-            assert read_all(extra) == b"", "a third connection from 127.0.0.1 was served"
-        # Another address (all of 127/8 is loopback on Linux) is not limited by 127.0.0.1's count.
+        held = [hold_counted_connection(s.port, source=limited) for _ in range(2)]  # requests in progress
+        with send(s.port, http_request_bytes("GET", "/health"), source=limited) as extra:
+            assert read_all(extra) == b"", f"a third connection from {limited} was served"
+        # Another address (all of 127/8 is loopback on Linux) is not limited by 127.0.0.3's count.
         with send(s.port, http_request_bytes("GET", "/health"), source="127.0.0.2") as other:
             assert split_response(read_all(other))[0] == 200
         for h in held:
             h.close()
         deadline = time.time() + 10
         while time.time() < deadline:  # the slots are freed once the server sees the closes
-            raw = raw_exchange(s.port, http_request_bytes("GET", "/health"))
+            with send(s.port, http_request_bytes("GET", "/health"), source=limited) as again:
+                raw = read_all(again)
             if raw:
                 break
             time.sleep(0.1)
