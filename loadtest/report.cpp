@@ -212,7 +212,7 @@ std::string level_label(const LevelPlan& plan) {
 
 void print_report(std::ostream& os, const RunInfo& info, const std::vector<LevelResult>& levels,
                   const std::string& metrics_filter) {
-  os << "ds4serve-load  " << info.url << info.path << "  model " << info.model << "  " << info.mode
+  os << info.tool << "  " << info.url << info.path << "  model " << info.model << "  " << info.mode
      << " loop\nworkload: " << info.workload << "\n";
   if (!info.slo.empty()) os << "SLO: " << info.slo << "\n";
   if (info.warmup_requests > 0) {
@@ -231,7 +231,7 @@ void print_report(std::ostream& os, const RunInfo& info, const std::vector<Level
 }
 
 std::string write_json(const std::string& path, const RunInfo& info, const std::vector<LevelResult>& levels) {
-  std::string o = "{\"tool\":\"ds4serve-load\",\"format\":1";
+  std::string o = "{\"tool\":" + json_string(info.tool) + ",\"format\":1";
   o += ",\"started_utc\":" + json_string(info.started_utc);
   o += ",\"url\":" + json_string(info.url) + ",\"path\":" + json_string(info.path);
   o += ",\"model\":" + json_string(info.model) + ",\"endpoint\":" + json_string(info.endpoint);

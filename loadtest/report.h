@@ -23,6 +23,7 @@ struct LevelResult {
 };
 
 struct RunInfo {
+  std::string tool = "ds4serve-load";  // the JSON's "tool" (ds4serve-bench writes the same format)
   std::string started_utc;  // ISO 8601
   std::string url, model, path, endpoint, mode;
   std::string workload;     // one-line description
