@@ -179,9 +179,9 @@ GenerationRequest closed_loop_request(const BenchOptions& o, int32_t n_vocab, in
 
 int run_closed_loop(const BenchOptions& o, Engine& engine, StepLog& log, int32_t n_vocab, const std::string& description) {
   Driver driver(engine, o, n_vocab);
-  loadtest::LevelRun warmup;
-  if (o.warmup_requests > 0) warmup = driver.run_level(std::min(o.warmup_requests, o.users.front()), 0, o.warmup_requests);
-  std::vector<loadtest::LevelResult> levels;
+  ClosedLoopReport report(o, description);
+  if (o.warmup_requests > 0)
+    report.set_warmup(driver.run_level(std::min(o.warmup_requests, o.users.front()), 0, o.warmup_requests));
   for (int users : o.users) {
     size_t first_step;
     {
@@ -195,12 +195,14 @@ int run_closed_loop(const BenchOptions& o, Engine& engine, StepLog& log, int32_t
     level.plan.seed = o.seed;
     level.run = driver.run_level(users, o.level_time_s, 0);
     level.stats = loadtest::compute_level_stats(level.run.records, loadtest::Slo{});
-    std::lock_guard lock(log.mutex);
-    const std::vector<StepStats> steps(log.steps.begin() + long(first_step), log.steps.end());
-    level.server = engine_counters(steps, before, engine.stats());
-    levels.push_back(std::move(level));
+    {
+      std::lock_guard lock(log.mutex);
+      const std::vector<StepStats> steps(log.steps.begin() + long(first_step), log.steps.end());
+      level.server = engine_counters(steps, before, engine.stats());
+    }
+    report.add_level(std::move(level));
   }
-  return report_closed_loop(o, description, levels, warmup);
+  return report.finish();
 }
 
 }  // namespace ds4

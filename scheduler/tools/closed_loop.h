@@ -19,13 +19,14 @@
 
 namespace ds4 {
 
-// Runs the warm-up and every level of o.users on a started engine; records steps through
-// `steps` (filled by the engine's step observer under steps_mutex). Prints the report, writes
-// o.out_files; returns the process exit code (1 when an output file could not be written).
+// The engine's steps as its step observer records them (the closed loop reads each level's share).
 struct StepLog {
   std::mutex mutex;
   std::vector<StepStats> steps;
 };
+// Runs the warm-up and every level of o.users on a started engine whose step observer fills
+// `steps`; prints each level and the report, writes o.out_files after every level (closed_loop_report.h).
+// Returns the exit code: 0, or 1 when a request failed or an output file could not be written.
 int run_closed_loop(const BenchOptions& o, Engine& engine, StepLog& steps, int32_t n_vocab,
                     const std::string& description);
 

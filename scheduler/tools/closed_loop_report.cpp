@@ -34,25 +34,6 @@ std::string describe_workload(const BenchOptions& o) {
   return s + ", engine";
 }
 
-loadtest::RunInfo run_info(const BenchOptions& o, const std::string& description, const loadtest::LevelRun& warmup) {
-  loadtest::RunInfo info;
-  info.tool = "ds4serve-bench";
-  info.started_utc = utc_now();
-  info.url = "engine:";
-  info.model = description;
-  info.endpoint = "engine";
-  info.mode = "closed";
-  info.workload = describe_workload(o);
-  info.warmup_requests = int64_t(warmup.records.size());
-  for (const loadtest::RequestRecord& r : warmup.records) {
-    if (!r.ok()) continue;
-    ++info.warmup_ok;
-    info.warmup_usage_prompt_tokens = r.usage_prompt_tokens;
-    info.warmup_expected_prompt_tokens = r.expected_input_tokens;
-  }
-  return info;
-}
-
 const char* launch_label(StepLaunch l) {
   switch (l) {
     case StepLaunch::kDirect: return "engine_step_launches{launch=\"direct\"}";
@@ -93,30 +74,64 @@ loadtest::MetricsDiff engine_counters(const std::vector<StepStats>& steps, const
   return d;
 }
 
-int report_closed_loop(const BenchOptions& o, const std::string& description,
-                       const std::vector<loadtest::LevelResult>& levels, const loadtest::LevelRun& warmup) {
-  const loadtest::RunInfo info = run_info(o, description, warmup);
-  std::cout.flush();
+ClosedLoopReport::ClosedLoopReport(const BenchOptions& o, const std::string& description) : o_(o) {
+  info_.tool = "ds4serve-bench";
+  info_.started_utc = utc_now();
+  info_.url = "engine:";
+  info_.model = description;
+  info_.endpoint = "engine";
+  info_.mode = "closed";
+  info_.workload = describe_workload(o);
+  info_.interrupted = true;  // until finish()
+}
+
+void ClosedLoopReport::set_warmup(const loadtest::LevelRun& warmup) {
+  info_.warmup_requests = int64_t(warmup.records.size());
+  for (const loadtest::RequestRecord& r : warmup.records) {
+    if (!r.ok()) continue;
+    ++info_.warmup_ok;
+    info_.warmup_usage_prompt_tokens = r.usage_prompt_tokens;
+    info_.warmup_expected_prompt_tokens = r.expected_input_tokens;
+  }
+}
+
+void ClosedLoopReport::add_level(loadtest::LevelResult level) {
+  const loadtest::LevelStats& s = level.stats;
+  std::printf("level %s done: %lld requests ok, %lld failed, %.1f output tok/s, TTFT p50 %.1f ms, ITL p50 %.2f ms\n",
+              loadtest::level_label(level.plan).c_str(), (long long)s.completed, (long long)s.failed, s.output_tok_per_s,
+              s.ttft_s.p50 * 1e3, s.itl_s.p50 * 1e3);
   std::fflush(stdout);
-  loadtest::print_report(std::cout, info, levels, "^engine_");
+  levels_.push_back(std::move(level));
+  if (const std::string error = write_files(); !error.empty())
+    std::fprintf(stderr, "ds4serve-bench: error: %s\n", error.c_str());
+}
+
+std::string ClosedLoopReport::write_files() const {
+  for (const std::string& path : o_.out_files) {
+    const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+    const std::string error = json ? loadtest::write_json(path, info_, levels_) : loadtest::write_csv(path, levels_);
+    if (!error.empty()) return error;
+  }
+  return "";
+}
+
+int ClosedLoopReport::finish() {
+  info_.interrupted = false;
+  std::fflush(stdout);
+  loadtest::print_report(std::cout, info_, levels_, "^engine_");
   std::cout.flush();
   int rc = 0;
-  for (const loadtest::LevelResult& l : levels)
+  for (const loadtest::LevelResult& l : levels_)
     if (l.stats.failed > 0) {
       std::fprintf(stderr, "ds4serve-bench: error: %lld requests of level %s failed (see the report)\n",
                    (long long)l.stats.failed, loadtest::level_label(l.plan).c_str());
       rc = 1;
     }
-  for (const std::string& path : o.out_files) {
-    const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
-    const std::string error = json ? loadtest::write_json(path, info, levels) : loadtest::write_csv(path, levels);
-    if (error.empty()) {
-      std::printf("wrote %s\n", path.c_str());
-      continue;
-    }
+  if (const std::string error = write_files(); !error.empty()) {
     std::fprintf(stderr, "ds4serve-bench: error: %s\n", error.c_str());
-    rc = 1;
+    return 1;
   }
+  for (const std::string& path : o_.out_files) std::printf("wrote %s\n", path.c_str());
   return rc;
 }
 

@@ -18,8 +18,23 @@ namespace ds4 {
 loadtest::MetricsDiff engine_counters(const std::vector<StepStats>& steps, const EngineStats& before,
                                       const EngineStats& after);
 
-// Prints the tables and writes o.out_files; 0, or 1 when a request failed or a file could not be written.
-int report_closed_loop(const BenchOptions& o, const std::string& description,
-                       const std::vector<loadtest::LevelResult>& levels, const loadtest::LevelRun& warmup);
+// The levels so far: each added level prints one line and rewrites o.out_files at once (marked
+// "interrupted" until finish()), so a run stopped by an outer time limit keeps its finished levels.
+class ClosedLoopReport {
+ public:
+  ClosedLoopReport(const BenchOptions& o, const std::string& description);
+  void set_warmup(const loadtest::LevelRun& warmup);
+  void add_level(loadtest::LevelResult level);
+  // Prints ds4serve-load's tables and writes the final files; 0, or 1 when a request failed or a
+  // file could not be written.
+  int finish();
+
+ private:
+  std::string write_files() const;  // "" or the first error
+
+  const BenchOptions& o_;
+  loadtest::RunInfo info_;
+  std::vector<loadtest::LevelResult> levels_;
+};
 
 }  // namespace ds4

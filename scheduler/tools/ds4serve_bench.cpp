@@ -159,7 +159,11 @@ void report_cpu(const PassResult& r) {
 }
 
 SpeculativeConfig speculative_config(const BenchOptions& o) {
-  return SpeculativeConfig{.max_draft = o.mtp_draft, .adaptive = o.mtp_adaptive, .pairing = o.mtp_pairing};
+  SpeculativeConfig sc;
+  sc.max_draft = o.mtp_draft;
+  sc.adaptive = o.mtp_adaptive;
+  sc.pairing = o.mtp_pairing;
+  return sc;
 }
 
 // The speculator of spec_config over the parts' backend and MTP draft model (built here unless the
