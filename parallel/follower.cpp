@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include "parallel/step_results.h"
+
 namespace ds4 {
 
 Follower::Follower(Communicator& comm, Backend& backend, const KvPoolLayout& layout, KvStorage& storage)
@@ -40,7 +42,10 @@ void Follower::apply(const KvOp& op) {
   }
 }
 
-void Follower::apply_all(const std::vector<KvOp>& ops) {
+void Follower::apply_all(const std::vector<KvOp>& all_ops) {
+  std::vector<KvOp> ops;  // this rank's
+  for (const KvOp& op : all_ops)
+    if (mine(op.rank)) ops.push_back(op);
   for (size_t i = 0; i < ops.size();) {
     if (ops[i].kind != KvOp::Kind::kRollback) {
       apply(ops[i++]);
@@ -62,11 +67,26 @@ bool Follower::step() {
                     std::to_string(step_) + " (ranks out of step)");
   step_ = m.step;
   apply_all(m.ops);
-  if (m.kind == StepMessage::Kind::kStop) return false;
-  if (m.kind == StepMessage::Kind::kOps) return true;
+  switch (m.kind) {
+    case StepMessage::Kind::kStop:
+      return false;
+    case StepMessage::Kind::kOps:
+      return true;
+    case StepMessage::Kind::kSample:
+      sample(m);
+      return true;
+    case StepMessage::Kind::kForward:
+      forward(m);
+      return true;
+  }
+  return true;
+}
+
+void Follower::forward(const StepMessage& m) {
   ForwardBatch batch;
   batch.host_logits = m.host_logits;
   for (const StepSequence& s : m.sequences) {
+    if (!mine(s.rank)) continue;
     if (s.slot >= layout_.num_slots) throw CommError("step message: slot outside the pool");
     MirrorSequenceKv& kv = slot_view(s.slot);
     try {
@@ -76,8 +96,18 @@ bool Follower::step() {
     }
     batch.sequences.push_back({&kv, s.tokens, s.all_logits, s.speculative});
   }
-  backend_.forward(batch);
-  return true;
+  const ForwardOutput out = backend_.forward(batch);  // data-parallel: possibly no sequence of ours
+  sequences_run_ += batch.sequences.size();
+  if (m.data_parallel) send_forward_results(comm_, m, out);
+}
+
+void Follower::sample(const StepMessage& m) {
+  std::vector<RowSampling> rows;
+  for (const SampleRow& row : m.samples)
+    if (row.rank == comm_.rank()) rows.push_back(row.sampling);
+  const std::vector<int32_t> tokens = rows.empty() ? std::vector<int32_t>{} : backend_.sample_rows(rows);
+  if (tokens.size() != rows.size()) throw CommError("rank " + std::to_string(comm_.rank()) + ": the sampler drew the wrong number of tokens");
+  send_sampled_tokens(comm_, tokens);
 }
 
 uint64_t Follower::run() {

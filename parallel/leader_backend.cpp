@@ -3,8 +3,6 @@
 
 #include <stdexcept>
 
-#include "parallel/step_message.h"
-
 namespace ds4 {
 
 LeaderBackend::LeaderBackend(Backend& local, Communicator& comm, KvCacheManager& manager, RecordingKvStorage& recorder)
@@ -27,22 +25,31 @@ LeaderBackend::~LeaderBackend() {
   }
 }
 
+StepSequence describe_sequence(KvCacheManager& manager, const SequenceInput& in, int32_t rank) {
+  const std::optional<KvSeqId> id = in.kv ? manager.id_of(*in.kv) : std::nullopt;
+  if (!id || in.tokens.empty()) throw std::invalid_argument("LeaderBackend: a sequence that is not a view of the pool");
+  const int64_t start = in.kv->num_tokens();
+  // Blocks the local forward would reserve must be in the table the followers get.
+  if (!in.kv->reserve(start + static_cast<int64_t>(in.tokens.size())))
+    throw std::invalid_argument("LeaderBackend: KV reserve failed");
+  const std::span<const int32_t> blocks = manager.block_table(*id);
+  return {.slot = manager.slot(*id), .start = start, .blocks = {blocks.begin(), blocks.end()},
+          .tokens = {in.tokens.begin(), in.tokens.end()}, .all_logits = in.all_logits, .speculative = in.speculative,
+          .rank = rank};
+}
+
+void send_stop(Communicator& comm, uint64_t step) {
+  StepMessage m;
+  m.kind = StepMessage::Kind::kStop;
+  m.step = step;
+  send_step(comm, m);
+}
+
 ForwardOutput LeaderBackend::forward(const ForwardBatch& batch) {
   StepMessage m;
   m.step = step_ + 1;
   m.host_logits = batch.host_logits;
-  for (const SequenceInput& in : batch.sequences) {
-    const std::optional<KvSeqId> id = in.kv ? manager_.id_of(*in.kv) : std::nullopt;
-    if (!id || in.tokens.empty()) throw std::invalid_argument("LeaderBackend: a sequence that is not a view of the pool");
-    const int64_t start = in.kv->num_tokens();
-    // Blocks the local forward would reserve must be in the table the followers get.
-    if (!in.kv->reserve(start + static_cast<int64_t>(in.tokens.size())))
-      throw std::invalid_argument("LeaderBackend: KV reserve failed");
-    const std::span<const int32_t> blocks = manager_.block_table(*id);
-    m.sequences.push_back({.slot = manager_.slot(*id), .start = start, .blocks = {blocks.begin(), blocks.end()},
-                           .tokens = {in.tokens.begin(), in.tokens.end()}, .all_logits = in.all_logits,
-                           .speculative = in.speculative});
-  }
+  for (const SequenceInput& in : batch.sequences) m.sequences.push_back(describe_sequence(manager_, in, kAllRanks));
   m.ops = recorder_.take_ops();  // after the reserves: they may initialise storage too
   send_step(comm_, m);
   ++step_;
@@ -72,10 +79,7 @@ void LeaderBackend::rollback_all(std::span<const RollbackTo> rollbacks) {
 void LeaderBackend::stop() {
   if (stopped_) return;
   stopped_ = true;
-  StepMessage m;
-  m.kind = StepMessage::Kind::kStop;
-  m.step = step_ + 1;
-  send_step(comm_, m);
+  send_stop(comm_, step_ + 1);
 }
 
 }  // namespace ds4

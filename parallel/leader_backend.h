@@ -14,8 +14,17 @@
 #include "kvcache/kv_cache_manager.h"
 #include "parallel/communicator.h"
 #include "parallel/recording_kv_storage.h"
+#include "parallel/step_message.h"
 
 namespace ds4 {
+
+// The message entry of one sequence of the leader's batch: `manager`'s slot and block table of
+// in.kv (after reserving the positions the forward will write, so the table covers them), start,
+// tokens, flags, and `rank` (kAllRanks in replicated mode). Throws std::invalid_argument for a
+// sequence that is not a view of `manager` or whose KV cannot be reserved.
+StepSequence describe_sequence(KvCacheManager& manager, const SequenceInput& in, int32_t rank);
+// Sends the stop message numbered `step` (the followers return).
+void send_stop(Communicator& comm, uint64_t step);
 
 class LeaderBackend final : public Backend {
  public:

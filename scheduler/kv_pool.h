@@ -40,6 +40,13 @@ class KvPool {
   // The state of an admitted seq for the forward pass.
   virtual SequenceKv& kv(SeqId seq) = 0;
   virtual KvUsage usage() const = 0;
+  // True when releasing admitted seq `other` can make room for admitted seq `seq` (one pool: always;
+  // one pool per rank, scheduler/rank_kv_pools.h: only on the same rank). Preemption picks its
+  // victims among these.
+  virtual bool shares_room(SeqId seq, SeqId other) const {
+    (void)seq, (void)other;
+    return true;
+  }
 };
 
 }  // namespace ds4

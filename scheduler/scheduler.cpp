@@ -2,7 +2,8 @@
 // whose remaining work is a single token (decodes: they never wait behind a prefill), (2) chunks
 // for running sequences with more left (partial prefills, recomputation), (3) admission of waiting
 // sequences in queue order while the budget, max_num_seqs and the KV pool allow. When a sequence
-// cannot grow, the last running sequence (lowest priority, newest) is preempted by recompute.
+// cannot grow, the last running sequence (lowest priority, newest) that shares its pool is preempted
+// by recompute.
 // Decodes may reserve room for draft tokens; update() then takes the accepted drafts too.
 #include "scheduler/scheduler.h"
 
@@ -140,11 +141,14 @@ void Scheduler::preempt(Sequence* victim, ScheduledBatch& batch, int64_t& budget
   batch.num_preempted += 1;
 }
 
-// Grows seq's KV to num_tokens positions, preempting from the back of the running set until it
-// fits; false when seq itself had to be preempted.
+// Grows seq's KV to num_tokens positions, preempting from the back of the running set (among the
+// sequences that share seq's room: KvPool::shares_room) until it fits; false when seq itself had
+// to be preempted.
 bool Scheduler::make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& batch, int64_t& budget) {
   while (!kv_.grow(seq->id, num_tokens)) {
-    Sequence* victim = running_.back();
+    // The last running sequence whose release can make room (seq itself at worst).
+    Sequence* victim = *std::find_if(running_.rbegin(), running_.rend(),
+                                     [&](Sequence* s) { return s == seq || kv_.shares_room(seq->id, s->id); });
     preempt(victim, batch, budget);
     if (victim == seq) return false;
   }

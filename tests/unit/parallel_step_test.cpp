@@ -1,5 +1,6 @@
-// The step message (parallel/step_message.h): encode / decode round trip of every field, and bytes
-// that are truncated, corrupt or inconsistent refused with a message. Leader + followers through
+// The step message (parallel/step_message.h): encode / decode round trip of every field (replicated,
+// data-parallel and sample messages), and bytes that are truncated, corrupt or inconsistent (ranks
+// that do not match the step's mode) refused with a message. Leader + followers through
 // the Engine on the demo model (threads over the in-process communicator, expert ranges split):
 // the served tokens equal a one-process engine's, a prefix-cache hit is replayed on the followers,
 // and at the end every follower's KV pool holds exactly the leader's bytes.
@@ -14,6 +15,7 @@
 #include "parallel/follower.h"
 #include "parallel/leader_backend.h"
 #include "parallel/thread_communicator.h"
+#include "parallel_serve_util.h"
 #include "scheduler/engine.h"
 #include "scheduler/paged_kv_pool.h"
 
@@ -21,6 +23,10 @@ namespace ds4 {
 namespace {
 
 using namespace std::chrono_literals;
+using parallel_test::Demo;
+using parallel_test::demo;
+using parallel_test::read_tokens;
+using parallel_test::tokens;
 
 StepMessage sample_message() {
   StepMessage m;
@@ -34,11 +40,33 @@ StepMessage sample_message() {
   return m;
 }
 
+// A data-parallel step: ranks on every operation and sequence, then a sample message.
+StepMessage data_parallel_message() {
+  StepMessage m = sample_message();
+  m.data_parallel = true;
+  m.host_logits = true;
+  for (size_t i = 0; i < m.ops.size(); ++i) m.ops[i].rank = static_cast<int32_t>(i % 2 + 1);
+  m.sequences[0].rank = 0;
+  m.sequences[1].rank = 3;
+  return m;
+}
+
+StepMessage sample_rows_message() {
+  StepMessage m;
+  m.kind = StepMessage::Kind::kSample;
+  m.step = 43;
+  m.data_parallel = true;
+  m.samples = {{.rank = 3, .sampling = {.params = {.temperature = 0.7f, .top_p = 0.9f, .min_p = 0.01f, .top_k = 50, .seed = 1ull << 40}, .step = 12}},
+               {.rank = 0, .sampling = {.params = {.temperature = 0.0f}, .step = 0}}};
+  return m;
+}
+
 TEST(StepMessage, RoundTripKeepsEveryField) {
-  const StepMessage m = sample_message();
   StepMessage back;
-  ASSERT_EQ(decode_step_message(encode_step_message(m), back), "");
-  EXPECT_EQ(back, m);
+  for (const StepMessage& m : {sample_message(), data_parallel_message(), sample_rows_message()}) {
+    ASSERT_EQ(decode_step_message(encode_step_message(m), back), "");
+    EXPECT_EQ(back, m);
+  }
   StepMessage stop;
   stop.kind = StepMessage::Kind::kStop;
   stop.step = 7;
@@ -55,8 +83,11 @@ TEST(StepMessage, RoundTripKeepsEveryField) {
 TEST(StepMessage, RefusesTruncatedCorruptAndInconsistentBytes) {
   const std::vector<uint8_t> bytes = encode_step_message(sample_message());
   StepMessage out;
-  for (size_t n = 0; n < bytes.size(); ++n)
-    EXPECT_NE(decode_step_message(std::span(bytes).first(n), out), "") << "accepted " << n << " of " << bytes.size() << " bytes";
+  for (const StepMessage& m : {sample_message(), data_parallel_message(), sample_rows_message()}) {
+    const std::vector<uint8_t> b = encode_step_message(m);
+    for (size_t n = 0; n < b.size(); ++n)
+      EXPECT_NE(decode_step_message(std::span(b).first(n), out), "") << "accepted " << n << " of " << b.size() << " bytes";
+  }
   std::vector<uint8_t> longer = bytes;
   longer.push_back(0);
   EXPECT_EQ(decode_step_message(longer, out), "trailing bytes after the message");
@@ -71,20 +102,26 @@ TEST(StepMessage, RefusesTruncatedCorruptAndInconsistentBytes) {
   StepMessage no_tokens = sample_message();
   no_tokens.sequences[1].tokens.clear();
   EXPECT_EQ(decode_step_message(encode_step_message(no_tokens), out), "a sequence without tokens");
+  StepMessage mixed = data_parallel_message();  // ranks must match the step's mode
+  mixed.sequences[1].rank = kAllRanks;
+  EXPECT_EQ(decode_step_message(encode_step_message(mixed), out), "a sequence's rank does not match the step's mode");
+  mixed = sample_message();
+  mixed.ops[0].rank = 1;
+  EXPECT_EQ(decode_step_message(encode_step_message(mixed), out), "a KV operation's rank does not match the step's mode");
+  mixed = sample_rows_message();
+  mixed.samples.clear();
+  EXPECT_EQ(decode_step_message(encode_step_message(mixed), out), "a sample step that is not data-parallel or has no rows");
+  mixed = sample_rows_message();
+  mixed.samples[0].rank = -1;
+  EXPECT_EQ(decode_step_message(encode_step_message(mixed), out), "a sample row without its rank");
+  mixed = data_parallel_message();
+  mixed.samples = sample_rows_message().samples;
+  EXPECT_EQ(decode_step_message(encode_step_message(mixed), out), "sample rows outside a sample step");
   StepMessage huge = sample_message();  // a count larger than the bytes that follow
   std::vector<uint8_t> lie = encode_step_message(huge);
   const uint32_t many = 0x7fffffff;
   std::memcpy(lie.data() + 16, &many, 4);  // the op count, after magic, version, kind, flags, step
   EXPECT_EQ(decode_step_message(lie, out), "truncated KV operation list");
-}
-
-struct Demo {
-  std::unique_ptr<Model> model = load_model(std::string(DS4_BINARY_DIR) + "/models/tiny-q2.gguf");
-  const ModelConfig& config() const { return model->config; }
-};
-Demo& demo() {
-  static Demo d;
-  return d;
 }
 
 constexpr ForwardOptions kExact{.quantize_kv = false};  // rounding-level agreement (parallel_expert_test)
@@ -95,13 +132,6 @@ EngineConfig engine_config() {
   const ModelConfig& c = demo().config();
   return EngineConfig{.scheduler = {.max_num_seqs = 4, .max_num_batched_tokens = 128, .max_prefill_chunk_tokens = 128},
                       .context_length = c.context_length, .eos_token_id = -1, .n_vocab = c.n_vocab};
-}
-
-std::vector<int32_t> tokens(int n, uint32_t seed) {
-  std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = static_cast<int32_t>(100 + (seed * 7919u + i * 104729u) % 100000u);
-  t[0] = 0;
-  return t;
 }
 
 // Three greedy requests: two share a 256-token prefix (the second is submitted after the first is
@@ -115,19 +145,6 @@ std::vector<GenerationRequest> requests() {
   out[1].prompt_tokens = tokens(20, 3);
   out[2].prompt_tokens = b;
   for (auto& r : out) r.sampling.temperature = 0.0f, r.max_tokens = 5, r.ignore_eos = true;
-  return out;
-}
-
-std::vector<int32_t> read_tokens(RequestStream& s) {
-  std::vector<int32_t> out;
-  StreamChunk c;
-  do {
-    if (!s.wait_for(c, 60s)) {
-      ADD_FAILURE() << "request timed out";
-      break;
-    }
-    out.insert(out.end(), c.tokens.begin(), c.tokens.end());
-  } while (!c.finished());
   return out;
 }
 
