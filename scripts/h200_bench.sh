@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue-10 measurements on one H200 in one device call (docs/GPU-CHECKS.md, "Full-size speed").
 #   scripts/h200_bench.sh bundle [BUILD_DIR]   (here) builds cuda_model_bench, cuda_serve_test,
-#       ds4serve (CUDA build), ds4serve-load and ds4serve-model into BUILD_DIR/h200-bundle (default
-#       BUILD_DIR: build-cuda-serve), with the shared libraries the GPU machine lacks.
+#       ds4serve and ds4serve-bench (CUDA build), ds4serve-load and ds4serve-model into
+#       BUILD_DIR/h200-bundle (default BUILD_DIR: build-cuda-serve), with the shared libraries the GPU
+#       machine lacks.
 #   scripts/h200_bench.sh run [BUNDLE_DIR]     (GPU machine, repository root) in order:
 #       1. cuda_serve_test (the server's CUDA engine equals the CPU engine) and cuda_rollback_test
 #          (speculative rollback on the GPU is exact); TESTS=0 skips them;
@@ -11,19 +12,30 @@
 #          copy bandwidth of the same run, prefill chunks by depth (decode.csv, prefill.csv);
 #       3. ds4serve --backend cuda --synth full, then ds4serve-load: time to first token of a
 #          2K-token prompt on the idle server (ttft.csv), then closed-loop levels of concurrent
-#          users (load.csv);
+#          users (load.csv, load.json);
+#       4. the same closed loop on the engine alone, after the server stopped: ds4serve-bench --users
+#          on ds4serve's CUDA engine with the same levels, level time, output length and scheduler
+#          limits, prompts of as many tokens as the server counted for the HTTP prompts (the chat
+#          template adds 4 to LOAD_INPUT words; taken from ds4serve-load's warm-up usage), random ids
+#          (engine_load.csv, engine_load.json; same format as load.*), then the HTTP/engine table;
 #       and leaves in $OUT (default ./h200-logs): summary.txt, decode.csv, prefill.csv, ttft.csv,
-#       load.csv and h200-bench.tar.gz (every log and file). Each phase has a time cap (below), so
-#       the call ends in time whatever the kernels' speed; unfinished points are marked skipped.
-#   scripts/h200_bench.sh plot DIR [PNG]       (here) draws DIR's decode.csv and load.csv (tokens/s
-#       by batch size / concurrency) into PNG (default DIR/h200-throughput.png) with gnuplot and
-#       prints the Markdown tables for docs/PERFORMANCE.md.
+#       load.csv, engine_load.csv and h200-bench.tar.gz (every log and file). Each phase has a time
+#       cap (below), so the call ends in time whatever the kernels' speed; unfinished points are
+#       marked skipped, unfinished levels are missing.
+#   scripts/h200_bench.sh plot DIR [PNG]       (here) draws DIR's decode.csv, load.csv and
+#       engine_load.csv (tokens/s by batch size / concurrency) into PNG (default
+#       DIR/h200-throughput.png) with gnuplot and prints the Markdown tables for docs/PERFORMANCE.md.
 # Knobs (environment, defaults in brackets): BENCH_BATCHES [1,2,4,8,16,32,64,128,256],
 # BENCH_CONTEXTS [4096,16384], BENCH_STEPS [5], BENCH_POINT_TIME [15] s, BENCH_TIME_LIMIT [200] s,
 # PREFILL_DEPTHS [0,16384], PREFILL_REPS [2], PREFILL_CHUNK [2048], TTFT_INPUT [2044] words, LOAD_CONCURRENCY [1,2,4,8,16,32,64,128,256],
 # LOAD_INPUT [64] LOAD_OUTPUT [64] tokens, LOAD_LEVEL_S [20], LOAD_REQ_TIMEOUT [120] s,
-# LOAD_TIME [300] s (whole load phase), TTFT_REQUESTS [3], TTFT_TIME [90] s, TESTS [1].
-# With the kernels of commit 5664843 the defaults take about 7.5 minutes (bench ~1.5, load 5).
+# LOAD_TIME [300] s (whole load phase), TTFT_REQUESTS [3], TTFT_TIME [90] s, TESTS [1], SWEEP [1]
+# (0: no cuda_model_bench), ENGINE_LOAD [1] (0: no engine-only closed loop), ENGINE_LOAD_TIME
+# [LOAD_TIME] s (its cap, model generation included).
+# With the kernels of commit 5664843 the defaults took about 7.5 minutes (bench ~1.5, load 5); the
+# engine-only loop adds about as much as the load phase, so within one 10-minute device call run
+# the HTTP/engine comparison alone, e.g. TESTS=0 SWEEP=0 TTFT_REQUESTS=1 LOAD_CONCURRENCY=1,64,256
+# LOAD_LEVEL_S=30 (about 6 minutes: two model generations of ~15 s, 2 x 3 levels of 30 s + drain).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -34,7 +46,7 @@ bundle() {
   local build=${1:-build-cuda-serve}
   set -e
   bundle_binaries "$build" "$build/h200-bundle" cuda_model_bench cuda_serve_test cuda_rollback_test ds4serve \
-    ds4serve-load ds4serve-model
+    ds4serve-bench ds4serve-load ds4serve-model
   du -sh "$build/h200-bundle"
 }
 
@@ -69,6 +81,7 @@ run_tests() {
 }
 
 run_sweep() {
+  [ "${SWEEP:-1}" = 1 ] || return 0
   local t0=$SECONDS limit=${BENCH_TIME_LIMIT:-200}
   mkdir -p "$WORK/bench"
   timeout $((limit + 120)) "$B/cuda_model_bench" --synth full --quant q2 --seed 1 --sweep \
@@ -81,10 +94,13 @@ run_sweep() {
   cp "$WORK/bench/decode.csv" "$WORK/bench/prefill.csv" "$OUT_DIR/" 2>/dev/null
 }
 
+# The scheduler limits of the server, which the engine-only loop uses too.
+MAX_SEQS=256 MAX_BATCHED=4096 DEVICE_RESERVE=8
+
 start_server() {
   PORT=18431
   "$B/ds4serve" --backend cuda --synth full --quant q2 --seed 1 --model "$WORK/models/tiny-q2.gguf" --port "$PORT" \
-    --max-num-seqs 256 --max-num-batched-tokens 4096 --ctx 20480 --device-reserve 8 \
+    --max-num-seqs $MAX_SEQS --max-num-batched-tokens $MAX_BATCHED --ctx 20480 --device-reserve $DEVICE_RESERVE \
     >"$WORK/logs/ds4serve.log" 2>&1 &
   SERVER_PID=$!
   local t0=$SECONDS
@@ -123,7 +139,52 @@ run_load() {
          --input-tokens "${LOAD_INPUT:-64}" --output-tokens "${LOAD_OUTPUT:-64}")
   log "load levels rc=$rc $((SECONDS - t0)) s"
   cp "$WORK/load/results.csv" "$OUT_DIR/load.csv" 2>/dev/null
+  cp "$WORK/load/results.json" "$OUT_DIR/load.json" 2>/dev/null
   tail -40 "$WORK/load.log"
+}
+
+# Prompt tokens of the HTTP load's requests as the server counted them (ds4serve-load's warm-up
+# usage: LOAD_INPUT words + BOS, <｜User｜>, <｜Assistant｜>, <think>), else LOAD_INPUT + 4.
+http_prompt_tokens() {
+  local n
+  n=$(grep -o '"usage_prompt_tokens":[0-9]*' "$WORK/load/results.json" 2>/dev/null | head -1 | cut -d: -f2)
+  [ -n "$n" ] && [ "$n" -gt 0 ] && { echo "$n"; return; }
+  echo $(("${LOAD_INPUT:-64}" + 4))
+}
+
+# The HTTP load's closed loop on ds4serve's CUDA engine without HTTP (ds4serve-bench --users): same
+# levels, level time, output length and scheduler limits; prompts of random ids, as many as the
+# server tokenized. Needs the GPU to itself: runs after the server stopped.
+run_engine_load() {
+  [ "${ENGINE_LOAD:-1}" = 1 ] || return 0
+  local t0=$SECONDS prompt
+  prompt=$(http_prompt_tokens)
+  mkdir -p "$WORK/engine"
+  timeout -k 20 "${ENGINE_LOAD_TIME:-${LOAD_TIME:-300}}" "$B/ds4serve-bench" --backend cuda --synth full --quant q2 \
+    --seed 1 --users "${LOAD_CONCURRENCY:-1,2,4,8,16,32,64,128,256}" --level-time "${LOAD_LEVEL_S:-20}" \
+    --warmup-requests 1 --prompt-len "$prompt" --output-len "${LOAD_OUTPUT:-64}" --max-num-seqs $MAX_SEQS \
+    --max-batched-tokens $MAX_BATCHED --device-reserve $DEVICE_RESERVE \
+    --out "$WORK/engine/results.json" --out "$WORK/engine/results.csv" >"$WORK/engine.log" 2>&1
+  log "engine-only closed loop (ds4serve-bench, $prompt-token prompts) rc=$? $((SECONDS - t0)) s"
+  cp "$WORK/engine/results.csv" "$OUT_DIR/engine_load.csv" 2>/dev/null
+  cp "$WORK/engine/results.json" "$OUT_DIR/engine_load.json" 2>/dev/null
+  grep -E '^ds4serve-bench:|^level c=' "$WORK/engine.log" | tail -20
+  compare_table "$OUT_DIR" | tee -a "$OUT_DIR/summary.txt"
+}
+
+# Markdown table of DIR's load.csv (HTTP) next to engine_load.csv (engine alone), by concurrency.
+compare_table() {
+  local dir=$1
+  [ -f "$dir/load.csv" ] && [ -f "$dir/engine_load.csv" ] || return 0
+  echo
+  echo "| users | requests ok, HTTP / engine | out tok/s, HTTP / engine | HTTP of engine | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+  awk -F, 'FNR == 1 { next }
+           NR == FNR { ok[$2] = $5; out[$2] = $12; t50[$2] = $17; t99[$2] = $19; i50[$2] = $21; i99[$2] = $23; next }
+           ($2 in out) { printf "| %s | %s / %s | %.1f / %.1f | %.1f%% | %.0f / %.0f | %.0f / %.0f | %.1f / %.1f | %.1f / %.1f |\n",
+                         $2, ok[$2], $5, out[$2], $12, ($12 > 0 ? 100 * out[$2] / $12 : 0), t50[$2], $17, t99[$2], $19,
+                         i50[$2], $21, i99[$2], $23 }' \
+    "$dir/load.csv" "$dir/engine_load.csv"
 }
 
 run() {
@@ -153,8 +214,10 @@ run() {
     log "ds4serve stopped"
   else
     kill -KILL "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
   fi
-  tar -czf "$OUT_DIR/h200-bench.tar.gz" -C "$WORK" logs bench ttft load ttft.log load.log 2>/dev/null
+  run_engine_load
+  tar -czf "$OUT_DIR/h200-bench.tar.gz" -C "$WORK" logs bench ttft load engine ttft.log load.log engine.log 2>/dev/null
   rm -rf "$WORK"
   log "done"
 }
@@ -178,6 +241,7 @@ plot() {
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F, 'NR > 1 { printf "| %s | %s | %s | %.1f | %.1f | %.2f | %.0f | %.1f |\n", $2, $5, $6, $12, $14, $13, $17, $25 }' "$dir/load.csv"
   fi
+  compare_table "$dir"
   [ -f "$dir/ttft.csv" ] && awk -F, 'NR == 2 && $5 > 0 { printf "\nTTFT on the idle server, prompt of %.0f tokens (by usage): mean %.0f ms, p50 %.0f ms (%s requests)\n", $11 * $8 / $5, $16, $17, $5 }' "$dir/ttft.csv"
   command -v gnuplot >/dev/null || { echo "gnuplot is not installed: no plot"; return 0; }
   local data
@@ -189,6 +253,8 @@ plot() {
   done
   [ -f "$dir/load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $14, $13}' "$dir/load.csv" >"$data/server.dat"
   [ -s "$data/server.dat" ] && plots+="'$data/server.dat' using 1:2 with linespoints title 'ds4serve + ds4serve-load (decode tok/s)', "
+  [ -f "$dir/engine_load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $14, $13}' "$dir/engine_load.csv" >"$data/engine_loop.dat"
+  [ -s "$data/engine_loop.dat" ] && plots+="'$data/engine_loop.dat' using 1:2 with linespoints dt 2 title 'same closed loop, engine alone: ds4serve-bench --users (decode tok/s)', "
   gnuplot <<EOF
 set terminal pngcairo size 1000,600 noenhanced
 set output '$png'

@@ -15,7 +15,7 @@ bundle_binaries() {
   rm -rf "$out" && mkdir -p "$out/lib"
   local t path
   for t in "$@"; do
-    path=$(find "$build/tests/cuda" "$build/tests" "$build/http" "$build/tools" "$build/loadtest" "$build/bench" \
+    path=$(find "$build/tests/cuda" "$build/tests" "$build/http" "$build/tools" "$build/loadtest" "$build/scheduler" "$build/bench" \
       -maxdepth 1 -type f -name "$t" -perm -u+x 2>/dev/null | head -1)
     [ -n "$path" ] || { echo "bundle: no built program named $t in $build" >&2; return 1; }
     cp "$path" "$out/"
