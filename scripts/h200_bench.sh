@@ -153,8 +153,9 @@ http_prompt_tokens() {
 }
 
 # The HTTP load's closed loop on ds4serve's CUDA engine without HTTP (ds4serve-bench --users): same
-# levels, level time, output length and scheduler limits; prompts of random ids, as many as the
-# server tokenized. Needs the GPU to itself: runs after the server stopped.
+# levels, level time, output length, scheduler limits and sampling (temperature 1: the server's
+# default, ds4serve-load sends none); prompts of random ids, as many as the server tokenized. Needs
+# the GPU to itself: runs after the server stopped.
 run_engine_load() {
   [ "${ENGINE_LOAD:-1}" = 1 ] || return 0
   local t0=$SECONDS prompt
@@ -162,7 +163,7 @@ run_engine_load() {
   mkdir -p "$WORK/engine"
   timeout -k 20 "${ENGINE_LOAD_TIME:-${LOAD_TIME:-300}}" "$B/ds4serve-bench" --backend cuda --synth full --quant q2 \
     --seed 1 --users "${LOAD_CONCURRENCY:-1,2,4,8,16,32,64,128,256}" --level-time "${LOAD_LEVEL_S:-20}" \
-    --warmup-requests 1 --prompt-len "$prompt" --output-len "${LOAD_OUTPUT:-64}" --max-num-seqs $MAX_SEQS \
+    --warmup-requests 1 --prompt-len "$prompt" --output-len "${LOAD_OUTPUT:-64}" --temperature 1 --max-num-seqs $MAX_SEQS \
     --max-batched-tokens $MAX_BATCHED --device-reserve $DEVICE_RESERVE \
     --out "$WORK/engine/results.json" --out "$WORK/engine/results.csv" >"$WORK/engine.log" 2>&1
   log "engine-only closed loop (ds4serve-bench, $prompt-token prompts) rc=$? $((SECONDS - t0)) s"
