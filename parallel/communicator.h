@@ -40,6 +40,13 @@ class Communicator {
   // `stream`: as all_reduce_sum (device memory, enqueued) or null (host memory, returns when done).
   virtual void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
                             std::span<const size_t> recv_bytes, void* stream) = 0;
+  // Every rank's `bytes` bytes at `send`, back to back in rank order, into `recv` (world() x bytes)
+  // on every rank; `bytes` must be the same on every rank. `stream`: as all_reduce_sum.
+  virtual void all_gather(const void* send, void* recv, size_t bytes, void* stream) = 0;
+  // `send` holds world() blocks of `count` floats (the same count on every rank); rank r receives in
+  // `recv` the sum over ranks of their block r (the same bits on every rank that receives the
+  // block: one sum per element). `stream`: as all_reduce_sum.
+  virtual void reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) = 0;
   // Returns when the work enqueued on `stream` (collectives included) has finished, throwing
   // CommError instead of waiting forever when a peer failed. Null stream / host transports: no-op.
   virtual void wait(void* stream) { (void)stream; }

@@ -36,6 +36,8 @@ struct NcclApi {
   ncclResult_t (*comm_get_async_error)(ncclComm_t, ncclResult_t*);
   ncclResult_t (*all_reduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
   ncclResult_t (*broadcast)(const void*, void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+  ncclResult_t (*all_gather)(const void*, void*, size_t, ncclDataType_t, ncclComm_t, cudaStream_t);
+  ncclResult_t (*reduce_scatter)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
   ncclResult_t (*send)(const void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
   ncclResult_t (*recv)(void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
   ncclResult_t (*group_start)();
@@ -62,6 +64,8 @@ NcclApi load_nccl() {
   resolve(lib, "ncclCommGetAsyncError", api.comm_get_async_error);
   resolve(lib, "ncclAllReduce", api.all_reduce);
   resolve(lib, "ncclBroadcast", api.broadcast);
+  resolve(lib, "ncclAllGather", api.all_gather);
+  resolve(lib, "ncclReduceScatter", api.reduce_scatter);
   resolve(lib, "ncclSend", api.send);
   resolve(lib, "ncclRecv", api.recv);
   resolve(lib, "ncclGroupStart", api.group_start);
@@ -270,6 +274,40 @@ void NcclCommunicator::all_to_all_v(const void* send, std::span<const size_t> se
   if (out) check_cuda(cudaMemcpyAsync(staging, send, out, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
   send_recv_group(staging, send_bytes, staging + out, recv_bytes, state_->stream);
   if (in) check_cuda(cudaMemcpyAsync(recv, staging + out, in, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
+  wait(state_->stream);
+}
+
+// Host memory (null stream): through the staging buffer, send part first, receive part after it.
+void NcclCommunicator::all_gather(const void* send, void* recv, size_t bytes, void* stream) {
+  if (state_->aborted) throw CommError("communicator was aborted after an earlier failure");
+  const auto gather = [&](const void* from, void* to, cudaStream_t s) {
+    const ncclResult_t r = nccl().all_gather(from, to, bytes, ncclUint8, state_->comm, s);
+    if (r != ncclSuccess) fail("ncclAllGather", nccl_text(r));
+  };
+  if (stream) return gather(send, recv, static_cast<cudaStream_t>(stream));
+  const size_t in = bytes * size_t(world_);
+  ensure_staging(bytes + in + 1);
+  char* staging = static_cast<char*>(state_->staging);
+  if (bytes) check_cuda(cudaMemcpyAsync(staging, send, bytes, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
+  gather(staging, staging + bytes, state_->stream);
+  if (in) check_cuda(cudaMemcpyAsync(recv, staging + bytes, in, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
+  wait(state_->stream);
+}
+
+void NcclCommunicator::reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) {
+  if (state_->aborted) throw CommError("communicator was aborted after an earlier failure");
+  const auto reduce = [&](const float* from, float* to, cudaStream_t s) {
+    const ncclResult_t r = nccl().reduce_scatter(from, to, count, ncclFloat32, ncclSum, state_->comm, s);
+    if (r != ncclSuccess) fail("ncclReduceScatter", nccl_text(r));
+  };
+  if (stream) return reduce(send, recv, static_cast<cudaStream_t>(stream));
+  const size_t out = count * size_t(world_) * sizeof(float), in = count * sizeof(float);
+  ensure_staging(out + in + sizeof(float));
+  float* staging = static_cast<float*>(state_->staging);
+  if (out) check_cuda(cudaMemcpyAsync(staging, send, out, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
+  reduce(staging, staging + count * size_t(world_), state_->stream);
+  if (in) check_cuda(cudaMemcpyAsync(recv, staging + count * size_t(world_), in, cudaMemcpyDeviceToHost, state_->stream),
+                     "cudaMemcpyAsync");
   wait(state_->stream);
 }
 

@@ -2,8 +2,8 @@
 // libnccl.so.2 is loaded at run time (dlopen; on the GPU machines from the nvidia-nccl-cu13 wheel
 // through LD_LIBRARY_PATH), so binaries start without it. Every wait polls the stream and
 // ncclCommGetAsyncError with a deadline: a peer that died or hangs turns into ncclCommAbort and a
-// CommError naming the cause, never a hang. all_reduce_sum and all_to_all_v (grouped ncclSend /
-// ncclRecv) enqueue on the caller's stream (device memory); broadcast and barrier run on an own stream through a device
+// CommError naming the cause, never a hang. all_reduce_sum, all_gather, reduce_scatter_sum and
+// all_to_all_v (grouped ncclSend / ncclRecv) enqueue on the caller's stream (device memory); broadcast and barrier run on an own stream through a device
 // staging buffer and return when done. Needs NCCL_NVLS_ENABLE=0 in the environment (checked: NVLink
 // multicast needs cuMulticastCreate, which the machines here refuse). CUDA builds only.
 #pragma once
@@ -44,6 +44,10 @@ class NcclCommunicator final : public Communicator {
   // buffer on the communicator's own stream and the call returns when done.
   void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
                     std::span<const size_t> recv_bytes, void* stream) override;
+  // ncclAllGather / ncclReduceScatter on the caller's stream; with a null stream host memory
+  // through the staging buffer (returns when done).
+  void all_gather(const void* send, void* recv, size_t bytes, void* stream) override;
+  void reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) override;
   void wait(void* stream) override;
   std::string name() const override { return "nccl"; }
   // How long a wait may take before the communicator is aborted; 0: no limit (a follower waiting

@@ -10,7 +10,7 @@ namespace ds4 {
 
 ThreadGroup::ThreadGroup(int world, std::chrono::milliseconds timeout)
     : world_(world), timeout_(timeout), slots_(world > 0 ? world : 0),
-      send_sizes_(slots_.size()), recv_sizes_(slots_.size()) {
+      send_sizes_(slots_.size()), recv_sizes_(slots_.size()), counts_(slots_.size(), 0) {
   if (world < 1) throw std::invalid_argument("ThreadGroup: world must be >= 1");
 }
 
@@ -110,6 +110,41 @@ void ThreadCommunicator::all_to_all_v(const void* send, std::span<const size_t> 
   }
   group_.rendezvous([] {});
   if (!mismatch.empty()) throw CommError("all_to_all_v: " + mismatch);
+}
+
+void ThreadCommunicator::publish_equal(const void* data, size_t count, const char* what) {
+  group_.rendezvous([&] {
+    group_.slots_[rank_] = data;
+    group_.counts_[rank_] = count;
+  });
+  for (int r = 0; r < group_.world(); ++r)
+    if (group_.counts_[r] != group_.counts_[0]) {
+      // Worded before the meeting that lets the others go on (and overwrite the counts).
+      const std::string why = std::string(what) + ": rank " + std::to_string(r) + " gives " +
+                              std::to_string(group_.counts_[r]) + ", rank 0 " + std::to_string(group_.counts_[0]);
+      group_.rendezvous([] {});
+      throw CommError(why);
+    }
+}
+
+void ThreadCommunicator::all_gather(const void* send, void* recv, size_t bytes, void* stream) {
+  if (stream) throw CommError("the thread test double moves host memory only (stream must be null)");
+  publish_equal(send, bytes, "all_gather");
+  for (int r = 0; r < group_.world() && bytes; ++r)
+    std::memcpy(static_cast<char*>(recv) + size_t(r) * bytes, group_.slots_[r], bytes);
+  group_.rendezvous([] {});
+}
+
+void ThreadCommunicator::reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) {
+  if (stream) throw CommError("the thread test double reduces host memory only (stream must be null)");
+  publish_equal(send, count, "reduce_scatter_sum");
+  std::vector<float> sum(count, 0.0f);
+  for (int r = 0; r < group_.world(); ++r) {  // rank order on every rank, as all_reduce_sum
+    const float* block = static_cast<const float*>(group_.slots_[r]) + size_t(rank_) * count;
+    for (size_t i = 0; i < count; ++i) sum[i] += block[i];
+  }
+  group_.rendezvous([] {});  // recv may lie inside the own send buffer: written once every rank has read
+  if (count) std::memcpy(recv, sum.data(), count * sizeof(float));
 }
 
 }  // namespace ds4

@@ -38,6 +38,7 @@ class ThreadGroup {
   std::vector<const void*> slots_;  // per rank: what it deposited this round
   // all_to_all_v: per rank, its send / receive segment sizes this round
   std::vector<std::span<const size_t>> send_sizes_, recv_sizes_;
+  std::vector<size_t> counts_;  // all_gather / reduce_scatter_sum: per rank, its size this round
 };
 
 class ThreadCommunicator final : public Communicator {
@@ -51,10 +52,15 @@ class ThreadCommunicator final : public Communicator {
   void barrier() override;
   void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv,
                     std::span<const size_t> recv_bytes, void* stream) override;
+  void all_gather(const void* send, void* recv, size_t bytes, void* stream) override;
+  void reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) override;
   std::string name() const override { return "threads (test double)"; }
 
  private:
   std::string size_mismatch() const;  // all_to_all_v: why the ranks' sizes disagree, or empty
+  // all_gather / reduce_scatter_sum: publishes `data` and `count`; after it every rank's are readable.
+  // Throws CommError (on every rank, after the group's second meeting) when the counts differ.
+  void publish_equal(const void* data, size_t count, const char* what);
 
   ThreadGroup& group_;
   int rank_;

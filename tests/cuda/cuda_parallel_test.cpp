@@ -137,6 +137,22 @@ class HostStagedCommunicator final : public Communicator {
     inner_.all_to_all_v(host_send.data(), send_bytes, host_recv.data(), recv_bytes, nullptr);
     if (in) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), in, cudaMemcpyHostToDevice));
   }
+  void all_gather(const void* send, void* recv, size_t bytes, void* stream) override {
+    if (!stream) return inner_.all_gather(send, recv, bytes, nullptr);
+    std::vector<char> host_send(bytes), host_recv(bytes * size_t(world()));
+    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    if (bytes) DS4_CUDA_CHECK(cudaMemcpy(host_send.data(), send, bytes, cudaMemcpyDeviceToHost));
+    inner_.all_gather(host_send.data(), host_recv.data(), bytes, nullptr);
+    if (bytes) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), host_recv.size(), cudaMemcpyHostToDevice));
+  }
+  void reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) override {
+    if (!stream) return inner_.reduce_scatter_sum(send, recv, count, nullptr);
+    std::vector<float> host_send(count * size_t(world())), host_recv(count);
+    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    if (count) DS4_CUDA_CHECK(cudaMemcpy(host_send.data(), send, host_send.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    inner_.reduce_scatter_sum(host_send.data(), host_recv.data(), count, nullptr);
+    if (count) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), count * sizeof(float), cudaMemcpyHostToDevice));
+  }
   std::string name() const override { return "host-staged threads (test double)"; }
 
  private:

@@ -114,6 +114,60 @@ TEST(ThreadCommunicator, AllToAllWithDisagreeingSizesThrowsOnEveryRank) {
   for (const std::string& e : errors) EXPECT_NE(e.find("rank 0 sends 8 bytes to rank 1, which expects 4"), std::string::npos) << e;
 }
 
+// All-gather of a few bytes per rank and reduce-scatter of float blocks (the data-parallel MoE of
+// the GPU backend), worlds 1-4, buffers reused; the reduce-scatter in place (recv inside send).
+TEST(ThreadCommunicator, AllGatherAndReduceScatter) {
+  for (int world : {1, 2, 3, 4}) {
+    ThreadGroup group(world);
+    std::vector<std::vector<int32_t>> gathered(world);
+    std::vector<std::vector<float>> scattered(world);
+    run_ranks(group, [&](Communicator& comm) {
+      const int r = comm.rank();
+      std::vector<int32_t> mine = {r, 10 * r, -r}, all(3 * world);
+      std::vector<float> blocks(5 * world);
+      for (int round = 0; round < 3; ++round) {
+        comm.all_gather(mine.data(), all.data(), mine.size() * sizeof(int32_t), nullptr);
+        for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = 0.25f * float(r + 1) + float(i) + 100.0f * float(round);
+        comm.reduce_scatter_sum(blocks.data(), blocks.data() + 5 * r, 5, nullptr);
+      }
+      gathered[r] = all;
+      scattered[r].assign(blocks.begin() + 5 * r, blocks.begin() + 5 * r + 5);
+    });
+    for (int r = 0; r < world; ++r) {
+      SCOPED_TRACE("world " + std::to_string(world) + " rank " + std::to_string(r));
+      for (int q = 0; q < world; ++q) {
+        EXPECT_EQ(gathered[r][3 * q], q);
+        EXPECT_EQ(gathered[r][3 * q + 1], 10 * q);
+      }
+      for (int i = 0; i < 5; ++i) {
+        float expect = 0.0f;
+        for (int q = 0; q < world; ++q) expect += 0.25f * float(q + 1) + float(5 * r + i) + 200.0f;
+        EXPECT_EQ(scattered[r][i], expect) << "element " << i;
+      }
+    }
+  }
+}
+
+TEST(ThreadCommunicator, GatherAndScatterWithDisagreeingSizesThrowOnEveryRank) {
+  ThreadGroup group(3);
+  std::vector<std::string> errors(3);
+  run_ranks(group, [&](Communicator& comm) {
+    std::vector<float> buf(64);
+    try {
+      comm.all_gather(buf.data(), buf.data(), comm.rank() == 1 ? 8 : 4, nullptr);
+    } catch (const CommError& e) {
+      errors[comm.rank()] = e.what();
+    }
+    try {
+      comm.reduce_scatter_sum(buf.data(), buf.data(), comm.rank() == 2 ? 3 : 2, nullptr);
+      errors[comm.rank()] += " | no error";
+    } catch (const CommError& e) {
+      errors[comm.rank()] += std::string(" | ") + e.what();
+    }
+  });
+  for (const std::string& e : errors) EXPECT_EQ(e, "all_gather: rank 1 gives 8, rank 0 4 | reduce_scatter_sum: rank 2 gives 3, rank 0 2");
+}
+
 TEST(ThreadCommunicator, AbortedRankMakesOthersThrowInsteadOfHanging) {
   ThreadGroup group(3);
   std::vector<std::string> errors(3);
