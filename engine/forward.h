@@ -35,6 +35,11 @@ struct ForwardBatch {
   // a device backend may leave them on the device (ForwardOutput::logits / final_states empty;
   // first_row / n_rows still filled). Backends without device sampling ignore it.
   bool host_logits = true;
+  // Data-parallel attention (engine/expert_parallel.h): every rank's token count this step in rank
+  // order, the own entry equal to this batch's (the step message tells every rank; the GPU backend
+  // sizes its exchanges by it, so it needs no count exchange). Empty otherwise; the CPU backend
+  // exchanges its counts instead and ignores it.
+  std::vector<int64_t> rank_tokens;
 };
 
 // How to draw the token of one logit row (engine/sampler.h): the request's parameters and the

@@ -50,6 +50,7 @@ ForwardOutput DpLeaderBackend::forward(const ForwardBatch& batch) {
       op.rank = r;
       m.ops.push_back(op);
     }
+  own.rank_tokens = tokens_per_rank(m, comm_.world());
   send_step(comm_, m);
   ++step_;
   row_ranks_ = std::move(row_ranks);

@@ -96,6 +96,7 @@ void Follower::forward(const StepMessage& m) {
     }
     batch.sequences.push_back({&kv, s.tokens, s.all_logits, s.speculative});
   }
+  if (m.data_parallel) batch.rank_tokens = tokens_per_rank(m, comm_.world());
   const ForwardOutput out = backend_.forward(batch);  // data-parallel: possibly no sequence of ours
   sequences_run_ += batch.sequences.size();
   if (m.data_parallel) send_forward_results(comm_, m, out);

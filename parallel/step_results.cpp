@@ -46,6 +46,15 @@ std::vector<size_t> result_bytes(const StepMessage& m, int world, int64_t n_voca
 
 int64_t sequence_rows(const StepSequence& s) { return s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1; }
 
+std::vector<int64_t> tokens_per_rank(const StepMessage& m, int world) {
+  std::vector<int64_t> tokens(static_cast<size_t>(world), 0);
+  for (const StepSequence& s : m.sequences) {
+    if (s.rank < 0 || s.rank >= world) throw CommError("step message: sequence of rank " + std::to_string(s.rank));
+    tokens[static_cast<size_t>(s.rank)] += static_cast<int64_t>(s.tokens.size());
+  }
+  return tokens;
+}
+
 void send_forward_results(Communicator& comm, const StepMessage& m, const ForwardOutput& out) {
   const int64_t rows = rows_per_rank(m, comm.world())[static_cast<size_t>(comm.rank())];
   const size_t logit_floats = m.host_logits ? size_t(rows * out.n_vocab) : 0;

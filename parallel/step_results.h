@@ -16,6 +16,9 @@ namespace ds4 {
 
 // Logit rows of one sequence of the message.
 int64_t sequence_rows(const StepSequence& s);
+// Tokens of each rank's sequences in a data-parallel forward message (ForwardBatch::rank_tokens).
+// Throws CommError for a sequence whose rank is outside [0, world).
+std::vector<int64_t> tokens_per_rank(const StepMessage& m, int world);
 
 // Follower: sends its forward's counters and (m.host_logits) its logit rows to rank 0. Throws
 // CommError when `out` does not hold the rows the message asks for, or the exchange fails.

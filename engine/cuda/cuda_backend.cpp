@@ -141,8 +141,6 @@ CudaBackend::CudaBackend(const ModelConfig& config, DeviceWeights weights, CudaB
     throw LoadError("expert parallelism: experts [" + std::to_string(ep.shard.first) + ", " +
                     std::to_string(ep.shard.first + ep.shard.count) + ") are not a range of the model's " +
                     std::to_string(config_.n_expert) + " experts");
-  if (ep.active() && ep.data_parallel)
-    throw LoadError("CudaBackend: data-parallel attention (ExpertParallel::data_parallel) is only built on the CPU backend");
   for (const DeviceLayerWeights& l : weights_dev_.layers) {  // all experts, or exactly this rank's slice
     const uint64_t held = l.ffn_gate_exps.ne2;
     if (held != uint64_t(config_.n_expert) && !(ep.active() && held == uint64_t(ep.shard.count)))
@@ -307,7 +305,8 @@ void CudaBackend::size_scratch(const Plan& plan) {
   const ModelConfig& c = config_;
   Scratch& s = *scratch_;
   const int64_t T = plan.n_tokens, n = c.n_embd, hw = int64_t(c.hc_count) * n, mixd = c.hc_mix_dim();
-  const int64_t k = c.n_expert_used, tk = T * k, R = plan.n_logit_rows;
+  // Routed-expert rows: plan.moe_rows under data-parallel attention, else the step's tokens.
+  const int64_t k = c.n_expert_used, M = std::max(plan.moe_rows, T), tk = M * k, R = plan.n_logit_rows;
   const DeviceLayerWeights& l0 = weights_dev_.layers.at(0);
   const int64_t ffn = static_cast<int64_t>(l0.ffn_gate_exps.ne1), ffn_sh = static_cast<int64_t>(l0.ffn_gate_shexp.ne1);
   const int64_t n_expert = static_cast<int64_t>(l0.ffn_gate_inp.ne1);  // the router's outputs (expert weights may be a slice)
@@ -322,14 +321,19 @@ void CudaBackend::size_scratch(const Plan& plan) {
   a.add(s.idx_pooled, plan.max_emit * c.indexer_dim), a.add(s.idx_q, T * int64_t(c.indexer_heads) * c.indexer_dim);
   a.add(s.idx_w, T * c.indexer_heads), a.add(s.idx_scores, plan.n_sel * plan.max_sel_rows);
   a.add(s.idx_selected, plan.n_sel * c.indexer_top_k);
-  a.add(s.router_logits, T * n_expert), a.add(s.route_weights, tk), a.add(s.experts, tk);
+  a.add(s.router_logits, M * n_expert), a.add(s.route_weights, tk), a.add(s.experts, tk);
   a.add(s.group_offsets, n_expert + 1), a.add(s.token_rows, tk), a.add(s.slot_rows, tk);
   a.add(s.active_experts, n_expert), a.add(s.n_active_layers, c.n_layer);
   a.add(s.ffn_gate, tk * ffn), a.add(s.ffn_up, tk * ffn), a.add(s.ffn_mid, tk * ffn), a.add(s.expert_out, tk * n);
-  if (expert_x_planes(T))
-    a.add(s.x_planes, std::max(T * cuda::x_plane_row_bytes(n), tk * cuda::x_plane_row_bytes(ffn)));
+  if (expert_x_planes(M))
+    a.add(s.x_planes, std::max(M * cuda::x_plane_row_bytes(n), tk * cuda::x_plane_row_bytes(ffn)));
   a.add(s.sh_gate, T * ffn_sh), a.add(s.sh_up, T * ffn_sh), a.add(s.sh_mid, T * ffn_sh), a.add(s.sh_out, T * n);
-  if (options_.expert_parallel.active()) a.add(s.ep_sum, T * n);
+  if (options_.expert_parallel.active()) a.add(s.ep_sum, M * n);
+  if (data_parallel()) {
+    const int64_t B = plan.rank_rows;
+    a.add(s.dp_send, B * n), a.add(s.dp_x, M * n), a.add(s.dp_own, B * n);
+    a.add(s.dp_token_send, B), a.add(s.dp_tokens, M);
+  }
   a.add(s.head_states, R * hw), a.add(s.head_flat, R * hw), a.add(s.head_mix, R * c.hc_count);
   a.add(s.head_h, R * n), a.add(s.logits, R * c.n_vocab);
   s.arena.grow(a.total());
@@ -337,15 +341,21 @@ void CudaBackend::size_scratch(const Plan& plan) {
 }
 
 ForwardOutput CudaBackend::forward(const ForwardBatch& batch) {
+  if (data_parallel()) {
+    check_rank_tokens(batch);
+    if (batch.sequences.empty()) return forward_idle(batch);
+  }
   const std::vector<SeqRef> seqs = validate_batch(config_, batch, *kv_);
   save_speculative(batch, seqs);
   step_->pad_plan = graph_step(batch);
-  const Plan plan = build_plan(batch, seqs);
+  Plan plan = build_plan(batch, seqs);
+  plan_moe_rows(plan, batch);
   size_scratch(plan);
   const bool replayed = step_begin(plan);
   const bool captured = capturing_;
   if (!replayed) {
     embed(plan);
+    if (data_parallel()) gather_step_tokens(plan);
     for (int il = 0; il < config_.n_layer; ++il) {
       const LayerRef layer = main_layer(il);
       attention_layer(plan, layer);
@@ -405,10 +415,8 @@ void CudaBackend::embed(const Plan& plan) {
 
 void CudaBackend::head(const Plan& plan, bool host_logits, ForwardOutput& out) {
   const ModelConfig& c = config_;
-  const DeviceWeights& w = weights_dev_;
   Scratch& s = *scratch_;
-  const int64_t R = plan.n_logit_rows, n = c.n_embd, hw = int64_t(c.hc_count) * n;
-  (void)w, (void)n;  // logits computed by head_logits
+  const int64_t R = plan.n_logit_rows, hw = int64_t(c.hc_count) * c.n_embd;  // logits computed by head_logits
   out.n_vocab = c.n_vocab;
   out.first_row = plan.first_row;
   out.n_rows = plan.n_rows;
@@ -419,15 +427,21 @@ void CudaBackend::head(const Plan& plan, bool host_logits, ForwardOutput& out) {
     DS4_CUDA_CHECK(cudaMemcpyAsync(out.final_states.data(), s.head_states, out.final_states.size() * sizeof(float),
                                    cudaMemcpyDeviceToHost, stream_));
   }
+  finish_counters(plan, true, out);
+}
+
+void CudaBackend::finish_counters(const Plan& plan, bool dense, ForwardOutput& out) {
+  const ModelConfig& c = config_;
+  const DeviceWeights& w = weights_dev_;
   n_active_host_.resize(static_cast<size_t>(c.n_layer));
-  DS4_CUDA_CHECK(cudaMemcpyAsync(n_active_host_.data(), s.n_active_layers, n_active_host_.size() * sizeof(int32_t),
+  DS4_CUDA_CHECK(cudaMemcpyAsync(n_active_host_.data(), scratch_->n_active_layers, n_active_host_.size() * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, stream_));
   // Under expert parallelism the step holds collectives: wait through the communicator, which
   // throws (instead of blocking forever) when a peer rank failed.
   if (options_.expert_parallel.active()) options_.expert_parallel.comm->wait(stream_);
   DS4_CUDA_CHECK(cudaStreamSynchronize(stream_));
   // What the pass read: dense weights once, each layer's distinct experts once, one embedding row per token.
-  out.weight_bytes_read = dense_weight_bytes_ + plan.n_tokens * static_cast<int64_t>(w.token_embd.row_bytes);
+  if (dense) out.weight_bytes_read = dense_weight_bytes_ + plan.n_tokens * static_cast<int64_t>(w.token_embd.row_bytes);
   for (int il = 0; il < c.n_layer; ++il) {
     const DeviceLayerWeights& lw = w.layers[il];
     const int64_t expert_bytes = static_cast<int64_t>(lw.ffn_gate_exps.matrix_bytes() + lw.ffn_up_exps.matrix_bytes() +

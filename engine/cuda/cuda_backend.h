@@ -48,6 +48,9 @@ struct CudaBackendOptions {
   // Expert parallelism (docs/PARALLEL.md): this rank computes only its routed experts and the
   // routed sums are all-reduced on the backend's stream after the down product (main layers only;
   // the MTP block is never sharded). Inactive by default. The weights still hold every expert.
+  // With data_parallel the rank runs only its own sequences (possibly none): per MoE layer the
+  // ranks' normalised rows are all-gathered, every rank's routes to this rank's experts computed,
+  // and the routed sums reduce-scattered back (batches carry ForwardBatch::rank_tokens).
   ExpertParallel expert_parallel;
 };
 
@@ -178,6 +181,22 @@ class CudaBackend final : public Backend {
   void moe_layer(const Plan& plan, const LayerRef& layer);
   void attention_sublayer(const Plan& plan, const LayerRef& layer);
   void moe_sublayer(const Plan& plan, const LayerRef& layer);
+  // Data-parallel attention (engine/cuda/cuda_data_parallel.cpp).
+  bool data_parallel() const { return options_.expert_parallel.active() && options_.expert_parallel.data_parallel; }
+  // Throws std::invalid_argument when the batch's rank_tokens do not fit this rank and batch.
+  void check_rank_tokens(const ForwardBatch& batch) const;
+  // plan.rank_rows / moe_rows from the batch (n_tokens when not data-parallel).
+  void plan_moe_rows(Plan& plan, const ForwardBatch& batch) const;
+  // Every rank's token ids into Scratch::dp_tokens (once per step, before the layers).
+  void gather_step_tokens(const Plan& plan);
+  // Every rank's normalised rows of this MoE layer into Scratch::dp_x; returns dp_x.
+  const float* gather_moe_rows(const Plan& plan);
+  // A step of a rank without sequences: only the MoE layers' exchanges and this rank's experts
+  // for the other ranks' tokens; no logits.
+  ForwardOutput forward_idle(const ForwardBatch& batch);
+  // Copies the per-layer expert counts, waits for the stream (through the communicator under
+  // expert parallelism) and fills out's read counters (dense weights and embedding rows when `dense`).
+  void finish_counters(const Plan& plan, bool dense, ForwardOutput& out);
   void compressed_rows(const Plan& plan, int il, bool indexer);
   void indexer_select(const Plan& plan, int il);
   // Logits (and, with host_logits, their copy to the host) and the read counters into out.

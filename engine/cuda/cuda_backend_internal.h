@@ -43,6 +43,10 @@ struct CudaBackend::Plan {
   int64_t max_sel_rows = 0;               // most visible rows of a selecting token
   int64_t max_emit = 0;
   std::vector<int64_t> first_row, n_rows;  // per sequence, into the logits
+  // Rows of the routed experts: the step's tokens, or under data-parallel attention every rank's
+  // tokens, each rank's block padded to rank_rows (the busiest rank's count): moe_rows = world ×
+  // rank_rows (engine/cuda/cuda_data_parallel.cpp).
+  int64_t rank_rows = 0, moe_rows = 0;
   const RatioPlan& for_ratio(int ratio) const;
 };
 
@@ -73,7 +77,12 @@ struct CudaBackend::Scratch {
   float *ffn_gate = nullptr, *ffn_up = nullptr, *ffn_mid = nullptr, *expert_out = nullptr;
   uint8_t* x_planes = nullptr;  // expert_x_planes steps: normed, then ffn_mid, split (cuda::split_x_planes)
   float *sh_gate = nullptr, *sh_up = nullptr, *sh_mid = nullptr, *sh_out = nullptr;
-  float* ep_sum = nullptr;  // [T, n_embd] routed sum all-reduced under expert parallelism
+  float* ep_sum = nullptr;  // [moe_rows, n_embd] routed sums, all-reduced (or reduce-scattered) under expert parallelism
+  // Data-parallel attention: the own rows padded to a rank's block ([rank_rows, n]; token ids
+  // [rank_rows]), every rank's blocks gathered ([moe_rows, n]; [moe_rows]) and the own block of
+  // the reduce-scattered routed sums ([rank_rows, n]).
+  float *dp_send = nullptr, *dp_x = nullptr, *dp_own = nullptr;
+  int32_t *dp_token_send = nullptr, *dp_tokens = nullptr;
   float *head_states = nullptr, *head_flat = nullptr, *head_mix = nullptr, *head_h = nullptr, *logits = nullptr;
 };
 

@@ -275,6 +275,9 @@ void CudaBackend::indexer_select(const Plan& plan, int il) {
   cuda::indexer_top_k(plan.batch, tp, stream_);
 }
 
+// The routed experts run over M rows: the step's own tokens, or under data-parallel attention
+// every rank's (gathered); the shared expert and the combine over the own T tokens (none on an
+// idle data-parallel rank).
 void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   const ModelConfig& c = config_;
   const DeviceLayerWeights& w = *L.w;
@@ -283,15 +286,20 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   // Experts the router chooses from (the expert tensors hold only a rank's slice under expert parallelism).
   const int64_t n_expert = static_cast<int64_t>(w.ffn_gate_inp.ne1), ffn = static_cast<int64_t>(w.ffn_gate_exps.ne1);
   const bool fused = step_->fused_ops;
-  if (!fused) cuda::rms_norm({s.x, n, s.normed, n, w.ffn_norm.f32(), T, n, c.rms_eps}, stream_);
-  matmul_rows(w.ffn_gate_inp, s.normed, n, s.router_logits, n_expert, T);
+  if (!fused && T > 0) cuda::rms_norm({s.x, n, s.normed, n, w.ffn_norm.f32(), T, n, c.rms_eps}, stream_);
+  const ExpertParallel& ep = options_.expert_parallel;
+  const bool sharded = ep.active() && L.il >= 0;
+  const bool dp = sharded && ep.data_parallel;
+  const int64_t M = dp ? plan.moe_rows : T;
+  const float* x_routed = dp ? gather_moe_rows(plan) : s.normed;
+  matmul_rows(w.ffn_gate_inp, x_routed, n, s.router_logits, n_expert, M);
   const bool hash = L.hash;
   cuda::RouterParams rp;
   rp.logits = s.router_logits, rp.bias = !hash && w.exp_probs_b.present() ? w.exp_probs_b.f32() : nullptr;
-  rp.hash_table = hash ? w.ffn_gate_tid2eid.i32() : nullptr, rp.tokens = plan.tokens;
-  rp.experts = s.experts, rp.weights = s.route_weights, rp.n_tokens = T, rp.n_expert = static_cast<int>(n_expert);
+  rp.hash_table = hash ? w.ffn_gate_tid2eid.i32() : nullptr, rp.tokens = dp ? s.dp_tokens : plan.tokens;
+  rp.experts = s.experts, rp.weights = s.route_weights, rp.n_tokens = M, rp.n_expert = static_cast<int>(n_expert);
   rp.k = static_cast<int>(k), rp.normalize = c.expert_weights_norm, rp.scale = c.expert_weights_scale;
-  const cuda::MoeGroupParams gp{s.experts,     T,           static_cast<int>(k), static_cast<int>(n_expert), s.group_offsets,
+  const cuda::MoeGroupParams gp{s.experts,     M,           static_cast<int>(k), static_cast<int>(n_expert), s.group_offsets,
                                 s.token_rows,  s.slot_rows, s.active_experts,    s.n_active};
   if (fused) {
     cuda::route_and_group(rp, gp, step_->route_counter.as<int32_t>(), stream_);
@@ -300,26 +308,27 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     cuda::moe_group(gp, stream_);
   }
   // Expert parallelism: read only this rank's experts; the other routes' output rows stay zero,
-  // and after the down product the routed sums of all ranks are added up (docs/PARALLEL.md).
-  const ExpertParallel& ep = options_.expert_parallel;
-  const bool sharded = ep.active() && L.il >= 0;
+  // and after the down product the routed sums of all ranks are added up (docs/PARALLEL.md):
+  // all-reduced (replicated attention) or reduce-scattered to the rank each token came from
+  // (data-parallel attention).
   // Weights uploaded as the rank's slice (expert_slice): the list holds local ids and the products
   // read the grouping's offsets from the slice's first expert on.
   const int expert_base = sharded && int64_t(w.ffn_gate_exps.ne2) < n_expert ? ep.shard.first : 0;
   if (sharded) {
     cuda::keep_shard_experts(s.active_experts, s.n_active, ep.shard.first, ep.shard.count, expert_base, stream_);
-    cuda::fill(s.expert_out, T * k * n, 0.0f, stream_);
+    cuda::fill(s.expert_out, M * k * n, 0.0f, stream_);
   }
-  const auto routed_all_reduce = [&] {
+  const auto routed_sums = [&] {
     if (!sharded) return;
-    cuda::sum_route_slots(s.expert_out, T, static_cast<int>(k), n, s.ep_sum, stream_);
-    ep.comm->all_reduce_sum(s.ep_sum, static_cast<size_t>(T * n), stream_);
-    cuda::spread_route_sum(s.ep_sum, T, static_cast<int>(k), n, s.expert_out, stream_);
+    cuda::sum_route_slots(s.expert_out, M, static_cast<int>(k), n, s.ep_sum, stream_);
+    if (dp) ep.comm->reduce_scatter_sum(s.ep_sum, s.dp_own, static_cast<size_t>(plan.rank_rows * n), stream_);
+    else ep.comm->all_reduce_sum(s.ep_sum, static_cast<size_t>(T * n), stream_);
+    if (T > 0) cuda::spread_route_sum(dp ? s.dp_own : s.ep_sum, T, static_cast<int>(k), n, s.expert_out, stream_);
   };
 
   // Routed experts: every expert's matrices read once for all of its tokens; on expert_x_planes
   // steps their activations (rows [0, x_count) of x) split once into s.x_planes first.
-  const bool planes = expert_x_planes(T);
+  const bool planes = expert_x_planes(M);
   auto grouped_params = [&](const DeviceTensor& t, const float* x, int64_t x_stride, int64_t x_count, const int32_t* x_rows,
                             float* y, int64_t y_stride) {
     cuda::MatmulParams p;
@@ -327,8 +336,8 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
     p.row_bytes = t.row_bytes, p.x = x, p.x_stride = x_stride, p.y = y, p.y_stride = y_stride;
     p.n_groups = static_cast<int64_t>(t.ne2), p.group_stride_bytes = t.matrix_bytes();
     p.group_offsets = s.group_offsets + expert_base, p.x_rows = x_rows, p.y_rows = s.slot_rows;
-    p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, T * k);
-    p.n_tokens = T * k;  // the list's entries: picks the tiling (cuda::matmul)
+    p.group_list = s.active_experts, p.group_count = s.n_active, p.grid_groups = std::min(p.n_groups, M * k);
+    p.n_tokens = M * k;  // the list's entries: picks the tiling (cuda::matmul)
     if (planes && cuda::reads_x_planes(p)) {
       cuda::split_x_planes(x, x_stride, x_count, p.n_in, s.x_planes, stream_);
       p.x_planes = s.x_planes;
@@ -337,24 +346,30 @@ void CudaBackend::moe_sublayer(const Plan& plan, const LayerRef& L) {
   };
   const float limit = L.swiglu_clamp;
   const int64_t ffn_sh = static_cast<int64_t>(w.ffn_gate_shexp.ne1);
-  const cuda::SwigluParams routed{s.ffn_gate, s.ffn_up, s.ffn_mid, T * k, ffn, limit, s.route_weights};
+  const cuda::SwigluParams routed{s.ffn_gate, s.ffn_up, s.ffn_mid, M * k, ffn, limit, s.route_weights};
   const cuda::SwigluParams shared{s.sh_gate, s.sh_up, s.sh_mid, T, ffn_sh, limit, nullptr};
   // gate and up of the routed experts (and of the shared expert) as one launch each
-  const cuda::MatmulParams gate = grouped_params(w.ffn_gate_exps, s.normed, n, T, s.token_rows, s.ffn_gate, ffn);
+  const cuda::MatmulParams gate = grouped_params(w.ffn_gate_exps, x_routed, n, M, s.token_rows, s.ffn_gate, ffn);
   cuda::MatmulParams up = gate;  // same activations (and planes), the up matrices
   up.w = w.ffn_up_exps.data, up.y = s.ffn_up;
   cuda::matmul_pair(gate, up, stream_);
+  if (T == 0) {  // an idle data-parallel rank: only the other ranks' routes to its experts
+    cuda::swiglu(routed, stream_);
+    cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, M * k, s.slot_rows, s.expert_out, n), stream_);
+    routed_sums();
+    return;
+  }
   if (fused) {  // both activations in one launch; the combine happens in the next hc boundary
     matmul_rows_pair(w.ffn_gate_shexp, s.sh_gate, ffn_sh, w.ffn_up_shexp, s.sh_up, ffn_sh, s.normed, n, T);
     cuda::swiglu_pair(routed, shared, stream_);
-    cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, T * k, s.slot_rows, s.expert_out, n), stream_);
-    routed_all_reduce();
+    cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, M * k, s.slot_rows, s.expert_out, n), stream_);
+    routed_sums();
     matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);
     return;
   }
   cuda::swiglu(routed, stream_);
-  cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, T * k, s.slot_rows, s.expert_out, n), stream_);
-  routed_all_reduce();
+  cuda::matmul(grouped_params(w.ffn_down_exps, s.ffn_mid, ffn, M * k, s.slot_rows, s.expert_out, n), stream_);
+  routed_sums();
   matmul_rows_pair(w.ffn_gate_shexp, s.sh_gate, ffn_sh, w.ffn_up_shexp, s.sh_up, ffn_sh, s.normed, n, T);
   cuda::swiglu(shared, stream_);
   matmul_rows(w.ffn_down_shexp, s.sh_mid, ffn_sh, s.sh_out, n, T);

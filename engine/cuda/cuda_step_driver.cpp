@@ -90,7 +90,7 @@ bool CudaBackend::step_begin(const Plan& plan) {
   }
   StepGraphCache::Key key = {plan.n_tokens, plan.n_seqs, plan.n_logit_rows, plan.batch.max_blocks, plan.n_sel,
                              plan.max_sel_rows, plan.max_emit, static_cast<int64_t>(scratch_->plan_host.size()),
-                             st.fused_ops ? 1 : 0};
+                             st.fused_ops ? 1 : 0, plan.moe_rows};
   for (const RatioPlan& r : plan.ratios) key.push_back(r.max_comp_rows);
   if (st.graphs.contains(key)) {
     st.graphs.replay(key, stream_, st.stats);
