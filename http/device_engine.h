@@ -15,7 +15,8 @@
 #include "engine/model_layout.h"
 #include "engine/weights.h"
 #include "parallel/communicator.h"
-#include "scheduler/paged_kv_pool.h"
+#include "kvcache/kv_cache_manager.h"
+#include "scheduler/kv_pool.h"
 
 namespace ds4::http {
 
@@ -42,10 +43,16 @@ struct DeviceEngineRequest {
   // every step (parallel/leader_backend.h); the other ranks build rank 0's pool and return their
   // backend for the follower loop. Null: one GPU.
   Communicator* comm = nullptr;
+  // With comm: data-parallel attention (--attention dp): every rank sizes its own KV pool and runs
+  // its own sequences; rank 0 schedules over every rank's pool (scheduler/rank_kv_pools.h).
+  bool data_parallel = false;
 };
 
 struct DeviceEngine {
-  std::unique_ptr<PagedKvPool> pool;    // the scheduler's pool; its rows live in device memory
+  // The scheduler's pool: a paged pool in device memory, or on rank 0 under data-parallel attention
+  // one per rank (RankKvPools; only rank 0's holds memory here).
+  std::unique_ptr<KvPool> pool;
+  KvCacheManager* own_pool = nullptr;   // this rank's paged pool (inside `pool`): its layout and rows
   std::unique_ptr<Backend> backend;     // uses pool (declared after it, so destroyed first)
   std::unique_ptr<DraftModel> draft;    // with an MTP request; uses backend (destroyed first)
   int64_t kv_bytes = 0;

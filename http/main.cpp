@@ -78,12 +78,13 @@ int serve_ranks(ServerOptions options, const std::vector<std::string>& args) {
     return run_gpu_launcher(options.parallel, args, options.limits.drain_timeout_seconds, log_line);
   std::unique_ptr<ds4::NcclCommunicator> comm = join_rank_group(options.parallel);
   if (comm->rank() > 0) {
-    run_follower_rank(options.service, *comm, log_line);
+    run_follower_rank(options.service, *comm, options.parallel.data_parallel, log_line);
     return 0;
   }
-  options.service.device_factory = [c = comm.get()](const DeviceEngineRequest& request) {
+  options.service.device_factory = [c = comm.get(), dp = options.parallel.data_parallel](const DeviceEngineRequest& request) {
     DeviceEngineRequest r = request;
     r.comm = c;
+    r.data_parallel = dp;
     DeviceEngine e = make_cuda_engine(r);
     c->set_timeout(std::chrono::minutes(5));  // loaded everywhere: a step's collective never takes that long
     return e;

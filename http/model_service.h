@@ -89,7 +89,7 @@ class ModelService {
   std::unique_ptr<Model> model_;      // with synth_preset: only the tokenizer's file
   ModelConfig config_;                // the served model's
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<PagedKvPool> pool_;  // before backend_: a device backend uses it until destroyed
+  std::unique_ptr<KvPool> pool_;  // before backend_: a device backend uses it until destroyed
   std::unique_ptr<Backend> backend_;
   CpuBackend* cpu_backend_ = nullptr;  // backend_ when it is the CPU one (MTP drafting)
   std::unique_ptr<ServerMetrics> metrics_;

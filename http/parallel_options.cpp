@@ -10,10 +10,12 @@
 namespace ds4::http {
 
 const char* const kParallelUsage =
-    "multi-GPU (expert parallelism, docs/PARALLEL.md; not implemented yet: refused at start-up):\n"
+    "multi-GPU (expert parallelism over NCCL, docs/PARALLEL.md; CUDA builds with NCCL):\n"
     "  --gpus LIST               one rank per listed CUDA device of this host (e.g. 0,1,2,3)\n"
     "  --rank R, --world W       this process's rank of W (one process per GPU, several hosts)\n"
-    "  --master HOST:PORT        where rank 0 listens for the other ranks (with --rank / --world)\n";
+    "  --master HOST:PORT        where rank 0 listens for the other ranks (with --rank / --world)\n"
+    "  --attention MODE          replicated (default: every rank runs every sequence's attention) or dp\n"
+    "                            (data-parallel: each rank its own sequences, KV pools add up)\n";
 
 namespace {
 
@@ -54,12 +56,18 @@ bool apply_parallel_option(ParallelOptions& p, const std::string& opt, const std
   else if (opt == "--rank") p.rank = parse_count(opt, v, 0, 65535);
   else if (opt == "--world") p.world = parse_count(opt, v, 1, 65536);
   else if (opt == "--master") check_master(v), p.master = v;
-  else return false;
+  else if (opt == "--attention") {
+    if (v != "replicated" && v != "dp") throw LoadError("--attention: '" + v + "' is not replicated or dp");
+    p.data_parallel = v == "dp", p.attention_given = true;
+  } else return false;
   return true;
 }
 
 void check_parallel_options(const ParallelOptions& p, const std::string& backend) {
-  if (!p.any()) return;
+  if (!p.any()) {
+    if (p.attention_given) throw LoadError("--attention places attention across GPUs: it needs --gpus or --rank / --world");
+    return;
+  }
   const bool explicit_form = p.rank >= 0 || p.world > 0 || !p.master.empty();
   if (!p.gpus.empty() && explicit_form)
     throw LoadError("--gpus launches the ranks of this host itself: it cannot be combined with --rank / --world / --master");

@@ -16,6 +16,10 @@ struct ParallelOptions {
   int rank = -1;          // --rank (-1: not given)
   int world = 0;          // --world (0: not given)
   std::string master;     // --master HOST:PORT
+  // --attention replicated|dp: every rank runs every sequence's attention (default), or each rank
+  // its own sequences with their KV on it only (data-parallel, docs/PARALLEL.md section 3).
+  bool data_parallel = false;
+  bool attention_given = false;
   bool any() const { return !gpus.empty() || rank >= 0 || world > 0 || !master.empty(); }
 };
 
@@ -24,7 +28,8 @@ extern const char* const kParallelUsage;
 // Applies a value option of this group; false when `opt` is not one of them. Throws LoadError.
 bool apply_parallel_option(ParallelOptions& p, const std::string& opt, const std::string& value);
 // Checks the combination (after every option is read): --gpus excludes the explicit form, the
-// explicit form needs all three, rank < world, and both need --backend cuda. Throws LoadError.
+// explicit form needs all three, rank < world, both need --backend cuda, and --attention needs one
+// of them. Throws LoadError.
 void check_parallel_options(const ParallelOptions& p, const std::string& backend);
 
 // Why this ds4serve cannot serve the requested ranks ("" when it can): a build without CUDA and

@@ -22,6 +22,12 @@ DpLeaderBackend::DpLeaderBackend(Backend& local, Communicator& comm, RankKvPools
   if (n_vocab <= 0) throw std::invalid_argument("DpLeaderBackend: n_vocab must be positive");
 }
 
+DpLeaderBackend::DpLeaderBackend(std::unique_ptr<Backend> local, Communicator& comm, RankKvPools& pools,
+                                 std::vector<RecordingKvStorage*> recorders, int64_t n_vocab)
+    : DpLeaderBackend(*local, comm, pools, std::move(recorders), n_vocab) {
+  owned_ = std::move(local);
+}
+
 DpLeaderBackend::~DpLeaderBackend() {
   try {
     stop();

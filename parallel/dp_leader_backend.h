@@ -9,6 +9,7 @@
 // available in this mode yet). Engine thread only (stop(): after the engine thread has ended).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/forward.h"
@@ -25,6 +26,9 @@ class DpLeaderBackend final : public Backend {
   // is unused (rank 0's pool is the local backend's). Throws std::invalid_argument otherwise.
   DpLeaderBackend(Backend& local, Communicator& comm, RankKvPools& pools, std::vector<RecordingKvStorage*> recorders,
                   int64_t n_vocab);
+  // The same, owning the local backend (ds4serve's rank 0).
+  DpLeaderBackend(std::unique_ptr<Backend> local, Communicator& comm, RankKvPools& pools,
+                  std::vector<RecordingKvStorage*> recorders, int64_t n_vocab);
   ~DpLeaderBackend() override;  // stop(), errors swallowed
 
   // Throws CommError when an exchange fails; std::invalid_argument for a sequence that is in no
@@ -37,6 +41,7 @@ class DpLeaderBackend final : public Backend {
   uint64_t steps() const { return step_; }
 
  private:
+  std::unique_ptr<Backend> owned_;  // null when the caller owns the local backend
   Backend& local_;
   Communicator& comm_;
   RankKvPools& pools_;

@@ -1,5 +1,6 @@
 // RankSetup exchange (see rank_setup.h): one fixed-size broadcast with a magic and version; the KV
-// budget and expert-range agreement gather one value per rank.
+// budget and expert-range agreement gather one value per rank, the data-parallel pool counts one
+// setup per rank.
 #include "parallel/rank_setup.h"
 
 #include <algorithm>
@@ -19,9 +20,11 @@ struct Wire {
   int64_t blocks = 0, slots = 0, snapshots = 0;
 };
 
-// Every rank's value, in rank order: each rank sends its value to every peer (all_to_all_counts).
-std::vector<size_t> all_gather(Communicator& comm, uint64_t mine) {
-  return all_to_all_counts(comm, std::vector<size_t>(static_cast<size_t>(comm.world()), mine));
+// Every rank's value, in rank order (host memory).
+std::vector<uint64_t> gather_values(Communicator& comm, uint64_t mine) {
+  std::vector<uint64_t> all(static_cast<size_t>(comm.world()));
+  comm.all_gather(&mine, all.data(), sizeof mine, nullptr);
+  return all;
 }
 
 uint64_t mix(uint64_t h, int64_t v) {
@@ -60,13 +63,13 @@ RankSetup exchange_setup(Communicator& comm, const RankSetup& mine) {
 
 int64_t min_over_ranks(Communicator& comm, int64_t mine) {
   int64_t least = mine;
-  for (size_t v : all_gather(comm, static_cast<uint64_t>(mine))) least = std::min(least, static_cast<int64_t>(v));
+  for (uint64_t v : gather_values(comm, static_cast<uint64_t>(mine))) least = std::min(least, static_cast<int64_t>(v));
   return least;
 }
 
 void check_expert_ranges(Communicator& comm, ExpertShard mine, int n_expert) {
   const uint64_t packed = (static_cast<uint64_t>(static_cast<uint32_t>(mine.first)) << 32) | static_cast<uint32_t>(mine.count);
-  const std::vector<size_t> all = all_gather(comm, packed);
+  const std::vector<uint64_t> all = gather_values(comm, packed);
   int64_t next = 0;  // the first expert the next rank must own
   for (size_t r = 0; r < all.size(); ++r) {
     const int64_t first = static_cast<int32_t>(all[r] >> 32), count = static_cast<int32_t>(all[r] & 0xffffffffu);
@@ -79,6 +82,18 @@ void check_expert_ranges(Communicator& comm, ExpertShard mine, int n_expert) {
   if (next != n_expert)
     throw CommError("rank " + std::to_string(comm.rank()) + ": the ranks' expert ranges cover " + std::to_string(next) +
                     " of the " + std::to_string(n_expert) + " routed experts");
+}
+
+std::vector<RankSetup> gather_setups(Communicator& comm, const RankSetup& mine) {
+  exchange_setup(comm, mine);  // world and model checked against rank 0's first
+  Wire w;
+  w.world = mine.world, w.fingerprint = mine.config_fingerprint;
+  w.blocks = mine.num_blocks, w.slots = mine.num_slots, w.snapshots = mine.num_snapshots;
+  std::vector<Wire> all(static_cast<size_t>(comm.world()));
+  comm.all_gather(&w, all.data(), sizeof w, nullptr);
+  std::vector<RankSetup> setups;
+  for (const Wire& x : all) setups.push_back({x.world, x.fingerprint, x.blocks, x.slots, x.snapshots});
+  return setups;
 }
 
 }  // namespace ds4

@@ -1,7 +1,9 @@
 // make_cuda_engine (see cuda_engine_factory.h): device, weights (and the MTP module's), KV pool from
 // the memory left, backend (and the MTP draft model). Under expert parallelism (request.comm) the
-// weights hold the rank's experts only, rank 0's pool plan is adopted by every rank, and rank 0's
-// backend is a LeaderBackend over a recording pool storage.
+// weights hold the rank's experts only; with replicated attention rank 0's pool plan is adopted by
+// every rank and rank 0's backend is a LeaderBackend over a recording pool storage; with
+// data-parallel attention every rank keeps its own pool and rank 0 schedules over all of them
+// (RankKvPools) through a DpLeaderBackend.
 #include "http/cuda/cuda_engine_factory.h"
 
 #include <algorithm>
@@ -15,9 +17,12 @@
 #include "engine/cuda/cuda_mtp.h"
 #include "engine/kv_geometry.h"
 #include "engine/load_error.h"
+#include "parallel/dp_leader_backend.h"
 #include "parallel/leader_backend.h"
 #include "parallel/rank_setup.h"
 #include "parallel/recording_kv_storage.h"
+#include "parallel/remote_kv_storage.h"
+#include "scheduler/rank_kv_pools.h"
 
 namespace ds4::http {
 namespace {
@@ -125,6 +130,42 @@ std::unique_ptr<PagedKvPool> rank_pool(const DeviceEngineRequest& r, int64_t bud
   return std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout, std::move(storage)));
 }
 
+// Data-parallel attention: every rank plans its own pool from its own budget and learns every
+// rank's counts; rank 0 schedules over all of them: its own pool in device memory and, for each
+// other rank, a plan of that rank's pool whose storage only records the operations for it
+// (recorders[r]). *own: this rank's own pool.
+std::unique_ptr<KvPool> data_parallel_pools(const DeviceEngineRequest& r, int64_t budget,
+                                            std::vector<RecordingKvStorage*>& recorders, KvCacheManager** own) {
+  Communicator& comm = *r.comm;
+  check_expert_ranges(comm, rank_experts(r), r.config->n_expert);
+  const KvPoolLayout layout = plan_layout(r, budget);
+  const RankSetup mine{comm.world(), config_fingerprint(*r.config), layout.num_blocks, layout.num_slots, layout.num_snapshots};
+  const std::vector<RankSetup> all = gather_setups(comm, mine);
+  auto own_pool = std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(layout, make_cuda_kv_storage(layout)));
+  *own = &own_pool->manager();
+  if (comm.rank() != 0) return own_pool;
+  std::vector<std::unique_ptr<PagedKvPool>> pools;
+  pools.push_back(std::move(own_pool));
+  recorders.assign(all.size(), nullptr);
+  for (size_t q = 1; q < all.size(); ++q) {
+    const KvPoolLayout theirs =
+        layout_kv_pool(kv_geometry(*r.config), KvLayout::kF32, all[q].num_blocks, all[q].num_slots, all[q].num_snapshots);
+    auto recorder = std::make_unique<RecordingKvStorage>(make_remote_storage(theirs));
+    recorders[q] = recorder.get();
+    pools.push_back(std::make_unique<PagedKvPool>(std::make_unique<KvCacheManager>(theirs, std::move(recorder))));
+  }
+  return std::make_unique<RankKvPools>(std::move(pools));
+}
+
+// The KV bytes the scheduler's pool spans (every rank's under data-parallel attention).
+int64_t pool_bytes(KvPool& pool, const KvCacheManager& own) {
+  auto* ranks = dynamic_cast<RankKvPools*>(&pool);
+  if (!ranks) return own.layout().total_bytes();
+  int64_t total = 0;
+  for (int q = 0; q < ranks->world(); ++q) total += ranks->pool(q).manager().layout().total_bytes();
+  return total;
+}
+
 }  // namespace
 
 DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
@@ -141,20 +182,30 @@ DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
   std::optional<DeviceMtpWeights> mtp = mtp_weights(r);  // before the KV budget takes the rest
   const int64_t budget = kv_budget_bytes(r);
   DeviceEngine e;
-  RecordingKvStorage* recorder = nullptr;
-  e.pool = r.comm ? rank_pool(r, budget, &recorder) : device_pool(r, budget);
+  RecordingKvStorage* recorder = nullptr;            // replicated attention, rank 0
+  std::vector<RecordingKvStorage*> rank_recorders;  // data-parallel attention, rank 0
+  if (r.comm && r.data_parallel) {
+    e.pool = data_parallel_pools(r, budget, rank_recorders, &e.own_pool);
+  } else {
+    std::unique_ptr<PagedKvPool> pool = r.comm ? rank_pool(r, budget, &recorder) : device_pool(r, budget);
+    e.own_pool = &pool->manager();
+    e.pool = std::move(pool);
+  }
   CudaBackendOptions bo;
   bo.forward = r.forward;
   bo.device = r.device;
-  bo.kv_manager = &e.pool->manager();
-  if (r.comm) bo.expert_parallel = {r.comm, rank_experts(r)};
+  bo.kv_manager = e.own_pool;
+  if (r.comm) bo.expert_parallel = {r.comm, rank_experts(r), r.data_parallel};
   auto backend = std::make_unique<CudaBackend>(*r.config, std::move(weights), bo);
   if (mtp) e.draft = std::make_unique<CudaMtpDraftModel>(*backend, *r.config, std::move(*mtp));
   if (recorder)
-    e.backend = std::make_unique<LeaderBackend>(std::move(backend), *r.comm, e.pool->manager(), *recorder);
+    e.backend = std::make_unique<LeaderBackend>(std::move(backend), *r.comm, *e.own_pool, *recorder);
+  else if (!rank_recorders.empty())
+    e.backend = std::make_unique<DpLeaderBackend>(std::move(backend), *r.comm, static_cast<RankKvPools&>(*e.pool),
+                                                  rank_recorders, r.config->n_vocab);
   else
     e.backend = std::move(backend);
-  e.kv_bytes = e.pool->manager().layout().total_bytes();
+  e.kv_bytes = pool_bytes(*e.pool, *e.own_pool);
   char line[320];
   std::snprintf(line, sizeof line,
                 "CUDA device %d (%s): weights %.2f GB %s in %.1f s%s, KV pool %s on the device, %s free", r.device,

@@ -77,7 +77,7 @@ std::unique_ptr<NcclCommunicator> join_rank_group(const ParallelOptions& p) {
   }
 }
 
-void run_follower_rank(const ServiceOptions& o, NcclCommunicator& comm, const RankLog& log) {
+void run_follower_rank(const ServiceOptions& o, NcclCommunicator& comm, bool data_parallel, const RankLog& log) {
   const std::string me = "rank " + std::to_string(comm.rank()) + ": ";
   std::unique_ptr<Model> model = load_model(o.model_path);  // the config (and the weights unless synthetic)
   ModelConfig config = model->config;
@@ -96,10 +96,11 @@ void run_follower_rank(const ServiceOptions& o, NcclCommunicator& comm, const Ra
   r.reserve_gib = o.device_reserve_gib;
   r.log = [&](std::string_view line) { log(me + std::string(line)); };
   r.comm = &comm;
+  r.data_parallel = data_parallel;
   DeviceEngine e = make_cuda_engine(r);
   log(me + e.description);
   comm.set_timeout(std::chrono::milliseconds(0));  // idle servers send no steps; a dead rank 0 still ends the wait
-  Follower follower(comm, *e.backend, e.pool->manager().layout(), e.pool->manager().storage());
+  Follower follower(comm, *e.backend, e.own_pool->layout(), e.own_pool->storage());
   const uint64_t steps = follower.run();
   log(me + "stopped by rank 0 after " + std::to_string(steps) + " steps");
 }

@@ -28,8 +28,9 @@ int run_gpu_launcher(const ParallelOptions& p, const std::vector<std::string>& a
 // device 0 of what CUDA_VISIBLE_DEVICES shows. Throws LoadError naming the problem.
 std::unique_ptr<NcclCommunicator> join_rank_group(const ParallelOptions& p);
 
-// A rank > 0: loads (or generates) its part of the model like ModelService, builds rank 0's pool,
-// then runs the leader's steps until rank 0 stops. Throws on failure.
-void run_follower_rank(const ServiceOptions& options, NcclCommunicator& comm, const RankLog& log);
+// A rank > 0: loads (or generates) its part of the model like ModelService, builds rank 0's pool
+// (replicated attention) or its own (data_parallel), then runs the leader's steps until rank 0
+// stops. Throws on failure.
+void run_follower_rank(const ServiceOptions& options, NcclCommunicator& comm, bool data_parallel, const RankLog& log);
 
 }  // namespace ds4::http

@@ -172,7 +172,7 @@ TEST(CudaMtp, SynthesizedWeightsEqualTheFile) {
 }
 
 // Requests through the engine on the GPU; spec null: no speculation.
-std::vector<std::vector<int32_t>> serve(Backend& gpu, PagedKvPool& pool, const ModelConfig& c,
+std::vector<std::vector<int32_t>> serve(Backend& gpu, KvPool& pool, const ModelConfig& c,
                                         const std::vector<GenerationRequest>& requests, Speculator* spec) {
   return test::serve_through_engine(gpu, pool, c, requests, spec);
 }

@@ -18,6 +18,7 @@
 #include "gpu_test_util.h"
 #include "http/cuda/cuda_engine_factory.h"
 #include "scheduler/engine.h"
+#include "scheduler/paged_kv_pool.h"
 
 namespace ds4 {
 namespace {

@@ -21,7 +21,7 @@
 namespace ds4::test {
 
 // spec null: no speculation.
-inline std::vector<std::vector<int32_t>> serve_through_engine(Backend& backend, PagedKvPool& pool, const ModelConfig& c,
+inline std::vector<std::vector<int32_t>> serve_through_engine(Backend& backend, KvPool& pool, const ModelConfig& c,
                                                               const std::vector<GenerationRequest>& requests,
                                                               Speculator* spec) {
   EngineConfig ec;

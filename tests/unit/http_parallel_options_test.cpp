@@ -42,6 +42,21 @@ TEST(HttpParallelOptions, CombinationsAreChecked) {
   EXPECT_NE(with({"--rank", "0", "--world", "2"}).find("go together"), std::string::npos);
   EXPECT_NE(with({"--rank", "2", "--world", "2", "--master", "h:5000"}).find("not below --world 2"), std::string::npos);
   EXPECT_NE(error_of({"--gpus", "0,1"}).find("need --backend cuda"), std::string::npos);
+  EXPECT_NE(with({"--attention", "dp"}).find("--attention places attention across GPUs"), std::string::npos);
+  EXPECT_NE(with({"--gpus", "0,1", "--attention", "tensor"}).find("--attention: 'tensor' is not replicated or dp"),
+            std::string::npos);
+}
+
+TEST(HttpParallelOptions, AttentionModeIsParsed) {
+  bool help = false;
+  const ServerOptions plain = parse_server_options({"--backend", "cuda", "--gpus", "0,1"}, "m", help);
+  EXPECT_FALSE(plain.parallel.data_parallel);
+  const ServerOptions dp = parse_server_options({"--backend", "cuda", "--gpus", "0,1", "--attention", "dp"}, "m", help);
+  EXPECT_TRUE(dp.parallel.data_parallel);
+  const ServerOptions rep =
+      parse_server_options({"--backend", "cuda", "--rank", "0", "--world", "2", "--master", "h:5000", "--attention", "replicated"},
+                           "m", help);
+  EXPECT_FALSE(rep.parallel.data_parallel);
 }
 
 TEST(HttpParallelOptions, WhatABuildCannotServeIsRefusedWithTheReason) {

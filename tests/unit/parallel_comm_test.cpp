@@ -227,6 +227,24 @@ TEST(RankSetup, FollowersAdoptRankZerosPoolAndRefuseAnotherModel) {
   EXPECT_NE(errors[2].find("its model differs from rank 0's"), std::string::npos) << errors[2];
 }
 
+// Data-parallel attention: each rank keeps its own pool counts and learns everybody's.
+TEST(RankSetup, DataParallelRanksGatherEveryRanksPool) {
+  ThreadGroup group(3);
+  std::vector<std::vector<RankSetup>> got(3);
+  run_ranks(group, [&](Communicator& comm) {
+    const RankSetup mine{3, config_fingerprint(preset_tiny()), 100 + comm.rank(), 8 - comm.rank(), 4};
+    got[comm.rank()] = gather_setups(comm, mine);
+  });
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_EQ(got[r].size(), 3u);
+    for (int q = 0; q < 3; ++q) {
+      EXPECT_EQ(got[r][q].num_blocks, 100 + q);
+      EXPECT_EQ(got[r][q].num_slots, 8 - q);
+      EXPECT_EQ(got[r][q].num_snapshots, 4);
+    }
+  }
+}
+
 TEST(RankSetup, KvBudgetIsTheSmallestOfTheGroup) {
   const std::vector<int64_t> budgets = {int64_t(90) << 30, int64_t(91) << 30, (int64_t(89) << 30) + 5, int64_t(95) << 30};
   for (int world : {1, 2, 3, 4}) {
