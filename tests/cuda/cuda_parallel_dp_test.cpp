@@ -83,25 +83,13 @@ const std::map<int, SeqRun>& one_rank() {
 void expect_world_agrees(int world, const std::function<std::unique_ptr<Communicator>(int)>& make,
                          const std::function<int(int)>& device) {
   std::vector<std::map<int, SeqRun>> runs(static_cast<size_t>(world));
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        CudaBackend::select_device(device(r));
-        std::unique_ptr<Communicator> comm = make(r);
-        CudaBackend backend(demo_model().config, demo_model().weights, options(device(r), comm.get(), world, true));
-        std::vector<int> mine;
-        for (int s = r; s < int(kPromptLengths.size()); s += world) mine.push_back(s);
-        runs[size_t(r)] = run_sequences(backend, mine, world);
-      } catch (const std::exception& e) {
-        errors[size_t(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
+  run_rank_threads(world, true, make, device, [&](int r, CudaBackend& backend) {
+    std::vector<int> mine;
+    for (int s = r; s < int(kPromptLengths.size()); s += world) mine.push_back(s);
+    runs[size_t(r)] = run_sequences(backend, mine, world);
+  });
   const std::map<int, SeqRun>& reference = one_rank();
   for (int r = 0; r < world; ++r) {
-    EXPECT_EQ(errors[size_t(r)], "") << "rank " << r;
     for (const auto& [s, run] : runs[size_t(r)]) {
       SCOPED_TRACE("world " + std::to_string(world) + " sequence " + std::to_string(s));
       EXPECT_EQ(run.tokens, reference.at(s).tokens);

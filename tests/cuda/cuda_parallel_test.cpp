@@ -145,22 +145,8 @@ void expect_runs_agree(const std::vector<RankRun>& runs, const RankRun& referenc
 // Runs `world` ranks on threads; make(r) gives rank r's communicator (owned by the thread) and device.
 std::vector<RankRun> run_world(int world, const std::function<std::unique_ptr<Communicator>(int)>& make,
                                const std::function<int(int)>& device) {
-  std::vector<RankRun> runs(world);
-  std::vector<std::string> errors(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        CudaBackend::select_device(device(r));
-        std::unique_ptr<Communicator> comm = make(r);
-        CudaBackend backend(demo_model().config, demo_model().weights, options(device(r), comm.get(), world));
-        runs[r] = run_rank(backend);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+  std::vector<RankRun> runs(static_cast<size_t>(world));
+  run_rank_threads(world, false, make, device, [&](int r, CudaBackend& backend) { runs[size_t(r)] = run_rank(backend); });
   return runs;
 }
 

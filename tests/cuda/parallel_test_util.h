@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <chrono>
+#include <functional>
+#include <thread>
 #include <memory>
 #include <random>
 #include <string>
@@ -95,6 +97,28 @@ inline CudaBackendOptions options(int device, Communicator* comm, int world, boo
   o.cuda_graphs = comm == nullptr || comm->name() == "nccl";  // the host-staged double cannot be captured
   if (comm) o.expert_parallel = {comm, expert_shard(comm->rank(), world, demo_model().config.n_expert), data_parallel};
   return o;
+}
+
+// Runs rank(r, backend) for `world` ranks on threads, each with its communicator make(r) (owned by
+// the thread), its device device(r) and a CudaBackend of options(..., data_parallel); a failure
+// of a rank is a test failure naming it.
+inline void run_rank_threads(int world, bool data_parallel, const std::function<std::unique_ptr<Communicator>(int)>& make,
+                             const std::function<int(int)>& device, const std::function<void(int, CudaBackend&)>& rank) {
+  std::vector<std::string> errors(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        CudaBackend::select_device(device(r));
+        std::unique_ptr<Communicator> comm = make(r);
+        CudaBackend backend(demo_model().config, demo_model().weights, options(device(r), comm.get(), world, data_parallel));
+        rank(r, backend);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
 }
 
 // Three greedy requests through an engine, the third after the first two (a prefix-cache hit).
