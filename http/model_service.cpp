@@ -143,6 +143,7 @@ int64_t ModelService::build_device_backend(const Log& log) {
   }
   DeviceEngine e = options_.device_factory(r);
   log(e.description);
+  step_ranks_ = std::max(1, e.step_ranks);
   pool_ = std::move(e.pool);
   backend_ = std::move(e.backend);
   draft_ = std::move(e.draft);
@@ -162,20 +163,27 @@ void ModelService::build_speculator(EngineConfig& ec, const Log& log) {
   speculator_ = std::make_unique<Speculator>(sc, *backend_, draft_.get(), config_.n_vocab, ec.eos_token_id);
 }
 
+SchedulerConfig scheduler_limits(const ServiceOptions& options, int step_ranks) {
+  SchedulerConfig s;
+  s.max_num_seqs = options.max_num_seqs * step_ranks;
+  s.max_num_batched_tokens = options.max_num_batched_tokens * step_ranks;
+  if (step_ranks > 1) s.max_prefill_chunk_tokens = options.max_num_batched_tokens;
+  return s;
+}
+
 void ModelService::build_engine(const Log& log) {
   const ModelConfig& config = config_;
   const int64_t budget = options_.backend == "cuda" ? build_device_backend(log) : build_cpu_backend();
   const int64_t ctx = options_.ctx > 0 ? std::min<int64_t>(options_.ctx, config.context_length) : config.context_length;
   const KvUsage kv = pool_->usage();
   EngineConfig ec;
-  ec.scheduler.max_num_seqs = options_.max_num_seqs;
-  ec.scheduler.max_num_batched_tokens = options_.max_num_batched_tokens;
+  ec.scheduler = scheduler_limits(options_, step_ranks_);
   ec.scheduler.max_model_len = ctx;
   ec.context_length = config.context_length;
   ec.eos_token_id = tokenizer_->chat_ids().eos;
   ec.n_vocab = config.n_vocab;
   // The bounded queue (--max-waiting): more unfinished requests than this are refused with 503.
-  ec.max_queued_requests = static_cast<size_t>(options_.max_num_seqs) + static_cast<size_t>(options_.max_waiting);
+  ec.max_queued_requests = static_cast<size_t>(ec.scheduler.max_num_seqs) + static_cast<size_t>(options_.max_waiting);
   build_speculator(ec, log);
   engine_ = std::make_unique<Engine>(*backend_, *pool_, ec, speculator_.get());
   MetricsConfig mc;
@@ -188,7 +196,7 @@ void ModelService::build_engine(const Log& log) {
   wire_metrics();
   engine_->start();
   log("KV pool: " + gib(double(budget)) + ", " + std::to_string(kv.total_blocks) + " blocks of " +
-      std::to_string(kv.block_tokens) + " positions with prefix caching, max " + std::to_string(options_.max_num_seqs) +
+      std::to_string(kv.block_tokens) + " positions with prefix caching, max " + std::to_string(ec.scheduler.max_num_seqs) +
       " sequences, context " + std::to_string(engine_->max_model_len()) + " tokens");
 }
 

@@ -55,6 +55,12 @@ struct ServiceOptions {
   DeviceEngineFactory device_factory; // set by ds4serve in a CUDA build; empty: --backend cuda fails
 };
 
+// The scheduler's per-step limits from the options: --max-num-seqs and --max-num-batched-tokens
+// are per rank, so with `step_ranks` ranks each running their own sequences (data-parallel
+// attention) the step takes that many times as many sequences and tokens, but one sequence's
+// prefill chunk stays one rank's budget.
+SchedulerConfig scheduler_limits(const ServiceOptions& options, int step_ranks);
+
 class ModelService {
  public:
   using Log = std::function<void(std::string_view)>;
@@ -86,6 +92,7 @@ class ModelService {
   void wire_metrics();
 
   ServiceOptions options_;
+  int step_ranks_ = 1;                // DeviceEngine::step_ranks
   std::unique_ptr<Model> model_;      // with synth_preset: only the tokenizer's file
   ModelConfig config_;                // the served model's
   std::unique_ptr<Tokenizer> tokenizer_;

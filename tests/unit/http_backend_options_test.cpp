@@ -75,6 +75,21 @@ TEST(HttpBackendOptions, MtpReachesTheDeviceFactory) {
   EXPECT_NE(load_error(), "factory reached");  // a missing file is reported before the device is touched
 }
 
+// --max-num-seqs and --max-num-batched-tokens are per rank: with data-parallel attention the step
+// takes every rank's share, one sequence's prefill chunk at most one rank's budget.
+TEST(HttpBackendOptions, SchedulerLimitsScaleWithDataParallelRanks) {
+  ServiceOptions o;
+  o.max_num_seqs = 48, o.max_num_batched_tokens = 1024;
+  const SchedulerConfig one = scheduler_limits(o, 1);
+  EXPECT_EQ(one.max_num_seqs, 48);
+  EXPECT_EQ(one.max_num_batched_tokens, 1024);
+  EXPECT_EQ(one.max_prefill_chunk_tokens, 0);  // the whole budget
+  const SchedulerConfig four = scheduler_limits(o, 4);
+  EXPECT_EQ(four.max_num_seqs, 192);
+  EXPECT_EQ(four.max_num_batched_tokens, 4096);
+  EXPECT_EQ(four.max_prefill_chunk_tokens, 1024);
+}
+
 TEST(HttpBackendOptions, CudaWithoutAFactoryIsAClearStartUpError) {
   ServiceOptions o;
   o.model_path = std::string(DS4_BINARY_DIR) + "/models/tiny-q2.gguf";
