@@ -12,16 +12,17 @@
 #          copy bandwidth of the same run, prefill chunks by depth (decode.csv, prefill.csv);
 #       3. ds4serve --backend cuda --synth full, then ds4serve-load: time to first token of a
 #          2K-token prompt on the idle server (ttft.csv), then closed-loop levels of concurrent
-#          users (load.csv, load.json);
+#          users (load.csv);
 #       4. the same closed loop on the engine alone, after the server stopped: ds4serve-bench --users
 #          on ds4serve's CUDA engine with the same levels, level time, output length and scheduler
 #          limits, prompts of as many tokens as the server counted for the HTTP prompts (the chat
 #          template adds 4 to LOAD_INPUT words; taken from ds4serve-load's warm-up usage), random ids
-#          (engine_load.csv, engine_load.json; same format as load.*), then the HTTP/engine table;
+#          (engine_load.csv, same format as load.csv; both JSONs in the tarball), then the
+#          HTTP/engine table;
 #       and leaves in $OUT (default ./h200-logs): summary.txt, decode.csv, prefill.csv, ttft.csv,
-#       load.csv, engine_load.csv and h200-bench.tar.gz (every log and file). Each phase has a time
-#       cap (below), so the call ends in time whatever the kernels' speed; unfinished points are
-#       marked skipped, unfinished levels are missing.
+#       load.csv, engine_load.csv and h200-bench.tar.gz (every log and file; 7 files, the device
+#       tool brings back 8 at most). Each phase has a time cap (below), so the call ends in time
+#       whatever the kernels' speed; unfinished points are marked skipped, unfinished levels missing.
 #   scripts/h200_bench.sh plot DIR [PNG]       (here) draws DIR's decode.csv, load.csv and
 #       engine_load.csv (tokens/s by batch size / concurrency) into PNG (default
 #       DIR/h200-throughput.png) with gnuplot and prints the Markdown tables for docs/PERFORMANCE.md.
@@ -139,7 +140,6 @@ run_load() {
          --input-tokens "${LOAD_INPUT:-64}" --output-tokens "${LOAD_OUTPUT:-64}")
   log "load levels rc=$rc $((SECONDS - t0)) s"
   cp "$WORK/load/results.csv" "$OUT_DIR/load.csv" 2>/dev/null
-  cp "$WORK/load/results.json" "$OUT_DIR/load.json" 2>/dev/null
   tail -40 "$WORK/load.log"
 }
 
@@ -168,7 +168,6 @@ run_engine_load() {
     --out "$WORK/engine/results.json" --out "$WORK/engine/results.csv" >"$WORK/engine.log" 2>&1
   log "engine-only closed loop (ds4serve-bench, $prompt-token prompts) rc=$? $((SECONDS - t0)) s"
   cp "$WORK/engine/results.csv" "$OUT_DIR/engine_load.csv" 2>/dev/null
-  cp "$WORK/engine/results.json" "$OUT_DIR/engine_load.json" 2>/dev/null
   grep -E '^ds4serve-bench:|^level c=' "$WORK/engine.log" | tail -20
   compare_table "$OUT_DIR" | tee -a "$OUT_DIR/summary.txt"
 }
