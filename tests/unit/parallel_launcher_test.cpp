@@ -72,7 +72,12 @@ TEST(RankLauncher, StoppingARankStopsWhatItStarted) {
 }
 
 TEST(RankLauncher, ARankThatIgnoresSigtermIsKilledAfterTheGrace) {
-  const LaunchResult res = launch_ranks({sh("trap '' TERM; exec sleep 60"), sh("exit 1")}, 200ms);
+  // Rank 1 fails only once rank 0 ignores SIGTERM (else, on a busy machine, the launcher's SIGTERM
+  // could reach rank 0's shell before its trap and end it by SIGTERM).
+  const std::string ignoring = temp_path("ignoring_term");
+  const LaunchResult res = launch_ranks({sh("trap '' TERM; echo yes > " + ignoring + "; exec sleep 60"),
+                                         sh("while [ ! -s " + ignoring + " ]; do sleep 0.01; done; exit 1")},
+                                        200ms);
   EXPECT_EQ(res.first_failed_rank, 1);
   EXPECT_EQ(res.ranks[0].signal, SIGKILL);
 }
@@ -87,16 +92,18 @@ TEST(RankLauncher, AProgramThatCannotRunFailsItsRank) {
 // by the grace period is killed.
 TEST(RankLauncher, AStopRequestGoesToRankZeroThenTheRestAreEnded) {
   std::atomic<bool> stop{false};
-  std::thread stopper([&] {
-    std::this_thread::sleep_for(100ms);
+  const std::string leader_done = temp_path("leader_done"), ready0 = temp_path("ready0"), ready2 = temp_path("ready2");
+  std::thread stopper([&] {  // the stop request once ranks 0 and 2 have set their SIGTERM handling
+    for (int i = 0; i < 1000 && (read_file(ready0).empty() || read_file(ready2).empty()); ++i)
+      std::this_thread::sleep_for(10ms);
     stop = true;
   });
-  const std::string leader_done = temp_path("leader_done");
   // Rank 1 plays a follower that ends when "rank 0" has written its marker; rank 2 never ends.
-  const LaunchResult res = launch_ranks({sh("trap 'echo done > " + leader_done + "; exit 0' TERM; sleep 60 & wait"),
-                                         sh("while [ ! -s " + leader_done + " ]; do sleep 0.02; done; exit 0"),
-                                         sh("trap '' TERM; exec sleep 60")},
-                                        300ms, &stop);
+  const LaunchResult res =
+      launch_ranks({sh("trap 'echo done > " + leader_done + "; exit 0' TERM; echo yes > " + ready0 + "; sleep 60 & wait"),
+                    sh("while [ ! -s " + leader_done + " ]; do sleep 0.02; done; exit 0"),
+                    sh("trap '' TERM; echo yes > " + ready2 + "; exec sleep 60")},
+                   300ms, &stop);
   stopper.join();
   EXPECT_FALSE(res.ok);
   EXPECT_EQ(res.first_failed_rank, -1);
