@@ -3,7 +3,9 @@
 on one H200 (docs/PERFORMANCE.md, "Full-size speed on one H200", commit cae2c3b, 4K context, q2) and
 assumed link bandwidths, estimate per decode step and rank: bytes moved, communication time, step
 time and speed-up for world sizes 1-64, with attention replicated (all-reduce of the routed sum) or
-data-parallel (all-to-all dispatch / combine), on NVLink inside one host and InfiniBand across hosts.
+data-parallel (all-to-all dispatch / combine, the CPU reference's form; or "dp-gather", the CUDA
+backend's all-gather of the rows + reduce-scatter of the sums), on NVLink inside one host and
+InfiniBand across hosts.
 
 A planning model, not a measurement: every constant below says where it comes from. Routing is
 uniform random (6 of 256 experts per token, per layer), which is what the synthetic model does;
@@ -196,6 +198,13 @@ def simulate(costs, batch, world, mode, gpus_per_host, skew, trials=2, seed=1):
             routed_ms += max(costs.routed_us(e, r) for e, r in zip(experts, routes)) / 1e3
             if mode == "replicated":
                 t, nv, ib = allreduce_us(batch * N_EMBD * 4, world, gpus_per_host)  # f32 routed sums
+            elif mode == "dp-gather":
+                # the CUDA backend's form: all-gather of the f32 rows (blocks padded to the busiest
+                # rank) and reduce-scatter of the f32 routed sums: together the bytes and (twice)
+                # the latency of a ring all-reduce of the padded batch
+                padded = math.ceil(batch / world) * world
+                t, nv, ib = allreduce_us(padded * N_EMBD * 4, world, gpus_per_host)
+                t += link_for(world, gpus_per_host)["lat_us"]
             else:
                 t1, nv1, ib1 = alltoall_us(token_ranks, home, world, gpus_per_host, N_EMBD * 2)  # bf16 dispatch
                 t2, nv2, ib2 = alltoall_us(token_ranks, home, world, gpus_per_host, N_EMBD * 4)  # f32 combine
@@ -253,12 +262,12 @@ def main():
         print(f"  B={b}: measured {ms} ms, model {s:.1f} ms")
     batches = [1, 16, 64, 256]
     worlds = [2, 4, 8, 16, 32]
-    for mode in ("replicated", "data-parallel"):
+    for mode in ("replicated", "data-parallel", "dp-gather"):
         table(costs, batches, worlds, mode, args.gpus_per_host, args.skew)
     print("\n### batch at which communication time >= compute time (network-bound even with overlap)\n")
     print("| mode | " + " | ".join(f"W={w}" for w in worlds) + " |")
     print("|---|" + "---|" * len(worlds))
-    for mode in ("replicated", "data-parallel"):
+    for mode in ("replicated", "data-parallel", "dp-gather"):
         cells = [str(network_limit(costs, mode, w, args.gpus_per_host, args.skew) or "> 2048") for w in worlds]
         print(f"| {mode} | " + " | ".join(cells) + " |")
 
