@@ -103,6 +103,8 @@ class Driver {
         --active;
         if (may_issue()) active += submit(s);
       }
+      if (const std::string fatal = engine_.fatal_error(); !fatal.empty())
+        throw LoadError("closed loop: the engine failed: " + fatal);
       if (seconds(EngineClock::now() - last_progress) > kStallLimitS)
         throw LoadError("closed loop: no output from the engine for " + std::to_string(int(kStallLimitS)) + " s");
     }
