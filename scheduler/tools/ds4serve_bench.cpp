@@ -194,12 +194,13 @@ PassResult run_pass(const BenchOptions& o, const BenchModel& model, const MtpMod
   Engine engine(*parts.backend, parts.pool(), engine_config(o, c, requests.size() + 1), spec.get());
   PassResult r;
   engine.set_step_observer([&](const StepStats& s) { r.steps.push_back(s); });  // read after stop()
+  const KvUsage pool = parts.pool().usage();  // the pool as built (the device engine sizes its own)
   if (banner)
     std::printf("ds4serve-bench: model %s (%d layers, vocab %d), %s; %d requests x prompt %d..%d (shared %d) "
                 "+ output %d; max_num_seqs %d, max_batched_tokens %lld; %lld KV blocks x %lld tokens, %d slots\n",
-                model.name().c_str(), c.n_layer, c.n_vocab, parts.description.c_str(), o.requests, o.prompt_min, o.prompt_max,
-                o.shared_prefix, o.output_len, o.max_num_seqs, (long long)o.max_batched_tokens, (long long)blocks,
-                (long long)kKvBlockTokens, o.kv_slots);
+                model.name().c_str(), c.n_layer, c.n_vocab, parts.description.c_str(), o.requests, o.prompt_min,
+                o.prompt_max, o.shared_prefix, o.output_len, o.max_num_seqs, (long long)o.max_batched_tokens,
+                (long long)pool.total_blocks, (long long)pool.block_tokens, o.kv_slots);
   const double cpu0 = process_cpu_s();
   engine.start();
   const auto t0 = EngineClock::now();
