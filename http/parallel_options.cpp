@@ -82,7 +82,8 @@ std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOpti
   if (!p.any()) return "";
   if (!nccl_build)
     return "--gpus / --rank: serving on several GPUs needs a ds4serve built with CUDA and NCCL (this one has not both)";
-  if (!service.mtp_path.empty()) return "--mtp with several GPUs (expert parallelism) is not implemented yet";
+  if (p.data_parallel && !service.mtp_path.empty())
+    return "--mtp with data-parallel attention (--attention dp) is not implemented yet; --attention replicated supports it";
   return "";
 }
 

@@ -33,7 +33,7 @@ bool apply_parallel_option(ParallelOptions& p, const std::string& opt, const std
 void check_parallel_options(const ParallelOptions& p, const std::string& backend);
 
 // Why this ds4serve cannot serve the requested ranks ("" when it can): a build without CUDA and
-// NCCL, or --mtp with several ranks.
+// NCCL, or --mtp with data-parallel attention.
 std::string parallel_serving_refusal(const ParallelOptions& p, const ServiceOptions& service, bool nccl_build);
 
 }  // namespace ds4::http

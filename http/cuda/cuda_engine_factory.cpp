@@ -170,8 +170,10 @@ int64_t pool_bytes(KvPool& pool, const KvCacheManager& own) {
 
 DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
   if (!r.config) throw LoadError("make_cuda_engine: no model config");
-  if (r.comm && (r.mtp || r.mtp_synth))
-    throw LoadError("--mtp with several GPUs (expert parallelism) is not implemented yet");
+  // Replicated attention: the MTP draft runs on rank 0 alone (its block is never sharded); the
+  // verification and rollbacks reach the followers as step messages.
+  if (r.comm && r.data_parallel && (r.mtp || r.mtp_synth))
+    throw LoadError("--mtp with data-parallel attention (--attention dp) is not implemented yet");
   CudaBackend::select_device(r.device);  // throws LoadError naming why no device is usable
   cudaDeviceProp prop{};
   DS4_CUDA_CHECK(cudaGetDeviceProperties(&prop, r.device));

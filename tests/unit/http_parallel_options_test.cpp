@@ -1,6 +1,6 @@
 // ds4serve's multi-GPU options (http/parallel_options.h): malformed values and combinations are
 // refused naming the option; what a build cannot serve is refused with a message saying so (a
-// build without NCCL, --mtp with several ranks), never silently served on one GPU.
+// build without NCCL, --mtp with data-parallel attention), never silently served on one GPU.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -75,7 +75,11 @@ TEST(HttpParallelOptions, WhatABuildCannotServeIsRefusedWithTheReason) {
   EXPECT_EQ(parallel_serving_refusal(hosts.parallel, hosts.service, true), "");
   ServiceOptions with_mtp = gpus.service;
   with_mtp.mtp_path = "mtp.gguf";
-  EXPECT_NE(parallel_serving_refusal(gpus.parallel, with_mtp, true).find("--mtp with several GPUs"), std::string::npos);
+  EXPECT_EQ(parallel_serving_refusal(gpus.parallel, with_mtp, true), "");  // drafts on rank 0, replicated attention
+  ParallelOptions dp = gpus.parallel;
+  dp.data_parallel = true;
+  EXPECT_EQ(parallel_serving_refusal(dp, gpus.service, true), "");
+  EXPECT_NE(parallel_serving_refusal(dp, with_mtp, true).find("--mtp with data-parallel attention"), std::string::npos);
   const ServerOptions one = parse_server_options({"--backend", "cuda"}, "m", help);
   EXPECT_EQ(parallel_serving_refusal(one.parallel, one.service, false), "");  // nothing parallel asked
 }
