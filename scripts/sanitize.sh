@@ -4,8 +4,10 @@
 #   asan  build-asan: ASan + UBSan (-O1 -g, UBSan aborts) with libFuzzer coverage instrumentation.
 #         Runs the whole GoogleTest suite, the HTTP Python tests against the sanitized server, and
 #         every fuzz target for DS4_FUZZ_SECONDS (default 25) from its seed corpus.
-#   tsan  build-tsan: ThreadSanitizer. Runs the scheduler_* and http_* GoogleTest suites and the
-#         HTTP Python tests against the TSan server.
+#   tsan  build-tsan: ThreadSanitizer. Runs the scheduler_* and http_* GoogleTest suites, the
+#         multi-rank suites whose ranks are threads (communicator double, launcher, leader and
+#         followers through the engine, data-parallel serving, MTP with ranks) and the HTTP Python
+#         tests against the TSan server.
 # Fails on any failing test, any sanitizer report (server processes write theirs to files under
 # <build>/sanitizer-logs, which must stay empty) and any fuzz crash.
 # Usage: scripts/sanitize.sh [asan|tsan|all]   (default all; needs clang, see install-deps.sh)
@@ -62,6 +64,7 @@ tsan_job() {
   configure build-tsan thread
   local targets=(ds4serve demo_model)
   for src in tests/unit/scheduler*_test.cpp tests/unit/http_*_test.cpp; do targets+=("$(basename "$src" .cpp)"); done
+  targets+=(parallel_comm_test parallel_launcher_test parallel_step_test parallel_dp_serve_test parallel_mtp_test)
   cmake --build build-tsan -j "$jobs" --target "${targets[@]}"
   echo "sanitize: tsan build $((SECONDS - t0)) s"
   t0=$SECONDS
@@ -73,7 +76,7 @@ tsan_job() {
     TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/cmake/tsan-suppressions.txt" DS4_SOURCE_DIR="$PWD" DS4_BINARY_DIR="$PWD/build-tsan" \
       "build-tsan/tests/$test" --gtest_brief=1 --gtest_filter="$skip"
   done
-  echo "sanitize: tsan scheduler/http GoogleTest suites $((SECONDS - t0)) s"
+  echo "sanitize: tsan scheduler/http/parallel GoogleTest suites $((SECONDS - t0)) s"
   t0=$SECONDS
   python_http build-tsan
   echo "sanitize: tsan HTTP Python tests $((SECONDS - t0)) s"
