@@ -57,8 +57,8 @@ struct ServiceOptions {
 
 // The scheduler's per-step limits from the options: --max-num-seqs and --max-num-batched-tokens
 // are per rank, so with `step_ranks` ranks each running their own sequences (data-parallel
-// attention) the step takes that many times as many sequences and tokens, but one sequence's
-// prefill chunk stays one rank's budget.
+// attention) the step takes that many times as many sequences and tokens (the scheduler splits the
+// tokens per rank: KvPool::budget_groups), one sequence's prefill chunk at most one rank's budget.
 SchedulerConfig scheduler_limits(const ServiceOptions& options, int step_ranks);
 
 class ModelService {

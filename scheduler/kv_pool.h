@@ -47,6 +47,15 @@ class KvPool {
     (void)seq, (void)other;
     return true;
   }
+  // Groups of sequences that share a step's token budget: one for one pool; one per rank under
+  // data-parallel attention (each rank computes its own sequences' tokens, and the step lasts as
+  // long as the busiest one). The scheduler gives each group an equal share of
+  // max_num_batched_tokens. budget_group: the group of an admitted seq.
+  virtual int budget_groups() const { return 1; }
+  virtual int budget_group(SeqId seq) const {
+    (void)seq;
+    return 0;
+  }
 };
 
 }  // namespace ds4

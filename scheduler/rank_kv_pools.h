@@ -5,7 +5,8 @@
 // the ranks with room for it, else the rank running the fewest sequences (then the most free
 // blocks), which keeps the ranks' attention work even. Capacity and usage are the
 // sums over ranks; a sequence can hold at most what one rank's pool holds. Preemption only picks
-// victims on the sequence's own rank (shares_room). Engine thread only, like every KvPool.
+// victims on the sequence's own rank (shares_room), and each rank gets its share of the step's
+// token budget (budget_group). Engine thread only, like every KvPool.
 #pragma once
 #include <memory>
 #include <unordered_map>
@@ -42,6 +43,8 @@ class RankKvPools final : public KvPool {
   SequenceKv& kv(SeqId seq) override { return owner(seq).kv(seq); }
   KvUsage usage() const override;
   bool shares_room(SeqId seq, SeqId other) const override { return rank_of(seq) == rank_of(other); }
+  int budget_groups() const override { return world(); }
+  int budget_group(SeqId seq) const override { return rank_of(seq); }
 
  private:
   PagedKvPool& owner(SeqId seq);

@@ -35,6 +35,15 @@ std::string scheduler_config_problem(const SchedulerConfig& c) {
   return "";
 }
 
+StepBudget::StepBudget(int64_t total, int groups) {
+  if (groups < 1) fail("a pool without budget groups");
+  for (int g = 0; g < groups; ++g) left_.push_back(total / groups + (g < total % groups ? 1 : 0));
+}
+
+bool StepBudget::any() const {
+  return std::any_of(left_.begin(), left_.end(), [](int64_t b) { return b > 0; });
+}
+
 Scheduler::Scheduler(SchedulerConfig config, KvPool& kv, int32_t eos_token_id)
     : config_(config), kv_(kv), eos_token_id_(eos_token_id) {
   if (const std::string p = scheduler_config_problem(config_); !p.empty()) fail(p.c_str());
@@ -124,10 +133,10 @@ void Scheduler::add_entry(ScheduledBatch& batch, Sequence* seq, int64_t n, int64
 
 // Gives up the victim's KV; it restarts from its cached prefix (or position 0) when re-admitted.
 // If the victim was already planned in this step, its entry is withdrawn.
-void Scheduler::preempt(Sequence* victim, ScheduledBatch& batch, int64_t& budget) {
+void Scheduler::preempt(Sequence* victim, ScheduledBatch& batch, StepBudget& budget) {
   auto e = std::find_if(batch.entries.begin(), batch.entries.end(), [&](const auto& x) { return x.seq == victim; });
   if (e != batch.entries.end()) {
-    budget += e->num_tokens + e->max_drafts;
+    budget.of(kv_.budget_group(victim->id)) += e->num_tokens + e->max_drafts;  // before the release
     batch.num_tokens -= e->num_tokens;
     (e->decode ? batch.decode_tokens : batch.prefill_tokens) -= e->num_tokens;
     batch.entries.erase(e);
@@ -144,7 +153,7 @@ void Scheduler::preempt(Sequence* victim, ScheduledBatch& batch, int64_t& budget
 // Grows seq's KV to num_tokens positions, preempting from the back of the running set (among the
 // sequences that share seq's room: KvPool::shares_room) until it fits; false when seq itself had
 // to be preempted.
-bool Scheduler::make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& batch, int64_t& budget) {
+bool Scheduler::make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& batch, StepBudget& budget) {
   while (!kv_.grow(seq->id, num_tokens)) {
     // The last running sequence whose release can make room (seq itself at worst).
     Sequence* victim = *std::find_if(running_.rbegin(), running_.rend(),
@@ -163,29 +172,33 @@ int64_t Scheduler::draft_room(const Sequence& seq, int max_drafts, int64_t budge
   return std::max<int64_t>(0, std::min({int64_t(max_drafts), more, budget - 1}));
 }
 
-// decodes: sequences with exactly one token left; otherwise the ones with more (chunked).
-void Scheduler::schedule_running(ScheduledBatch& batch, int64_t& budget, bool decodes, int max_drafts) {
-  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+// decodes: sequences with exactly one token left; otherwise the ones with more (chunked). Each
+// sequence draws on its budget group's share.
+void Scheduler::schedule_running(ScheduledBatch& batch, StepBudget& budget, bool decodes, int max_drafts) {
+  for (size_t i = 0; i < running_.size() && budget.any(); ++i) {
     Sequence* seq = running_[i];
     const int64_t left = seq->num_tokens() - seq->num_computed_tokens;
     if (left < 1) fail("running sequence with nothing to compute");
     if ((left == 1) != decodes) continue;  // the two passes plan disjoint sets
-    const int64_t n = decodes ? 1 : chunk_size(*seq, budget);
-    int64_t k = decodes ? draft_room(*seq, max_drafts, budget) : 0;
+    const int group = kv_.budget_group(seq->id);
+    if (budget.of(group) <= 0) continue;
+    const int64_t n = decodes ? 1 : chunk_size(*seq, budget.of(group));
+    int64_t k = decodes ? draft_room(*seq, max_drafts, budget.of(group)) : 0;
     if (k > 0 && !kv_.grow(seq->id, seq->num_computed_tokens + n + k)) k = 0;  // drafts never preempt anyone
     if (!make_room(seq, seq->num_computed_tokens + n, batch, budget)) {
       --i;  // seq was the last running sequence and left; nothing after it remains
       continue;
     }
     add_entry(batch, seq, n, k);
-    budget -= n + k;
+    budget.of(group) -= n + k;
   }
 }
 
 // Admits waiting sequences in queue order (head-of-line: a sequence that does not fit blocks the
-// ones behind it, so long prompts are not starved by short ones).
-void Scheduler::admit_waiting(ScheduledBatch& batch, int64_t& budget) {
-  while (budget > 0 && !waiting_.empty() && running_.size() < static_cast<size_t>(config_.max_num_seqs)) {
+// ones behind it, so long prompts are not starved by short ones). A sequence admitted to a budget
+// group with no budget left this step computes from the next step on.
+void Scheduler::admit_waiting(ScheduledBatch& batch, StepBudget& budget) {
+  while (budget.any() && !waiting_.empty() && running_.size() < static_cast<size_t>(config_.max_num_seqs)) {
     Sequence* seq = waiting_.front();
     const int64_t cached = kv_.find_cached_prefix(seq->tokens);
     if (cached < 0 || cached >= seq->num_tokens() || cached % kv_.block_tokens() != 0) fail("bad cached prefix length");
@@ -198,15 +211,17 @@ void Scheduler::admit_waiting(ScheduledBatch& batch, int64_t& budget) {
     seq->admitted = seq->ever_admitted = true;
     seq->num_computed_tokens = cached;
     insert_running(seq);
-    const int64_t n = chunk_size(*seq, budget);
+    int64_t& share = budget.of(kv_.budget_group(seq->id));
+    if (share <= 0) continue;
+    const int64_t n = chunk_size(*seq, share);
     add_entry(batch, seq, n);
-    budget -= n;
+    share -= n;
   }
 }
 
 ScheduledBatch Scheduler::schedule(int max_drafts) {
   ScheduledBatch batch;
-  int64_t budget = config_.max_num_batched_tokens;
+  StepBudget budget(config_.max_num_batched_tokens, kv_.budget_groups());
   schedule_running(batch, budget, true, max_drafts);
   schedule_running(batch, budget, false, 0);
   // After a preemption the pool is full: admitting now would only evict someone again.

@@ -20,7 +20,7 @@ namespace ds4 {
 
 struct SchedulerConfig {
   int max_num_seqs = 32;                  // admitted (running) sequences at most
-  int64_t max_num_batched_tokens = 1024;  // tokens computed per step at most
+  int64_t max_num_batched_tokens = 1024;  // tokens computed per step at most (split evenly over the pool's budget groups)
   int64_t max_prefill_chunk_tokens = 0;   // per sequence per step; 0: max_num_batched_tokens
   int64_t max_model_len = 0;              // prompt + output positions per sequence, > 0
 };
@@ -87,6 +87,17 @@ struct SequenceUpdate {
   std::unique_ptr<Sequence> owned;
 };
 
+// The step's token budget, one share per budget group of the pool (KvPool::budget_groups).
+class StepBudget {
+ public:
+  StepBudget(int64_t total, int groups);
+  int64_t& of(int group) { return left_.at(static_cast<size_t>(group)); }
+  bool any() const;  // some group has budget left
+
+ private:
+  std::vector<int64_t> left_;
+};
+
 class Scheduler {
  public:
   // eos_token_id < 0: no EOS. kv must outlive the scheduler.
@@ -121,11 +132,11 @@ class Scheduler {
   const std::vector<Sequence*>& waiting() const { return waiting_; }  // queue order
 
  private:
-  void schedule_running(ScheduledBatch& batch, int64_t& budget, bool decodes, int max_drafts);
+  void schedule_running(ScheduledBatch& batch, StepBudget& budget, bool decodes, int max_drafts);
   int64_t draft_room(const Sequence& seq, int max_drafts, int64_t budget) const;
-  void admit_waiting(ScheduledBatch& batch, int64_t& budget);
-  bool make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& batch, int64_t& budget);
-  void preempt(Sequence* victim, ScheduledBatch& batch, int64_t& budget);
+  void admit_waiting(ScheduledBatch& batch, StepBudget& budget);
+  bool make_room(Sequence* seq, int64_t num_tokens, ScheduledBatch& batch, StepBudget& budget);
+  void preempt(Sequence* victim, ScheduledBatch& batch, StepBudget& budget);
   void add_entry(ScheduledBatch& batch, Sequence* seq, int64_t num_tokens, int64_t max_drafts = 0);
   void insert_running(Sequence* seq);
   void insert_waiting(Sequence* seq, bool at_front_of_priority);

@@ -2,7 +2,7 @@
 // a backend (the forward is simulated by advancing the views): admission to the least loaded rank,
 // ranks with full slots skipped, a cached prefix routing a request to the rank that holds it (unless
 // that rank has no room), usage and capacity over ranks, bad pool lists refused, and the scheduler
-// preempting only sequences of the rank that needs room.
+// preempting only sequences of the rank that needs room and giving each rank its share of a step.
 #include <gtest/gtest.h>
 
 #include <stdexcept>
@@ -125,6 +125,36 @@ TEST(RankKvPools, TheSchedulerPreemptsOnlyOnTheRankThatNeedsRoom) {
   EXPECT_EQ(preempted, 1);
   EXPECT_EQ(p.rank_of(1), -1) << "the sequence that needed room was not the one preempted";
   EXPECT_EQ(p.rank_of(2), 1) << "the sequence on the other rank was preempted";
+}
+
+// Each rank computes its own sequences' tokens, so the step's budget is split per rank: with 128
+// tokens for two ranks, a rank's 300-token prompt takes its 64 and the other rank's prompt the
+// other 64 (one shared budget would give the first prompt all 128 and leave rank 1 idle); the third
+// prompt waits while both shares are spent.
+TEST(RankKvPools, EachRankGetsItsShareOfTheStepsTokens) {
+  RankKvPools p = pools({{8, 4}, {8, 4}});
+  Scheduler scheduler({.max_num_seqs = 8, .max_num_batched_tokens = 128, .max_model_len = 2048}, p, -1);
+  for (RequestId id : {1, 2, 3}) {
+    auto seq = std::make_unique<Sequence>();
+    seq->id = id;
+    seq->tokens = tokens(300, int32_t(id) * 1000);
+    seq->num_prompt_tokens = seq->num_tokens();
+    seq->request.max_tokens = 4;
+    seq->stream = std::make_shared<RequestStream>(id, 4096);
+    scheduler.add(std::move(seq));
+  }
+  for (int step = 0; step < 2; ++step) {
+    const ScheduledBatch batch = scheduler.schedule();
+    std::vector<int64_t> per_rank(2, 0);
+    for (const ScheduledSequence& e : batch.entries) per_rank[size_t(p.rank_of(e.seq->id))] += e.num_tokens;
+    EXPECT_EQ(per_rank, (std::vector<int64_t>{64, 64})) << "step " << step;
+    EXPECT_EQ(batch.entries.size(), 2u) << "step " << step;
+    EXPECT_EQ(scheduler.num_running(), 2u);
+    EXPECT_EQ(scheduler.num_waiting(), 1u);
+    std::vector<SampledToken> none(batch.entries.size());
+    for (const ScheduledSequence& e : batch.entries) p.kv(e.seq->id).set_num_tokens(e.start + e.num_tokens);
+    scheduler.update(batch, none);
+  }
 }
 
 }  // namespace
