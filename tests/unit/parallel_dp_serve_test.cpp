@@ -9,7 +9,6 @@
 // it and resumes from it. Also: the step message's version-2 fields, and RankKvPools' placement.
 #include <gtest/gtest.h>
 
-#include <thread>
 
 #include "engine/cpu_backend.h"
 #include "engine/kv_geometry.h"
@@ -26,6 +25,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using parallel_test::demo;
+using parallel_test::FollowerThreads;
 using parallel_test::read_tokens;
 using parallel_test::tokens;
 
@@ -117,36 +117,21 @@ const Served& one_process() {
   return served;
 }
 
-struct Follow {
-  std::unique_ptr<KvStorage> storage;
-  std::string error;
-  uint64_t sequences = 0;
-};
-
 void run_world(int world, bool device_sampling) {
   const ModelConfig& c = demo().config();
   ThreadGroup group(world, 60s);
-  std::vector<Follow> follow(world);
   std::vector<KvPoolLayout> layouts;
   for (int r = 0; r < world; ++r) layouts.push_back(rank_layout(r));
-  std::vector<std::thread> threads;
-  for (int r = 1; r < world; ++r) {
-    follow[r].storage = make_host_storage(layouts[r]);
-    threads.emplace_back([&, r] {
-      try {
-        ThreadCommunicator comm(group, r);
-        CpuBackend cpu(c, demo().model->weights, {}, 1, {&comm, expert_shard(r, world, c.n_expert), true});
-        RowSampler sampler(cpu);
-        Backend& backend = device_sampling ? static_cast<Backend&>(sampler) : cpu;
-        Follower follower(comm, backend, layouts[r], *follow[r].storage);
-        follower.run();
-        follow[r].sequences = follower.sequences_run();
-      } catch (const std::exception& e) {
-        follow[r].error = e.what();
-        group.abort(std::string("follower failed: ") + e.what());
-      }
-    });
-  }
+  std::vector<std::unique_ptr<KvStorage>> storage(world);
+  std::vector<uint64_t> sequences(world, 0);  // sequence entries each follower ran
+  for (int r = 1; r < world; ++r) storage[r] = make_host_storage(layouts[r]);
+  FollowerThreads followers(group, [&](ThreadCommunicator& comm, int r) {
+    CpuBackend cpu(c, demo().model->weights, {}, 1, {&comm, expert_shard(r, world, c.n_expert), true});
+    RowSampler sampler(cpu);
+    Follower follower(comm, device_sampling ? static_cast<Backend&>(sampler) : cpu, layouts[r], *storage[r]);
+    follower.run();
+    sequences[r] = follower.sequences_run();
+  });
   ThreadCommunicator comm(group, 0);
   std::vector<std::unique_ptr<PagedKvPool>> pools;
   std::vector<RecordingKvStorage*> recorders(world, nullptr);
@@ -163,15 +148,15 @@ void run_world(int world, bool device_sampling) {
   DpLeaderBackend leader(local, comm, rank_pools, recorders, c.n_vocab);
   const Served served = serve(leader, rank_pools);
   leader.stop();
-  for (auto& t : threads) t.join();
+  followers.join();
 
   EXPECT_EQ(served, one_process());
   int64_t hits = 0;
   for (int r = 0; r < world; ++r) hits += rank_pools.pool(r).manager().usage().prefix_hit_tokens;
   EXPECT_EQ(hits, 256) << "the request sharing a cached prefix did not resume from it";
   for (int r = 1; r < world; ++r) {
-    EXPECT_EQ(follow[r].error, "");
-    EXPECT_GT(follow[r].sequences, 0u) << "rank " << r << " never ran a sequence";
+    EXPECT_EQ(followers.error(r), "");
+    EXPECT_GT(sequences[r], 0u) << "rank " << r << " never ran a sequence";
   }
   EXPECT_EQ(rank_pools.usage().used_blocks, 0);
 }

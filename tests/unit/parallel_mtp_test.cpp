@@ -9,7 +9,6 @@
 
 #include <cstring>
 #include <map>
-#include <thread>
 
 #include "engine/cpu_backend.h"
 #include "engine/kv_geometry.h"
@@ -27,6 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using parallel_test::demo;
+using parallel_test::FollowerThreads;
 using parallel_test::read_tokens;
 using parallel_test::tokens;
 
@@ -99,21 +99,11 @@ TEST(ExpertParallelMtp, DraftsOnRankZeroVerifiedAndRolledBackOnEveryRank) {
     SCOPED_TRACE("world " + std::to_string(world));
     ThreadGroup group(world, 60s);
     std::vector<std::unique_ptr<KvStorage>> storage(world);
-    std::vector<std::string> errors(world);
-    std::vector<std::thread> followers;
-    for (int r = 1; r < world; ++r) {
-      storage[r] = make_host_storage(layout);
-      followers.emplace_back([&, r] {
-        try {
-          ThreadCommunicator comm(group, r);
-          CpuBackend backend(c, demo().model->weights, kExact, 1, {&comm, expert_shard(r, world, c.n_expert)});
-          Follower(comm, backend, layout, *storage[r]).run();
-        } catch (const std::exception& e) {
-          errors[r] = e.what();
-          group.abort(std::string("follower failed: ") + e.what());
-        }
-      });
-    }
+    for (int r = 1; r < world; ++r) storage[r] = make_host_storage(layout);
+    FollowerThreads followers(group, [&](ThreadCommunicator& comm, int r) {
+      CpuBackend backend(c, demo().model->weights, kExact, 1, {&comm, expert_shard(r, world, c.n_expert)});
+      Follower(comm, backend, layout, *storage[r]).run();
+    });
     ThreadCommunicator comm(group, 0);
     auto recorder_owned = std::make_unique<RecordingKvStorage>(make_host_storage(layout));
     RecordingKvStorage* recorder = recorder_owned.get();
@@ -125,13 +115,13 @@ TEST(ExpertParallelMtp, DraftsOnRankZeroVerifiedAndRolledBackOnEveryRank) {
     EngineStats stats;
     const auto served = serve(leader, pool, &spec, &stats);
     leader.stop();
-    for (auto& t : followers) t.join();
+    followers.join();
 
     EXPECT_EQ(served, without_speculation());
     EXPECT_GT(stats.spec_accepted_tokens, 0u);
     EXPECT_LT(stats.spec_accepted_tokens, stats.spec_draft_tokens) << "no draft was rejected (no rollback ran)";
     for (int r = 1; r < world; ++r) {
-      EXPECT_EQ(errors[r], "");
+      EXPECT_EQ(followers.error(r), "");
       for (int region = 0; region < layout.num_regions(); ++region)
         EXPECT_EQ(std::memcmp(storage[r]->region(region), recorder->region(region), layout.region_bytes(region)), 0)
             << "rank " << r << " region " << region << " differs from the leader's";

@@ -1,14 +1,18 @@
 // Helpers of the tests that serve requests through the Engine over several ranks (threads over the
-// in-process communicator): the demo model, deterministic prompts and reading a stream's tokens.
+// in-process communicator): the demo model, deterministic prompts, reading a stream's tokens, and
+// the follower ranks' threads.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/model.h"
+#include "parallel/thread_communicator.h"
 #include "scheduler/engine_api.h"
 
 namespace ds4::parallel_test {
@@ -46,5 +50,36 @@ inline std::vector<int32_t> read_tokens(RequestStream& s, std::vector<float>* lo
   } while (!c.finished());
   return out;
 }
+
+// Ranks 1 .. group.world() - 1 on threads, each running body(comm, rank) over its own
+// ThreadCommunicator. A rank that throws keeps its message (error(rank)) and aborts the group, so
+// the other ranks' collectives throw instead of waiting for it. join() before reading errors.
+class FollowerThreads {
+ public:
+  FollowerThreads(ThreadGroup& group, std::function<void(ThreadCommunicator&, int)> body)
+      : body_(std::move(body)), errors_(static_cast<size_t>(group.world())) {
+    for (int r = 1; r < group.world(); ++r)
+      threads_.emplace_back([this, &group, r] {
+        try {
+          ThreadCommunicator comm(group, r);
+          body_(comm, r);
+        } catch (const std::exception& e) {
+          errors_[size_t(r)] = e.what();
+          group.abort(std::string("follower failed: ") + e.what());
+        }
+      });
+  }
+  ~FollowerThreads() { join(); }
+  void join() {
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  const std::string& error(int rank) const { return errors_.at(static_cast<size_t>(rank)); }
+
+ private:
+  std::function<void(ThreadCommunicator&, int)> body_;
+  std::vector<std::string> errors_;
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace ds4::parallel_test

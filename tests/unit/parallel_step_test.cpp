@@ -25,6 +25,7 @@ namespace {
 using namespace std::chrono_literals;
 using parallel_test::Demo;
 using parallel_test::demo;
+using parallel_test::FollowerThreads;
 using parallel_test::read_tokens;
 using parallel_test::tokens;
 
@@ -172,23 +173,12 @@ TEST(LeaderFollowers, EngineServesTheSameTokensAndFollowersMirrorThePool) {
     SCOPED_TRACE("world " + std::to_string(world));
     ThreadGroup group(world, 60s);
     std::vector<std::unique_ptr<KvStorage>> follower_storage(world);
-    std::vector<std::string> follower_errors(world);
     std::vector<uint64_t> follower_steps(world, 0);
-    std::vector<std::thread> followers;
-    for (int r = 1; r < world; ++r) {
-      follower_storage[r] = make_host_storage(layout);
-      followers.emplace_back([&, r] {
-        try {
-          ThreadCommunicator comm(group, r);
-          CpuBackend backend(d.config(), d.model->weights, kExact, 1, {&comm, expert_shard(r, world, d.config().n_expert)});
-          Follower follower(comm, backend, layout, *follower_storage[r]);
-          follower_steps[r] = follower.run();
-        } catch (const std::exception& e) {
-          follower_errors[r] = e.what();
-          group.abort(std::string("follower failed: ") + e.what());
-        }
-      });
-    }
+    for (int r = 1; r < world; ++r) follower_storage[r] = make_host_storage(layout);
+    FollowerThreads followers(group, [&](ThreadCommunicator& comm, int r) {
+      CpuBackend backend(d.config(), d.model->weights, kExact, 1, {&comm, expert_shard(r, world, d.config().n_expert)});
+      follower_steps[r] = Follower(comm, backend, layout, *follower_storage[r]).run();
+    });
     ThreadCommunicator comm(group, 0);
     auto recorder_owned = std::make_unique<RecordingKvStorage>(make_host_storage(layout));
     RecordingKvStorage* recorder = recorder_owned.get();
@@ -197,12 +187,12 @@ TEST(LeaderFollowers, EngineServesTheSameTokensAndFollowersMirrorThePool) {
     LeaderBackend leader(local, comm, pool.manager(), *recorder);
     const auto served = serve(leader, pool);
     leader.stop();
-    for (auto& t : followers) t.join();
+    followers.join();
 
     EXPECT_EQ(served, expected);
     EXPECT_EQ(pool.manager().usage().prefix_hit_tokens, 256);
     for (int r = 1; r < world; ++r) {
-      EXPECT_EQ(follower_errors[r], "");
+      EXPECT_EQ(followers.error(r), "");
       EXPECT_EQ(follower_steps[r], leader.steps());
       for (int region = 0; region < layout.num_regions(); ++region)
         EXPECT_EQ(std::memcmp(follower_storage[r]->region(region), recorder->region(region), layout.region_bytes(region)), 0)
@@ -218,16 +208,9 @@ TEST(LeaderFollowers, RollbacksAreReplayed) {
   const KvPoolLayout layout = pool_layout();
   ThreadGroup group(2, 60s);
   auto storage = make_host_storage(layout);
-  std::string error;
-  std::thread follower_thread([&] {
-    try {
-      ThreadCommunicator comm(group, 1);
-      CpuBackend backend(d.config(), d.model->weights, kExact, 1, {&comm, expert_shard(1, 2, d.config().n_expert)});
-      Follower(comm, backend, layout, *storage).run();
-    } catch (const std::exception& e) {
-      error = e.what();
-      group.abort(e.what());
-    }
+  FollowerThreads follower(group, [&](ThreadCommunicator& comm, int r) {
+    CpuBackend backend(d.config(), d.model->weights, kExact, 1, {&comm, expert_shard(r, 2, d.config().n_expert)});
+    Follower(comm, backend, layout, *storage).run();
   });
   ThreadCommunicator comm(group, 0);
   auto recorder_owned = std::make_unique<RecordingKvStorage>(make_host_storage(layout));
@@ -247,8 +230,8 @@ TEST(LeaderFollowers, RollbacksAreReplayed) {
   batch.sequences[0] = {&kv, std::span(drafts).first(3), false};
   leader.forward(batch);
   leader.stop();
-  follower_thread.join();
-  EXPECT_EQ(error, "");
+  follower.join();
+  EXPECT_EQ(follower.error(1), "");
   for (int region = 0; region < layout.num_regions(); ++region)
     EXPECT_EQ(std::memcmp(storage->region(region), recorder->region(region), layout.region_bytes(region)), 0)
         << "region " << region << " differs from the leader's";
