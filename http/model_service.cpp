@@ -119,19 +119,25 @@ int64_t ModelService::build_cpu_backend() {
   return budget;
 }
 
+DeviceEngineRequest device_engine_request(const ServiceOptions& o, const ModelConfig& config, const Weights* weights) {
+  DeviceEngineRequest r;
+  r.config = &config;
+  r.weights = weights;
+  r.synth_scheme = quant_scheme_from_name(o.synth_quant).value_or(QuantScheme::kQ2);
+  r.synth_seed = o.synth_seed;
+  r.synth_threads = o.cpu_threads;
+  r.max_num_seqs = o.max_num_seqs;
+  r.kv_memory_gib = o.kv_memory_gib;
+  r.reserve_gib = o.device_reserve_gib;
+  r.snapshot_fraction = kSnapshotFraction;
+  return r;
+}
+
 int64_t ModelService::build_device_backend(const Log& log) {
   if (!options_.device_factory)
     throw LoadError("--backend cuda: this ds4serve was built without CUDA (no nvcc at build time); use --backend cpu");
-  DeviceEngineRequest r;
-  r.config = &config_;
-  r.weights = options_.synth_preset.empty() ? &model_->weights : nullptr;
-  r.synth_scheme = quant_scheme_from_name(options_.synth_quant).value_or(QuantScheme::kQ2);
-  r.synth_seed = options_.synth_seed;
-  r.synth_threads = options_.cpu_threads;
-  r.max_num_seqs = options_.max_num_seqs;
-  r.kv_memory_gib = options_.kv_memory_gib;
-  r.reserve_gib = options_.device_reserve_gib;
-  r.snapshot_fraction = kSnapshotFraction;
+  DeviceEngineRequest r =
+      device_engine_request(options_, config_, options_.synth_preset.empty() ? &model_->weights : nullptr);
   r.log = log;
   if (options_.mtp_path == kSynthMtp) {  // the MTP module of the synthetic model, generated beside it
     r.mtp_synth = true;

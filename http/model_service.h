@@ -55,6 +55,11 @@ struct ServiceOptions {
   DeviceEngineFactory device_factory; // set by ds4serve in a CUDA build; empty: --backend cuda fails
 };
 
+// The device engine these options ask for: `config`, `weights` (null with --synth: generated on
+// the device, scheme and seed from the options), limits, KV budget and snapshot share. Every rank of
+// a group builds its request here, so they plan alike; MTP, log and communicator are the caller's.
+DeviceEngineRequest device_engine_request(const ServiceOptions& options, const ModelConfig& config, const Weights* weights);
+
 // The scheduler's per-step limits from the options: --max-num-seqs and --max-num-batched-tokens
 // are per rank, so with `step_ranks` ranks each running their own sequences (data-parallel
 // attention) the step takes that many times as many sequences and tokens (the scheduler splits the

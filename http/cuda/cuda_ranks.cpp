@@ -80,20 +80,9 @@ std::unique_ptr<NcclCommunicator> join_rank_group(const ParallelOptions& p) {
 void run_follower_rank(const ServiceOptions& o, NcclCommunicator& comm, bool data_parallel, const RankLog& log) {
   const std::string me = "rank " + std::to_string(comm.rank()) + ": ";
   std::unique_ptr<Model> model = load_model(o.model_path);  // the config (and the weights unless synthetic)
-  ModelConfig config = model->config;
-  DeviceEngineRequest r;
-  if (!o.synth_preset.empty()) {
-    config = preset_by_name(o.synth_preset);
-    r.synth_scheme = quant_scheme_from_name(o.synth_quant).value_or(QuantScheme::kQ2);
-    r.synth_seed = o.synth_seed;
-  } else {
-    r.weights = &model->weights;
-  }
-  r.config = &config;
-  r.synth_threads = o.cpu_threads;
-  r.max_num_seqs = o.max_num_seqs;
-  r.kv_memory_gib = o.kv_memory_gib;
-  r.reserve_gib = o.device_reserve_gib;
+  const bool synthetic = !o.synth_preset.empty();
+  const ModelConfig config = synthetic ? preset_by_name(o.synth_preset) : model->config;
+  DeviceEngineRequest r = device_engine_request(o, config, synthetic ? nullptr : &model->weights);
   r.log = [&](std::string_view line) { log(me + std::string(line)); };
   r.comm = &comm;
   r.data_parallel = data_parallel;
