@@ -267,17 +267,26 @@ void NcclCommunicator::all_to_all_v(const void* send, std::span<const size_t> se
     send_recv_group(static_cast<const char*>(send), send_bytes, static_cast<char*>(recv), recv_bytes, stream);
     return;
   }
-  // Host memory: through the staging buffer (send part first, receive part after it).
-  const size_t out = total_bytes(send_bytes), in = total_bytes(recv_bytes);
-  ensure_staging(out + in + 1);
+  staged(send, total_bytes(send_bytes), recv, total_bytes(recv_bytes), [&](char* from, char* to) {
+    send_recv_group(from, send_bytes, to, recv_bytes, state_->stream);
+  });
+}
+
+// Host memory through the staging buffer: `out` bytes of `send` copied in (send part first, the
+// receive part after it, float-aligned), run(device send, device receive) enqueued on the own
+// stream, `in` bytes copied back to `recv`; returns when done.
+void NcclCommunicator::staged(const void* send, size_t out, void* recv, size_t in,
+                              const std::function<void(char*, char*)>& run) {
+  const size_t recv_at = (out + sizeof(float) - 1) / sizeof(float) * sizeof(float);
+  ensure_staging(recv_at + in + 1);
   char* staging = static_cast<char*>(state_->staging);
   if (out) check_cuda(cudaMemcpyAsync(staging, send, out, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
-  send_recv_group(staging, send_bytes, staging + out, recv_bytes, state_->stream);
-  if (in) check_cuda(cudaMemcpyAsync(recv, staging + out, in, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
+  run(staging, staging + recv_at);
+  if (in) check_cuda(cudaMemcpyAsync(recv, staging + recv_at, in, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
   wait(state_->stream);
 }
 
-// Host memory (null stream): through the staging buffer, send part first, receive part after it.
+// Device memory on the caller's stream; host memory (null stream) through staged().
 void NcclCommunicator::all_gather(const void* send, void* recv, size_t bytes, void* stream) {
   if (state_->aborted) throw CommError("communicator was aborted after an earlier failure");
   const auto gather = [&](const void* from, void* to, cudaStream_t s) {
@@ -285,30 +294,18 @@ void NcclCommunicator::all_gather(const void* send, void* recv, size_t bytes, vo
     if (r != ncclSuccess) fail("ncclAllGather", nccl_text(r));
   };
   if (stream) return gather(send, recv, static_cast<cudaStream_t>(stream));
-  const size_t in = bytes * size_t(world_);
-  ensure_staging(bytes + in + 1);
-  char* staging = static_cast<char*>(state_->staging);
-  if (bytes) check_cuda(cudaMemcpyAsync(staging, send, bytes, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
-  gather(staging, staging + bytes, state_->stream);
-  if (in) check_cuda(cudaMemcpyAsync(recv, staging + bytes, in, cudaMemcpyDeviceToHost, state_->stream), "cudaMemcpyAsync");
-  wait(state_->stream);
+  staged(send, bytes, recv, bytes * size_t(world_), [&](char* from, char* to) { gather(from, to, state_->stream); });
 }
 
 void NcclCommunicator::reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) {
   if (state_->aborted) throw CommError("communicator was aborted after an earlier failure");
-  const auto reduce = [&](const float* from, float* to, cudaStream_t s) {
+  const auto reduce = [&](const void* from, void* to, cudaStream_t s) {
     const ncclResult_t r = nccl().reduce_scatter(from, to, count, ncclFloat32, ncclSum, state_->comm, s);
     if (r != ncclSuccess) fail("ncclReduceScatter", nccl_text(r));
   };
   if (stream) return reduce(send, recv, static_cast<cudaStream_t>(stream));
-  const size_t out = count * size_t(world_) * sizeof(float), in = count * sizeof(float);
-  ensure_staging(out + in + sizeof(float));
-  float* staging = static_cast<float*>(state_->staging);
-  if (out) check_cuda(cudaMemcpyAsync(staging, send, out, cudaMemcpyHostToDevice, state_->stream), "cudaMemcpyAsync");
-  reduce(staging, staging + count * size_t(world_), state_->stream);
-  if (in) check_cuda(cudaMemcpyAsync(recv, staging + count * size_t(world_), in, cudaMemcpyDeviceToHost, state_->stream),
-                     "cudaMemcpyAsync");
-  wait(state_->stream);
+  staged(send, count * size_t(world_) * sizeof(float), recv, count * sizeof(float),
+         [&](char* from, char* to) { reduce(from, to, state_->stream); });
 }
 
 void NcclCommunicator::barrier() {

@@ -9,6 +9,7 @@
 #pragma once
 #include <array>
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "parallel/communicator.h"
@@ -62,6 +63,7 @@ class NcclCommunicator final : public Communicator {
   // Aborts the communicator and throws CommError("what: why").
   [[noreturn]] void fail(const std::string& what, const std::string& why);
   void ensure_staging(size_t bytes);
+  void staged(const void* send, size_t out, void* recv, size_t in, const std::function<void(char*, char*)>& run);
   void send_recv_group(const char* send, std::span<const size_t> send_bytes, char* recv,
                        std::span<const size_t> recv_bytes, void* stream);
 

@@ -9,15 +9,17 @@ namespace {
 
 constexpr size_t kCounterBytes = 2 * sizeof(int64_t);  // unique_experts, weight_bytes_read
 
-// Per-rank totals of a forward message: logit rows of each rank's sequences.
-std::vector<int64_t> rows_per_rank(const StepMessage& m, int world) {
-  std::vector<int64_t> rows(static_cast<size_t>(world), 0);
+// Per-rank totals of a forward message: count(s) summed over each rank's sequences.
+std::vector<int64_t> per_rank(const StepMessage& m, int world, int64_t (*count)(const StepSequence&)) {
+  std::vector<int64_t> totals(static_cast<size_t>(world), 0);
   for (const StepSequence& s : m.sequences) {
     if (s.rank < 0 || s.rank >= world) throw CommError("step message: sequence of rank " + std::to_string(s.rank));
-    rows[static_cast<size_t>(s.rank)] += sequence_rows(s);
+    totals[static_cast<size_t>(s.rank)] += count(s);
   }
-  return rows;
+  return totals;
 }
+
+int64_t sequence_tokens(const StepSequence& s) { return static_cast<int64_t>(s.tokens.size()); }
 
 // Segments of an exchange in which every follower sends `follower_bytes[r]` to rank 0.
 struct ToLeader {
@@ -35,7 +37,7 @@ ToLeader to_leader(const Communicator& comm, const std::vector<size_t>& follower
 }
 
 std::vector<size_t> result_bytes(const StepMessage& m, int world, int64_t n_vocab) {
-  const std::vector<int64_t> rows = rows_per_rank(m, world);
+  const std::vector<int64_t> rows = per_rank(m, world, sequence_rows);
   std::vector<size_t> bytes(rows.size());
   for (size_t r = 0; r < rows.size(); ++r)
     bytes[r] = kCounterBytes + (m.host_logits ? size_t(rows[r]) * size_t(n_vocab) * sizeof(float) : 0);
@@ -46,17 +48,10 @@ std::vector<size_t> result_bytes(const StepMessage& m, int world, int64_t n_voca
 
 int64_t sequence_rows(const StepSequence& s) { return s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1; }
 
-std::vector<int64_t> tokens_per_rank(const StepMessage& m, int world) {
-  std::vector<int64_t> tokens(static_cast<size_t>(world), 0);
-  for (const StepSequence& s : m.sequences) {
-    if (s.rank < 0 || s.rank >= world) throw CommError("step message: sequence of rank " + std::to_string(s.rank));
-    tokens[static_cast<size_t>(s.rank)] += static_cast<int64_t>(s.tokens.size());
-  }
-  return tokens;
-}
+std::vector<int64_t> tokens_per_rank(const StepMessage& m, int world) { return per_rank(m, world, sequence_tokens); }
 
 void send_forward_results(Communicator& comm, const StepMessage& m, const ForwardOutput& out) {
-  const int64_t rows = rows_per_rank(m, comm.world())[static_cast<size_t>(comm.rank())];
+  const int64_t rows = per_rank(m, comm.world(), sequence_rows)[static_cast<size_t>(comm.rank())];
   const size_t logit_floats = m.host_logits ? size_t(rows * out.n_vocab) : 0;
   if (out.logits.size() < logit_floats)
     throw CommError("rank " + std::to_string(comm.rank()) + ": the forward returned fewer logit rows than the step has");

@@ -43,21 +43,31 @@ void CudaBackend::plan_moe_rows(Plan& plan, const ForwardBatch& batch) const {
   plan.moe_rows = plan.rank_rows * static_cast<int64_t>(batch.rank_tokens.size());
 }
 
+namespace {
+
+// The own `own_bytes` at `own` into `send`, zero up to `block_bytes`, then every rank's block into
+// `recv` (device memory, enqueued on `stream`).
+void gather_padded(Communicator& comm, const void* own, size_t own_bytes, size_t block_bytes, void* send, void* recv,
+                   cudaStream_t stream) {
+  if (own_bytes > 0) DS4_CUDA_CHECK(cudaMemcpyAsync(send, own, own_bytes, cudaMemcpyDeviceToDevice, stream));
+  if (block_bytes > own_bytes)
+    DS4_CUDA_CHECK(cudaMemsetAsync(static_cast<char*>(send) + own_bytes, 0, block_bytes - own_bytes, stream));
+  comm.all_gather(send, recv, block_bytes, stream);
+}
+
+}  // namespace
+
 void CudaBackend::gather_step_tokens(const Plan& plan) {
   Scratch& s = *scratch_;
-  const int64_t T = plan.n_tokens, B = plan.rank_rows;
-  if (T > 0)
-    DS4_CUDA_CHECK(cudaMemcpyAsync(s.dp_token_send, plan.tokens, T * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream_));
-  if (B > T) DS4_CUDA_CHECK(cudaMemsetAsync(s.dp_token_send + T, 0, (B - T) * sizeof(int32_t), stream_));
-  options_.expert_parallel.comm->all_gather(s.dp_token_send, s.dp_tokens, static_cast<size_t>(B) * sizeof(int32_t), stream_);
+  gather_padded(*options_.expert_parallel.comm, plan.tokens, size_t(plan.n_tokens) * sizeof(int32_t),
+                size_t(plan.rank_rows) * sizeof(int32_t), s.dp_token_send, s.dp_tokens, stream_);
 }
 
 const float* CudaBackend::gather_moe_rows(const Plan& plan) {
   Scratch& s = *scratch_;
-  const int64_t T = plan.n_tokens, B = plan.rank_rows, n = config_.n_embd;
-  if (T > 0) DS4_CUDA_CHECK(cudaMemcpyAsync(s.dp_send, s.normed, T * n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
-  if (B > T) DS4_CUDA_CHECK(cudaMemsetAsync(s.dp_send + T * n, 0, (B - T) * n * sizeof(float), stream_));
-  options_.expert_parallel.comm->all_gather(s.dp_send, s.dp_x, static_cast<size_t>(B * n) * sizeof(float), stream_);
+  const size_t row_bytes = size_t(config_.n_embd) * sizeof(float);
+  gather_padded(*options_.expert_parallel.comm, s.normed, size_t(plan.n_tokens) * row_bytes, size_t(plan.rank_rows) * row_bytes,
+                s.dp_send, s.dp_x, stream_);
   return s.dp_x;
 }
 
