@@ -47,38 +47,41 @@ class HostStagedCommunicator final : public Communicator {
   }
   void broadcast(void* data, size_t bytes, int root) override { inner_.broadcast(data, bytes, root); }
   void barrier() override { inner_.barrier(); }
-  // Device memory (a stream): through host copies like all_reduce_sum; host memory: passed through.
+  // Device memory (a stream): through host copies (staged); host memory: passed through.
   void all_to_all_v(const void* send, std::span<const size_t> send_bytes, void* recv, std::span<const size_t> recv_bytes,
                     void* stream) override {
     if (!stream) return inner_.all_to_all_v(send, send_bytes, recv, recv_bytes, nullptr);
     size_t out = 0, in = 0;
     for (size_t b : send_bytes) out += b;
     for (size_t b : recv_bytes) in += b;
-    std::vector<char> host_send(out), host_recv(in);
-    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
-    if (out) DS4_CUDA_CHECK(cudaMemcpy(host_send.data(), send, out, cudaMemcpyDeviceToHost));
-    inner_.all_to_all_v(host_send.data(), send_bytes, host_recv.data(), recv_bytes, nullptr);
-    if (in) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), in, cudaMemcpyHostToDevice));
+    staged(stream, send, out, recv, in,
+           [&](char* from, char* to) { inner_.all_to_all_v(from, send_bytes, to, recv_bytes, nullptr); });
   }
   void all_gather(const void* send, void* recv, size_t bytes, void* stream) override {
     if (!stream) return inner_.all_gather(send, recv, bytes, nullptr);
-    std::vector<char> host_send(bytes), host_recv(bytes * size_t(world()));
-    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
-    if (bytes) DS4_CUDA_CHECK(cudaMemcpy(host_send.data(), send, bytes, cudaMemcpyDeviceToHost));
-    inner_.all_gather(host_send.data(), host_recv.data(), bytes, nullptr);
-    if (bytes) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), host_recv.size(), cudaMemcpyHostToDevice));
+    staged(stream, send, bytes, recv, bytes * size_t(world()),
+           [&](char* from, char* to) { inner_.all_gather(from, to, bytes, nullptr); });
   }
   void reduce_scatter_sum(const float* send, float* recv, size_t count, void* stream) override {
     if (!stream) return inner_.reduce_scatter_sum(send, recv, count, nullptr);
-    std::vector<float> host_send(count * size_t(world())), host_recv(count);
-    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
-    if (count) DS4_CUDA_CHECK(cudaMemcpy(host_send.data(), send, host_send.size() * sizeof(float), cudaMemcpyDeviceToHost));
-    inner_.reduce_scatter_sum(host_send.data(), host_recv.data(), count, nullptr);
-    if (count) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), count * sizeof(float), cudaMemcpyHostToDevice));
+    staged(stream, send, count * size_t(world()) * sizeof(float), recv, count * sizeof(float), [&](char* from, char* to) {
+      inner_.reduce_scatter_sum(reinterpret_cast<const float*>(from), reinterpret_cast<float*>(to), count, nullptr);
+    });
   }
   std::string name() const override { return "host-staged threads (test double)"; }
 
  private:
+  // After the stream's work: `out` device bytes of `send` to the host, run(host send, host receive)
+  // over the thread double, `in` bytes back to the device at `recv`.
+  static void staged(void* stream, const void* send, size_t out, void* recv, size_t in,
+                     const std::function<void(char*, char*)>& run) {
+    std::vector<char> host_send(out), host_recv(in);
+    DS4_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    if (out) DS4_CUDA_CHECK(cudaMemcpy(host_send.data(), send, out, cudaMemcpyDeviceToHost));
+    run(host_send.data(), host_recv.data());
+    if (in) DS4_CUDA_CHECK(cudaMemcpy(recv, host_recv.data(), in, cudaMemcpyHostToDevice));
+  }
+
   ThreadCommunicator inner_;
 };
 
