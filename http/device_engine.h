@@ -56,9 +56,6 @@ struct DeviceEngine {
   std::unique_ptr<Backend> backend;     // uses pool (declared after it, so destroyed first)
   std::unique_ptr<DraftModel> draft;    // with an MTP request; uses backend (destroyed first)
   int64_t kv_bytes = 0;
-  // Ranks that each run their own sequences in a step (data-parallel attention: the world; else 1):
-  // --max-num-seqs and --max-num-batched-tokens are per rank, so the scheduler's limits scale by it.
-  int step_ranks = 1;
   std::string description;              // device name, weight and KV memory (one log line)
 };
 

@@ -149,7 +149,6 @@ int64_t ModelService::build_device_backend(const Log& log) {
   }
   DeviceEngine e = options_.device_factory(r);
   log(e.description);
-  step_ranks_ = std::max(1, e.step_ranks);
   pool_ = std::move(e.pool);
   backend_ = std::move(e.backend);
   draft_ = std::move(e.draft);
@@ -183,7 +182,7 @@ void ModelService::build_engine(const Log& log) {
   const int64_t ctx = options_.ctx > 0 ? std::min<int64_t>(options_.ctx, config.context_length) : config.context_length;
   const KvUsage kv = pool_->usage();
   EngineConfig ec;
-  ec.scheduler = scheduler_limits(options_, step_ranks_);
+  ec.scheduler = scheduler_limits(options_, pool_->budget_groups());  // ranks computing their own sequences
   ec.scheduler.max_model_len = ctx;
   ec.context_length = config.context_length;
   ec.eos_token_id = tokenizer_->chat_ids().eos;

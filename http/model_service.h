@@ -97,7 +97,6 @@ class ModelService {
   void wire_metrics();
 
   ServiceOptions options_;
-  int step_ranks_ = 1;                // DeviceEngine::step_ranks
   std::unique_ptr<Model> model_;      // with synth_preset: only the tokenizer's file
   ModelConfig config_;                // the served model's
   std::unique_ptr<Tokenizer> tokenizer_;

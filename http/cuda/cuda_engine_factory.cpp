@@ -208,7 +208,6 @@ DeviceEngine make_cuda_engine(const DeviceEngineRequest& r) {
   else
     e.backend = std::move(backend);
   e.kv_bytes = pool_bytes(*e.pool, *e.own_pool);
-  e.step_ranks = r.comm && r.data_parallel ? r.comm->world() : 1;
   char line[320];
   std::snprintf(line, sizeof line,
                 "CUDA device %d (%s): weights %.2f GB %s in %.1f s%s, KV pool %s on the device, %s free", r.device,
