@@ -38,6 +38,7 @@
 // scales of the lane's own rows and, for the K-quants, Σx of other lanes' tokens (shuffles).
 #include "kernels/cuda/mma_matmul.h"
 
+#include <algorithm>
 #include <cooperative_groups.h>
 #include <cstdio>
 #include <cstdlib>
@@ -60,18 +61,22 @@ constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kMTiles = 2;                  // m16 tiles per warp
 constexpr int kWarpRows = 16 * kMTiles;     // 32 rows per warp
-// n8 token tiles per pass: NT = 4 (32-token passes) in general; NT = 1 (8-token passes, fewer
-// registers, 3 stages, more blocks per SM) for decode-sized calls. An output element's arithmetic
-// is the same in both (same chunks per part, sub-chunk order and reduction tree).
+// n8 token tiles per pass: NT = 4 (32-token passes) in general; NT = 8 (64-token passes: each
+// weight decoded once per 64 tokens, two blocks per SM) for prefill-sized calls; NT = 1 (8-token
+// passes, fewer registers, 3 stages, more blocks per SM) for decode-sized calls. An output
+// element's arithmetic is the same in all (same chunks per part, sub-chunk order and reduction tree).
+constexpr int kWideTiles = 8;
 constexpr int kLargeTiles = 4;
 constexpr int kMidTiles = 2;
 constexpr int kSmallTiles = 1;
 template <int NT>
-constexpr int stages_for() { return NT == kLargeTiles ? 4 : 3; }
+constexpr int stages_for() { return NT >= kLargeTiles ? 4 : 3; }
 // Blocks per SM the registers are budgeted for (shared memory allows as many at 1-2 tiles: Q8_0's
 // 43 KB blocks five, IQ2_XXS's 45 KB five, Q2_K's 55 KB four; Q4_K's 68 KB three).
 template <GgmlType T, int NT>
-constexpr int min_blocks_for() { return NT == kSmallTiles ? (T == GgmlType::Q8_0 ? 5 : 4) : NT == kMidTiles ? 4 : 3; }
+constexpr int min_blocks_for() {
+  return NT == kSmallTiles ? (T == GgmlType::Q8_0 ? 5 : 4) : NT == kMidTiles ? 4 : NT == kLargeTiles ? 3 : 2;
+}
 
 // Chunk geometry per format: values and bytes of one row's chunk (whole blocks).
 template <GgmlType T>
@@ -803,6 +808,7 @@ template <GgmlType T>
 int format_max_cluster() {
   static const int cap = [] {
     const int want = split_override().max_cluster > 0 ? split_override().max_cluster : kMaxCluster;
+    opt_in<T, kWideTiles>(want);
     opt_in<T, kLargeTiles>(want);
     opt_in<T, kMidTiles>(want);
     opt_in<T, kSmallTiles>(want);
@@ -827,34 +833,49 @@ int format_max_cluster() {
 }
 
 // Token tiles per pass for a call (every tiling computes every call correctly, with the same
-// bits; this only picks the faster one): plain mode 1 up to small tokens, 2 up to mid, else 4;
+// bits; this only picks the faster one): plain mode 1 up to small tokens, 2 up to mid, 8 above
+// wide, else 4 (H200, full-size q2: the 2048-token prefill 1683 -> 1605 ms, the 256-token decode
+// step 325.6 -> 318.9 ms with the 64-token tiling above 64 tokens); grouped mode 8 when the
+// entries average more than group_wide per group (at 48 per group, a 2048-token prefill's routed
+// experts, the 64-token tiling was slower: 1794 ms; above 128 each group runs at least two
+// whole 64-token passes);
 // grouped mode 1 when the entries (n_tokens, when the caller gives it) average <= group_mean per
 // group (routed experts up to ~680 tokens: a group re-runs its 8-token pass for more tokens, which
 // beats the 32-token tiling's lower occupancy while groups are small; H200, 256 tokens x 6 routes
 // over 256 experts: IQ2_XXS 1451 -> 1111 us, Q2_K 1428 -> 1099, Q4_K 2657 -> 1712), or through a
 // list of <= 48 groups (<= 8 tokens x 6 routes as the engine sizes grid_groups), else 4.
 struct TileRule {
-  int64_t small = 8, mid = 16, group_mean = 16;
+  int64_t small = 8, mid = 16, group_mean = 16, wide = 64, group_wide = 128;
 };
-// DS4_MMA_TILES = "small,mid,group_mean" replaces the thresholds (tuning runs; read once per
-// process; "8,8,0" is the rule before the 16-token tiling and the entry-count hint).
+// DS4_MMA_TILES = "small,mid,group_mean[,wide,group_wide]" replaces the thresholds (tuning runs;
+// read once per process; "8,8,0" is the rule before the 16-token tiling and the entry-count hint,
+// a huge wide and group_wide the rule before the 64-token tiling).
 TileRule read_tile_rule() {
   TileRule r;
   const char* e = std::getenv("DS4_MMA_TILES");
   if (e && *e) {
-    long long a = 0, b = 0, c = 0;
-    if (std::sscanf(e, "%lld,%lld,%lld", &a, &b, &c) != 3 || a < 0 || b < a || c < 0)
-      launch_fail("mma_matmul", std::string("DS4_MMA_TILES must be small,mid,group_mean (0 <= small <= mid): ") + e,
+    long long a = 0, b = 0, c = 0, d = r.wide, f = r.group_wide;
+    const int n = std::sscanf(e, "%lld,%lld,%lld,%lld,%lld", &a, &b, &c, &d, &f);
+    if (n == 3) d = std::max(d, b), f = std::max(f, c);  // the three-number form keeps the default wide tilings
+    if ((n != 3 && n != 5) || a < 0 || b < a || c < 0 || d < b || f < c)
+      launch_fail("mma_matmul",
+                  std::string("DS4_MMA_TILES must be small,mid,group_mean[,wide,group_wide] (0 <= small <= mid <= wide, "
+                              "group_mean <= group_wide): ") + e,
                   __FILE__, __LINE__);
-    r = TileRule{a, b, c};
+    r = TileRule{a, b, c, d, f};
   }
   return r;
 }
 int tiles_for(const MatmulParams& p) {
   static const TileRule rule = read_tile_rule();
-  if (p.n_groups == 0) return p.n_tokens <= rule.small ? kSmallTiles : p.n_tokens <= rule.mid ? kMidTiles : kLargeTiles;
+  if (p.n_groups == 0)
+    return p.n_tokens <= rule.small ? kSmallTiles
+           : p.n_tokens <= rule.mid  ? kMidTiles
+           : p.n_tokens > rule.wide  ? kWideTiles
+                                     : kLargeTiles;
   if (p.group_list != nullptr && p.grid_groups <= 48) return kSmallTiles;
-  return p.n_tokens > 0 && p.n_tokens <= rule.group_mean * p.n_groups ? kSmallTiles : kLargeTiles;
+  if (p.n_tokens > 0 && p.n_tokens <= rule.group_mean * p.n_groups) return kSmallTiles;
+  return p.n_tokens > rule.group_wide * p.n_groups ? kWideTiles : kLargeTiles;
 }
 
 template <GgmlType T>
@@ -906,6 +927,7 @@ void launch_format(const MatmulParams& p, const MatmulParams* b, cudaStream_t st
   switch (tiles_for(p)) {
     case kSmallTiles: launch<T, kSmallTiles>(p, b, stream); break;
     case kMidTiles: launch<T, kMidTiles>(p, b, stream); break;
+    case kWideTiles: launch<T, kWideTiles>(p, b, stream); break;
     default: launch<T, kLargeTiles>(p, b, stream);
   }
 }

@@ -124,8 +124,8 @@ TEST(CudaMatmul, EveryFormatAndShapeMatchesTheReferenceAndIsBatchInvariant) {
     for (const auto& [n_in, n_out] : sweep) {
       const HostMatrix m = make_matrix(type, n_in, n_out, static_cast<uint32_t>(n_in + n_out));
       DeviceArray<uint8_t> w(m.bytes);
-      // 45 tokens: two passes of the tensor-core kernel (32 tokens each), the second partial.
-      const int64_t max_tokens = 45;
+      // 100 tokens: two passes of the tensor-core kernel's 64-token tiling, the second partial.
+      const int64_t max_tokens = 100;
       const std::vector<float> x = test::random_floats(max_tokens * n_in, 7);
       DeviceArray<float> xd(x);
       const std::string what = std::string(ggml_type_name(type)) + " [" + std::to_string(n_in) + ", " + std::to_string(n_out) + "]";
@@ -133,10 +133,10 @@ TEST(CudaMatmul, EveryFormatAndShapeMatchesTheReferenceAndIsBatchInvariant) {
       const std::vector<float> all = gpu_matmul(m, w, xd.get(), max_tokens);
       expect_close(ref, all, n_out, what);
       expect_close(ref, gpu_matmul(m, w, xd.get(), max_tokens, true), n_out, what + " (CUDA cores)");
-      for (int64_t n_tokens : {1, 3, 8, 12, 16, 37}) {  // the last tokens alone or in a smaller batch: identical bits
+      for (int64_t n_tokens : {1, 3, 8, 12, 16, 37, 70}) {  // the last tokens alone or in a smaller batch: identical bits
         const std::vector<float> part = gpu_matmul(m, w, xd.get() + (max_tokens - n_tokens) * n_in, n_tokens);
         ASSERT_EQ(0, std::memcmp(part.data(), all.data() + (max_tokens - n_tokens) * n_out, part.size() * sizeof(float)))
-            << what << " with " << n_tokens << " tokens differs from the 45-token batch";
+            << what << " with " << n_tokens << " tokens differs from the 100-token batch";
       }
     }
   }
@@ -174,9 +174,10 @@ TEST(CudaMatmul, GroupedModeRunsEachGroupOnItsListWithEmptyGroups) {
       p.group_list = list.get(), p.group_count = count.get(), p.grid_groups = 4;
       cuda::matmul(p, nullptr);
       ASSERT_EQ(0, std::memcmp(got.data(), y.to_host().data(), got.size() * sizeof(float))) << ggml_type_name(type);
-      // Without the list but with the entry count (12 per group on average: the 32-token tiling) and
-      // with a small one (the 8-token tiling, groups in several passes): identical bits.
-      for (const int64_t entries : {int64_t(n_entries), int64_t(4)}) {
+      // Without the list but with entry-count hints of 24 per group on average (the 32-token
+      // tiling), 132 (the 64-token tiling) and 4 in all (the 8-token tiling, groups in several
+      // passes): identical bits.
+      for (const int64_t entries : {int64_t(n_entries) * 2, int64_t(n_entries) * 11, int64_t(4)}) {
         cuda::fill(y.get(), static_cast<int64_t>(y.size()), NAN, nullptr);
         p.group_list = nullptr, p.group_count = nullptr, p.grid_groups = 0, p.n_tokens = entries;
         cuda::matmul(p, nullptr);
@@ -254,9 +255,9 @@ TEST(CudaMatmul, PairedLaunchIsBitIdenticalToTwoLaunches) {
   for (const PairCase& pc : cases) {
     const HostMatrix a = make_matrix(pc.type, pc.n_in, pc.n_out_a, 31), b = make_matrix(pc.type, pc.n_in, pc.n_out_b, 32);
     DeviceArray<uint8_t> wa(a.bytes), wb(b.bytes);
-    const int64_t max_tokens = 37;
+    const int64_t max_tokens = 70;
     DeviceArray<float> xd(test::random_floats(max_tokens * pc.n_in, 33));
-    for (const int64_t T : {int64_t(1), int64_t(5), int64_t(12), max_tokens}) {  // the 8-, 16- and 32-token tilings
+    for (const int64_t T : {int64_t(1), int64_t(5), int64_t(12), int64_t(37), max_tokens}) {  // 8- to 64-token tilings
       const std::string what = std::string(ggml_type_name(pc.type)) + " with " + std::to_string(T) + " tokens";
       DeviceArray<float> ya(T * (a.n_out + 3)), yb(T * (b.n_out + 3)), pa(T * (a.n_out + 3)), pb(T * (b.n_out + 3));
       for (auto* y : {&ya, &yb, &pa, &pb}) cuda::fill(y->get(), static_cast<int64_t>(y->size()), 0.0f, nullptr);
@@ -305,7 +306,7 @@ TEST(CudaMatmul, PairedGroupedLaunchIsBitIdenticalToTwoLaunches) {
 }
 
 // Activations split once into bf16 planes (cuda::split_x_planes, MatmulParams::x_planes) give
-// the bits of the in-kernel split: grouped (groups of 1 to 11 entries, 8- and 32-token tilings,
+// the bits of the in-kernel split: grouped (groups of 1 to 11 entries, 8-, 32- and 64-token tilings,
 // split over warps and clusters) and plain, at magnitudes 1e-30 .. 1e30. x itself is zeroed for
 // the planes' run of IQ2_XXS and Q2_K, so a kernel that ignored the planes would fail; Q4_K
 // ignores them (reads_x_planes false) and reads x.
@@ -336,7 +337,8 @@ TEST(CudaMatmul, PreparedActivationPlanesGiveTheSameBits) {
         cuda::matmul(p, nullptr);
         return out.to_host();
       };
-      for (const int64_t entries : {int64_t(4), int64_t(n_entries) * 16}) {  // the 8- and the 32-token tiling
+      // Entry counts for the 8-, 32- and 64-token tilings (hints: 1, 24 and 160 per group).
+      for (const int64_t entries : {int64_t(4), int64_t(n_entries) * 6, int64_t(n_entries) * 40}) {
         cuda::MatmulParams p;
         p.w = w.get(), p.type = type, p.n_in = n_in, p.n_out = n_out, p.row_bytes = m.row_bytes;
         p.x = xd.get(), p.x_stride = n_in, p.y_stride = n_out, p.n_tokens = entries;
