@@ -80,7 +80,11 @@ __device__ __forceinline__ float scatter_reduce_4(float (&v)[kScoreHeads], int l
 }
 
 // Scores of kScoreHeads heads (from h_first, q in registers) for rows r_first, r_first + r_step, ...
-// into e[h · per_max + r] as f64.
+// into e[h · per_max + r] as f64. kRowsInFlight rows per iteration: their loads are issued
+// together (one row at a time left the warp waiting on each row's memory latency); each row's
+// dot is computed exactly as alone.
+constexpr int kRowsInFlight = 2;
+
 __device__ __forceinline__ void split_scores(const AttentionParams& p, int hd, int64_t t, int h_first, const float* const* rows,
                                              int64_t r_first, int64_t r_step, int64_t n, double* e, int head_slot0,
                                              int per_max) {
@@ -94,18 +98,31 @@ __device__ __forceinline__ void split_scores(const AttentionParams& p, int hd, i
       q[h][c] = i < hd ? *reinterpret_cast<const float4*>(p.q + (t * p.heads + h_first + h) * hd + i) : float4{};
     }
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  for (int64_t r = r_first; r < n; r += r_step) {
-    float d[kScoreHeads] = {};
+  for (int64_t r = r_first; r < n; r += kRowsInFlight * r_step) {
+    float d[kRowsInFlight][kScoreHeads] = {};
 #pragma unroll
     for (int c = 0; c < kMaxLaneChunks; ++c) {
       const int i = 4 * lane + 128 * c;
       if (i >= hd) break;
-      const float4 k = *reinterpret_cast<const float4*>(rows[r] + i);
+      float4 k[kRowsInFlight];
 #pragma unroll
-      for (int h = 0; h < kScoreHeads; ++h) d[h] = fmaf(q[h][c].x, k.x, fmaf(q[h][c].y, k.y, fmaf(q[h][c].z, k.z, fmaf(q[h][c].w, k.w, d[h]))));
+      for (int j = 0; j < kRowsInFlight; ++j) {
+        const int64_t rj = r + j * r_step;
+        k[j] = rj < n ? *reinterpret_cast<const float4*>(rows[rj] + i) : float4{};
+      }
+#pragma unroll
+      for (int j = 0; j < kRowsInFlight; ++j)
+#pragma unroll
+        for (int h = 0; h < kScoreHeads; ++h)
+          d[j][h] = fmaf(q[h][c].x, k[j].x, fmaf(q[h][c].y, k[j].y, fmaf(q[h][c].z, k[j].z, fmaf(q[h][c].w, k[j].w, d[j][h]))));
     }
-    const float s = scatter_reduce_4(d, lane);
-    if ((lane & 7) == 0) e[(head_slot0 + (lane >> 3)) * per_max + r] = static_cast<double>(s * scale);
+#pragma unroll
+    for (int j = 0; j < kRowsInFlight; ++j) {
+      const int64_t rj = r + j * r_step;
+      if (rj >= n) break;  // the same for the whole warp
+      const float s = scatter_reduce_4(d[j], lane);
+      if ((lane & 7) == 0) e[(head_slot0 + (lane >> 3)) * per_max + rj] = static_cast<double>(s * scale);
+    }
   }
 }
 
