@@ -37,6 +37,8 @@
 # engine-only loop adds about as much as the load phase, so within one 10-minute device call run
 # the HTTP/engine comparison alone, e.g. TESTS=0 SWEEP=0 TTFT_REQUESTS=1 LOAD_CONCURRENCY=1,64,256
 # LOAD_LEVEL_S=30 (about 6 minutes: two model generations of ~15 s, 2 x 3 levels of 30 s + drain).
+# At commit 5d48c07 everything (tests, sweep, prefill, TTFT, both loops) took 250 s with
+# BENCH_TIME_LIMIT=130 BENCH_STEPS=3 BENCH_POINT_TIME=3 LOAD_CONCURRENCY=1,16,64,256 LOAD_LEVEL_S=20.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -249,16 +251,16 @@ plot() {
   local plots=""
   for ctx in $(awk -F, 'NR > 1 {print $1}' "$dir/decode.csv" | sort -un); do
     awk -F, -v c="$ctx" 'NR > 1 && $1 == c && $3 == "ok" {print $2, $8, $9}' "$dir/decode.csv" >"$data/engine_$ctx.dat"
-    [ -s "$data/engine_$ctx.dat" ] && plots+="'$data/engine_$ctx.dat' using 1:2 with linespoints title 'engine, context $ctx', "
+    [ -s "$data/engine_$ctx.dat" ] && plots+="'$data/engine_$ctx.dat' using 1:2 with linespoints title 'engine sweep (cuda_model_bench), context $ctx', "
   done
-  [ -f "$dir/load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $14, $13}' "$dir/load.csv" >"$data/server.dat"
-  [ -s "$data/server.dat" ] && plots+="'$data/server.dat' using 1:2 with linespoints title 'ds4serve + ds4serve-load (decode tok/s)', "
-  [ -f "$dir/engine_load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $14, $13}' "$dir/engine_load.csv" >"$data/engine_loop.dat"
-  [ -s "$data/engine_loop.dat" ] && plots+="'$data/engine_loop.dat' using 1:2 with linespoints dt 2 title 'same closed loop, engine alone: ds4serve-bench --users (decode tok/s)', "
+  [ -f "$dir/load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $12, $13}' "$dir/load.csv" >"$data/server.dat"
+  [ -s "$data/server.dat" ] && plots+="'$data/server.dat' using 1:2 with linespoints title 'closed loop through HTTP: ds4serve + ds4serve-load (output tok/s)', "
+  [ -f "$dir/engine_load.csv" ] && awk -F, 'NR > 1 && $5 > 0 {print $2, $12, $13}' "$dir/engine_load.csv" >"$data/engine_loop.dat"
+  [ -s "$data/engine_loop.dat" ] && plots+="'$data/engine_loop.dat' using 1:2 with linespoints dt 2 title 'same closed loop, engine alone: ds4serve-bench --users (output tok/s)', "
   gnuplot <<EOF
-set terminal pngcairo size 1000,600 noenhanced
+set terminal pngcairo size 1100,600 noenhanced
 set output '$png'
-set title 'DeepSeek V4 Flash q2 (synthetic, full size) on one H200: aggregate decode tokens/s'
+set title 'DeepSeek V4 Flash q2 (synthetic, full size) on one H200: aggregate tokens/s (sweep: decode steps only; loops: prompts too)'
 set xlabel 'batch size / concurrent users'
 set ylabel 'tokens/s'
 set logscale xy 2
