@@ -1,7 +1,7 @@
 // attention_split (attention.h): the decode/prefill attention with the K=V rows read once per
 // group of G heads (8; 4 for steps of few tokens or heads not a multiple of 8) and each token's
 // rows split over up to kAttentionMaxSplits blocks. Partial kernel: scores (f32 dot, × 1/sqrt(d);
-// q of 4 heads in each warp's registers), the split's max m_j, e = exp(s − m_j) and den_j = Σ e
+// the group's q rows in shared memory), the split's max m_j, e = exp(s − m_j) and den_j = Σ e
 // in f64, acc_j = Σ e · row in f64 (stored as f32). Combine kernel: m = max(sink, m_j), out =
 // Σ_j acc_j e^{m_j − m} / (e^{sink − m} + Σ_j den_j e^{m_j − m}), then the inverse RoPE of the
 // tail and the raw-ring store. Splits depend only on the token's own row count; the head grouping
@@ -79,24 +79,15 @@ __device__ __forceinline__ float scatter_reduce_4(float (&v)[kScoreHeads], int l
   return d;
 }
 
-// Scores of kScoreHeads heads (from h_first, q in registers) for rows r_first, r_first + r_step, ...
-// into e[h · per_max + r] as f64. kRowsInFlight rows per iteration: their loads are issued
-// together (one row at a time left the warp waiting on each row's memory latency); each row's
-// dot is computed exactly as alone.
+// Scores of kScoreHeads heads (q_s: their q rows in shared memory, hd floats each) for rows
+// r_first, r_first + r_step, ... into e[h · per_max + r] as f64. kRowsInFlight rows per
+// iteration: their loads are issued together (one row at a time left the warp waiting on each
+// row's memory latency); each row's dot is computed exactly as alone.
 constexpr int kRowsInFlight = 2;
 
-__device__ __forceinline__ void split_scores(const AttentionParams& p, int hd, int64_t t, int h_first, const float* const* rows,
-                                             int64_t r_first, int64_t r_step, int64_t n, double* e, int head_slot0,
-                                             int per_max) {
+__device__ __forceinline__ void split_scores(const float* q_s, int hd, const float* const* rows, int64_t r_first,
+                                             int64_t r_step, int64_t n, double* e, int head_slot0, int per_max) {
   const int lane = threadIdx.x & 31;
-  float4 q[kScoreHeads][kMaxLaneChunks];
-#pragma unroll
-  for (int h = 0; h < kScoreHeads; ++h)
-#pragma unroll
-    for (int c = 0; c < kMaxLaneChunks; ++c) {
-      const int i = 4 * lane + 128 * c;
-      q[h][c] = i < hd ? *reinterpret_cast<const float4*>(p.q + (t * p.heads + h_first + h) * hd + i) : float4{};
-    }
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   for (int64_t r = r_first; r < n; r += kRowsInFlight * r_step) {
     float d[kRowsInFlight][kScoreHeads] = {};
@@ -111,10 +102,12 @@ __device__ __forceinline__ void split_scores(const AttentionParams& p, int hd, i
         k[j] = rj < n ? *reinterpret_cast<const float4*>(rows[rj] + i) : float4{};
       }
 #pragma unroll
-      for (int j = 0; j < kRowsInFlight; ++j)
+      for (int h = 0; h < kScoreHeads; ++h) {
+        const float4 qh = *reinterpret_cast<const float4*>(q_s + h * hd + i);
 #pragma unroll
-        for (int h = 0; h < kScoreHeads; ++h)
-          d[j][h] = fmaf(q[h][c].x, k[j].x, fmaf(q[h][c].y, k[j].y, fmaf(q[h][c].z, k[j].z, fmaf(q[h][c].w, k[j].w, d[j][h]))));
+        for (int j = 0; j < kRowsInFlight; ++j)
+          d[j][h] = fmaf(qh.x, k[j].x, fmaf(qh.y, k[j].y, fmaf(qh.z, k[j].z, fmaf(qh.w, k[j].w, d[j][h]))));
+      }
     }
 #pragma unroll
     for (int j = 0; j < kRowsInFlight; ++j) {
@@ -155,14 +148,18 @@ __device__ __forceinline__ void split_values(const AttentionParams& p, const Att
 }
 
 // Grid (splits, heads / G, chunk tokens); G = 4 or 8 heads share each row read.
+// Registers budgeted for 3 blocks per SM (a few spilled; q lives in shared memory): more warps to
+// hide the rows' memory latency than 2 blocks without spills (H200, full-size q2: the 256-token
+// step 313.4 -> 305.9 ms, 64-token 133.3 -> 131.8, 2048-token prefill 1607 -> 1584 ms).
 template <int G>
-__global__ void __launch_bounds__(kSplitThreads, 2) attention_partial_kernel(StepBatch b, LayerKv kv, AttentionParams p,
+__global__ void __launch_bounds__(kSplitThreads, 3) attention_partial_kernel(StepBatch b, LayerKv kv, AttentionParams p,
                                                                             AttentionSplitExtras x, int64_t t0, int per_max) {
   static_assert(G % kScoreHeads == 0 && G <= kSplitThreads / 32, "a warp per head in the softmax pass");
   extern __shared__ unsigned char split_smem[];
   const int hd = kv.head_dim;
   double* e = reinterpret_cast<double*>(split_smem);                     // [G][per_max]
   const float** rows = reinterpret_cast<const float**>(e + G * per_max);  // [per_max]
+  float* q_s = reinterpret_cast<float*>(rows + per_max);                 // [G][hd]: the group's q rows
   __shared__ double ml[G][2];
   const int64_t tc = blockIdx.z, t = t0 + tc;
   const int split = blockIdx.x, h0 = blockIdx.y * G;
@@ -172,11 +169,14 @@ __global__ void __launch_bounds__(kSplitThreads, 2) attention_partial_kernel(Ste
   const int64_t per = (tr.n_rows + n_split - 1) / n_split, r0 = split * per;
   const int64_t r1 = r0 + per < tr.n_rows ? r0 + per : tr.n_rows, n = r1 - r0;
   for (int64_t r = threadIdx.x; r < n; r += blockDim.x) rows[r] = row_ptr(b, kv, p, tr, t, r0 + r);
+  const float* q_group = p.q + (t * p.heads + h0) * hd;  // G heads' rows, contiguous
+  for (int i = 4 * threadIdx.x; i < G * hd; i += 4 * blockDim.x)
+    *reinterpret_cast<float4*>(q_s + i) = *reinterpret_cast<const float4*>(q_group + i);
   __syncthreads();
   // Scores: warp w takes heads (w mod G/4)·4 .. +3 and every (G/4 · 32 / blockDim)-th row.
   constexpr int kHeadSets = G / kScoreHeads, kRowWarps = kSplitThreads / 32 / kHeadSets;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, set = warp % kHeadSets;
-  split_scores(p, hd, t, h0 + set * kScoreHeads, rows, warp / kHeadSets, kRowWarps, n, e, set * kScoreHeads, per_max);
+  split_scores(q_s + set * kScoreHeads * hd, hd, rows, warp / kHeadSets, kRowWarps, n, e, set * kScoreHeads, per_max);
   __syncthreads();
   // Per head (warp h): the split's max and Σ exp(s − max), e overwritten with the exponentials.
   if (warp < G) {
@@ -248,8 +248,10 @@ template <int G>
 void launch_split(const StepBatch& b, const LayerKv& kv, const AttentionParams& p, const AttentionSplitExtras& x,
                   cudaStream_t stream) {
   const char* k = "cuda::attention_split";
-  const int per_max = static_cast<int>(std::max<int64_t>(kSplitRows, (p.max_rows + kAttentionMaxSplits - 1) / kAttentionMaxSplits));
-  const size_t smem = static_cast<size_t>(per_max) * (G * sizeof(double) + sizeof(float*));
+  // Even, so that q_s after the row pointers stays 16-byte aligned.
+  const int per_max = static_cast<int>(
+      (std::max<int64_t>(kSplitRows, (p.max_rows + kAttentionMaxSplits - 1) / kAttentionMaxSplits) + 1) / 2 * 2);
+  const size_t smem = static_cast<size_t>(per_max) * (G * sizeof(double) + sizeof(float*)) + G * kv.head_dim * sizeof(float);
   DS4_LAUNCH_REQUIRE(smem <= 200 * 1024, k, "too many attended rows: " + std::to_string(p.max_rows));
   DS4_CUDA_CHECK(cudaFuncSetAttribute(attention_partial_kernel<G>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
   const int max_splits = static_cast<int>(std::min<int64_t>((p.max_rows + kSplitRows - 1) / kSplitRows, kAttentionMaxSplits));
