@@ -11,8 +11,9 @@
 //     tensor-core accumulation) added in f32, then f32 adds over the sub-chunks and the k parts.
 //     Contract: |y − Σ w·x| ≤ 1e-5·Σ|w·x| (the CPU dot contract, what cuda_matmul_test checks).
 // Work layout: a warp owns 32 output rows (two m16 tiles) and 32 tokens per pass (four n8
-// tiles; decode-sized calls of ≤ 8 tokens take a one-tile, 8-token variant with more warps per SM
-// and the same per-element arithmetic), so each weight byte is read once per 32 tokens (plain mode: the 32-token slabs run as
+// tiles; decode-sized calls of ≤ 8 tokens take a one-tile, 8-token variant with more warps per SM,
+// 9-16 tokens a two-tile one, prefill-sized calls a 64-token one; the same per-element arithmetic
+// in all), so each weight byte is read once per pass's tokens (plain mode: the token slabs run as
 // parallel blocks, re-reading their rows mostly from L2); the k range is split over the warps
 // of a block and the blocks of a thread-block cluster (split-K through distributed shared
 // memory), the split chosen from the matrix shape alone and the parts added in a fixed order:
