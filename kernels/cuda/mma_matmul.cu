@@ -833,17 +833,18 @@ int format_max_cluster() {
 }
 
 // Token tiles per pass for a call (every tiling computes every call correctly, with the same
-// bits; this only picks the faster one): plain mode 1 up to small tokens, 2 up to mid, 8 above
-// wide, else 4 (H200, full-size q2: the 2048-token prefill 1683 -> 1605 ms, the 256-token decode
-// step 325.6 -> 318.9 ms with the 64-token tiling above 64 tokens); grouped mode 8 when the
-// entries average more than group_wide per group (at 48 per group, a 2048-token prefill's routed
-// experts, the 64-token tiling was slower: 1794 ms; above 128 each group runs at least two
-// whole 64-token passes);
-// grouped mode 1 when the entries (n_tokens, when the caller gives it) average <= group_mean per
+// bits; this only picks the faster one).
+// Plain mode: 1 up to small tokens, 2 up to mid, 8 above wide, else 4 (H200, full-size q2: the
+// 2048-token prefill 1683 -> 1605 ms, the 256-token decode step 325.6 -> 318.9 ms with the 64-token
+// tiling above 64 tokens).
+// Grouped mode: 1 through a list of <= 48 groups (<= 8 tokens x 6 routes as the engine sizes
+// grid_groups) or when the entries (n_tokens, when the caller gives it) average <= group_mean per
 // group (routed experts up to ~680 tokens: a group re-runs its 8-token pass for more tokens, which
 // beats the 32-token tiling's lower occupancy while groups are small; H200, 256 tokens x 6 routes
-// over 256 experts: IQ2_XXS 1451 -> 1111 us, Q2_K 1428 -> 1099, Q4_K 2657 -> 1712), or through a
-// list of <= 48 groups (<= 8 tokens x 6 routes as the engine sizes grid_groups), else 4.
+// over 256 experts: IQ2_XXS 1451 -> 1111 us, Q2_K 1428 -> 1099, Q4_K 2657 -> 1712); 8 when they
+// average more than group_wide (at 48 per group, a 2048-token prefill's routed experts, the
+// 64-token tiling was slower: 1794 ms against 1683; above 128 each group runs at least two whole
+// 64-token passes); else 4.
 struct TileRule {
   int64_t small = 8, mid = 16, group_mean = 16, wide = 64, group_wide = 128;
 };
